@@ -1,0 +1,203 @@
+"""Datalists: the JSON files that tell a bundle which images (and labels) to use.
+
+The format is MONAI's Decathlon datalist, so ``monai.data.load_decathlon_datalist`` reads it::
+
+    {
+      "name": "ISIC-2017",
+      "labels": {"0": "background", "1": "lesion"},
+      "training":   [{"image": "train/ISIC_0000000.jpg", "label": "...png", "patient": "ISIC_0000000"}],
+      "validation": [...],
+      "testing":    [...],
+      "unlabelled": [{"image": "...", "patient": "..."}]
+    }
+
+Paths are relative to the folder the JSON file lies in (or absolute). ``patient`` is the
+grouping key for splits: no patient (video, scan, slide) ever lands in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+from fewlabel.errors import DataError
+
+__all__ = [
+    "SPLITS",
+    "save_datalist",
+    "load_datalist",
+    "split_by_group",
+    "split_labelled",
+]
+
+SPLITS = ("training", "validation", "testing", "unlabelled")
+
+
+def save_datalist(datalist: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``datalist`` as JSON to ``path``, with image/label paths made relative to its folder.
+
+    Args:
+        datalist: a dict with any of the keys in :data:`SPLITS`, each a list of items
+            (dicts with at least ``"image"``), plus optional ``"name"`` and ``"labels"``.
+        path: output JSON file; its parent folders are created.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    out: dict[str, Any] = {}
+    for key, value in datalist.items():
+        if key in SPLITS:
+            out[key] = [_relative_item(item, base) for item in value]
+        else:
+            out[key] = value
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def _relative_item(item: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(item)
+    for key in ("image", "label"):
+        if key in out and isinstance(out[key], (str, os.PathLike)):
+            p = Path(out[key])
+            if p.is_absolute():
+                try:
+                    out[key] = p.resolve().relative_to(base).as_posix()
+                except ValueError:
+                    out[key] = str(p)
+            else:
+                out[key] = p.as_posix()
+    return out
+
+
+def load_datalist(
+    path: str | os.PathLike, split: str = "training", base_dir: str | os.PathLike | None = None,
+    check_files: bool = True,
+) -> list[dict[str, Any]]:
+    """Read one split of a datalist JSON, with paths made absolute.
+
+    Args:
+        path: the datalist JSON file.
+        split: one of :data:`SPLITS` (or any list-valued key of the file).
+        base_dir: folder the relative paths are relative to; defaults to the JSON's folder.
+        check_files: raise :class:`~fewlabel.errors.DataError` naming the first missing
+            image or label file.
+
+    Raises:
+        DataError: the file is missing, not JSON, has no such split, or lists missing files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"Datalist file not found: {path}. Create one with `fewlabel datalist DATASET SRC_DIR -o {path}`, "
+            "or leave dataset_dir unset to use the demo data."
+        )
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"Datalist {path} is not valid JSON ({e}). Re-create it with `fewlabel datalist`.") from e
+    if split not in content:
+        raise DataError(f"Datalist {path} has no '{split}' list (it has: {sorted(content)}).")
+    base = Path(base_dir) if base_dir is not None else path.parent
+    items = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=split, base_dir=str(base))
+    if check_files:
+        for item in items:
+            for key in ("image", "label"):
+                if key in item and isinstance(item[key], str) and not os.path.exists(item[key]):
+                    raise DataError(
+                        f"{key} file listed in {path} ('{split}') does not exist: {item[key]}. "
+                        "Check dataset_dir, or re-create the datalist with `fewlabel datalist`."
+                    )
+    return items
+
+
+def split_by_group(
+    items: Sequence[dict[str, Any]],
+    fractions: Sequence[float],
+    seed: int = 0,
+    group_key: str = "patient",
+) -> list[list[dict[str, Any]]]:
+    """Split ``items`` into ``len(fractions)`` parts at group level (patient, video, scan).
+
+    Groups are shuffled with ``seed`` and assigned greedily so that each part's share of
+    *items* is as close as possible to its fraction; no group is in two parts. Items without
+    ``group_key`` are their own group.
+
+    Args:
+        items: datalist items.
+        fractions: non-negative numbers summing to 1 (e.g. ``(0.7, 0.1, 0.2)``).
+        seed: the same seed and items give the same split.
+        group_key: the item key naming the group.
+
+    Returns:
+        One list of items per fraction, each in the input order.
+    """
+    fr = np.asarray(fractions, dtype=float)
+    if fr.ndim != 1 or len(fr) == 0 or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {list(fractions)}")
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(str(item.get(group_key, f"__item{i}")), []).append(i)
+    names = sorted(groups)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(names))
+    targets = fr * len(items)
+    counts = np.zeros(len(fr))
+    assignment: list[list[int]] = [[] for _ in fr]
+    for g in order:
+        idx = groups[names[g]]
+        # the part furthest below its target (relative) takes the next group
+        deficit = (targets - counts) / np.maximum(targets, 1e-9)
+        deficit[targets == 0] = -np.inf
+        part = int(np.argmax(deficit))
+        assignment[part].extend(idx)
+        counts[part] += len(idx)
+    return [[items[i] for i in sorted(part)] for part in assignment]
+
+
+def split_labelled(
+    items: Sequence[dict[str, Any]],
+    labelled_fraction: float,
+    seed: int = 0,
+    group_key: str = "patient",
+    min_labelled: int = 1,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split training items into a labelled part and an unlabelled part, at group level.
+
+    The unlabelled items keep their image but lose their ``label`` key, so no code path can
+    use a label that the few-label setting says is unknown.
+
+    Args:
+        items: training items.
+        labelled_fraction: share of items to keep labelled, in [0, 1].
+        seed: random seed of the group shuffle.
+        group_key: the item key naming the group (patient, video, scan).
+        min_labelled: at least this many groups are labelled when ``labelled_fraction > 0``.
+
+    Returns:
+        ``(labelled, unlabelled)``.
+    """
+    if not 0.0 <= labelled_fraction <= 1.0:
+        raise ValueError(f"labelled_fraction must be in [0, 1], got {labelled_fraction}")
+    if labelled_fraction in (0.0, 1.0):
+        parts = [list(items), []] if labelled_fraction == 1.0 else [[], list(items)]
+    else:
+        parts = split_by_group(items, (labelled_fraction, 1.0 - labelled_fraction), seed, group_key)
+        if min_labelled and not parts[0] and parts[1]:
+            first_group = parts[1][0].get(group_key)
+            parts = [
+                [it for it in parts[1] if it.get(group_key) == first_group],
+                [it for it in parts[1] if it.get(group_key) != first_group],
+            ]
+    unlabelled = [{k: v for k, v in it.items() if k != "label"} for it in parts[1]]
+    return parts[0], unlabelled
