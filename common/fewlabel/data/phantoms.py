@@ -1,0 +1,686 @@
+"""Deterministic procedural demo phantoms (image + ground-truth mask) and demo datasets.
+
+No machine this project runs on can download the real datasets, so every bundle can run on
+phantoms instead: small synthetic images that look like the modality (so a network trained on
+them learns something plausible) and come with an exact ground truth.
+
+Each kind of phantom is a generator registered with :func:`register_phantom`; new modalities
+slot in by registering another generator, without editing this module::
+
+    @register_phantom("polyp", num_classes=2, class_names=("background", "polyp"), modality="endoscopy")
+    def _polyp(rng, style_rng, size):
+        ...
+        return image, mask  # (H, W, 3) uint8 RGB, (H, W) uint8 class indices
+
+:func:`make_phantom` draws one image; :func:`write_demo_dataset` writes a whole dataset (PNG
+images, PNG label maps and a MONAI datalist with patient-level splits) into the cache folder.
+
+Randomness comes only from ``np.random.default_rng``: the same ``(kind, seed, size)`` always
+gives byte-identical arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.draw import polygon as draw_polygon
+
+from fewlabel.data.cache import cache_dir
+from fewlabel.data.datalist import save_datalist, split_by_group
+from fewlabel.errors import DataError
+
+__all__ = [
+    "PHANTOMS",
+    "PHANTOM_VERSION",
+    "register_phantom",
+    "phantom_info",
+    "make_phantom",
+    "write_demo_dataset",
+]
+
+#: Bumped whenever a generator's output changes, so cached demo datasets are regenerated.
+PHANTOM_VERSION = 1
+
+#: Signature of a phantom generator: ``(rng, style_rng, (H, W)) -> (image, mask)``. ``rng`` draws
+#: the content of this one image, ``style_rng`` the appearance shared by a patient's images.
+PhantomGenerator = Callable[[np.random.Generator, np.random.Generator, tuple[int, int]], tuple[np.ndarray, np.ndarray]]
+
+_Pair = tuple[np.ndarray, np.ndarray]
+
+#: Registered generators, by kind.
+PHANTOMS: dict[str, PhantomGenerator] = {}
+_INFO: dict[str, dict[str, Any]] = {}
+
+_MIN_SIZE = 32
+
+
+def register_phantom(
+    name: str, num_classes: int, class_names: tuple[str, ...], modality: str
+) -> Callable[[PhantomGenerator], PhantomGenerator]:
+    """Decorator registering a phantom generator under ``name`` in :data:`PHANTOMS`.
+
+    The decorated function is called as ``fn(rng, style_rng, (H, W))`` with two
+    ``np.random.Generator``: ``rng`` for the content of the image, ``style_rng`` for the
+    appearance that all images of one patient share (stain, skin tone, exposure...). It must
+    use no other source of randomness and return ``(image, mask)``: ``image`` of shape
+    ``(H, W, 3)``, dtype uint8 (RGB); ``mask`` of shape ``(H, W)``, dtype uint8, with values in
+    ``[0, num_classes - 1]``.
+
+    Args:
+        name: the kind, as passed to :func:`make_phantom`.
+        num_classes: number of classes of the mask, background included.
+        class_names: one name per class, index 0 first (usually ``"background"``).
+        modality: free text, e.g. ``"microscopy"``, ``"dermoscopy"``, ``"xray"``.
+
+    Raises:
+        ValueError: ``name`` is already registered, or ``class_names`` does not have
+            ``num_classes`` entries.
+    """
+    if name in PHANTOMS:
+        raise ValueError(f"A phantom named '{name}' is already registered.")
+    class_names = tuple(class_names)
+    if num_classes < 2 or len(class_names) != num_classes:
+        raise ValueError(
+            f"Phantom '{name}': num_classes={num_classes} needs as many class_names (got {class_names})."
+        )
+
+    def decorator(fn: PhantomGenerator) -> PhantomGenerator:
+        PHANTOMS[name] = fn
+        _INFO[name] = {"num_classes": int(num_classes), "class_names": class_names, "modality": str(modality)}
+        return fn
+
+    return decorator
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in PHANTOMS:
+        raise ValueError(f"Unknown phantom kind '{kind}'; known kinds: {', '.join(sorted(PHANTOMS))}.")
+
+
+def phantom_info(kind: str) -> dict[str, Any]:
+    """Metadata of a registered phantom kind.
+
+    Returns:
+        ``{"num_classes": int, "class_names": tuple[str, ...], "modality": str}``.
+
+    Raises:
+        ValueError: unknown ``kind`` (the message lists the known kinds).
+    """
+    _check_kind(kind)
+    info = _INFO[kind]
+    return {"num_classes": info["num_classes"], "class_names": tuple(info["class_names"]), "modality": info["modality"]}
+
+
+def make_phantom(
+    kind: str, seed: int, size: tuple[int, int] = (224, 224), *, style_seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one phantom image and its ground-truth mask.
+
+    Args:
+        kind: a key of :data:`PHANTOMS` (``"nuclei"``, ``"dermoscopy"``, ``"xray"``, ...).
+        seed: non-negative integer; the same ``(kind, seed, size, style_seed)`` gives
+            byte-identical arrays, another seed another image.
+        size: ``(H, W)`` in pixels, each at least 32. Structures scale with the image size.
+        style_seed: seed of the appearance shared by one patient's images (staining, skin tone,
+            exposure, anatomy proportions); defaults to ``seed``.
+
+    Returns:
+        ``(image, mask)``: ``image`` of shape ``(H, W, 3)``, dtype uint8, RGB in [0, 255];
+        ``mask`` of shape ``(H, W)``, dtype uint8, class indices in ``[0, num_classes - 1]``
+        (see :func:`phantom_info`).
+
+    Raises:
+        ValueError: unknown ``kind``, negative seed or invalid ``size``.
+    """
+    _check_kind(kind)
+    size = _check_size(size)
+    seed = _check_seed(seed, "seed")
+    style_seed = seed if style_seed is None else _check_seed(style_seed, "style_seed")
+    rng = np.random.default_rng([seed, 0])
+    style_rng = np.random.default_rng([style_seed, 1])
+    image, mask = PHANTOMS[kind](rng, style_rng, size)
+    num_classes = _INFO[kind]["num_classes"]
+    if (
+        image.shape != (*size, 3)
+        or image.dtype != np.uint8
+        or mask.shape != size
+        or mask.dtype != np.uint8
+        or int(mask.max(initial=0)) >= num_classes
+    ):
+        raise RuntimeError(
+            f"Phantom generator '{kind}' returned image {image.shape} {image.dtype} and mask {mask.shape} "
+            f"{mask.dtype}; expected ({size[0]}, {size[1]}, 3) uint8 and ({size[0]}, {size[1]}) uint8 < {num_classes}."
+        )
+    return image, mask
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (H, W), got {size!r}") from None
+    if h < _MIN_SIZE or w < _MIN_SIZE:
+        raise ValueError(f"size must be at least ({_MIN_SIZE}, {_MIN_SIZE}), got {size!r}")
+    return h, w
+
+
+def _check_seed(seed: int, name: str) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers (all vectorised)
+# ---------------------------------------------------------------------------------------------
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Gaussian-correlated noise of correlation length ``sigma`` px, zero mean, unit std, float32.
+
+    Large ``sigma`` is filtered on a coarse grid and upsampled, so the cost does not grow with it.
+    """
+    h, w = shape
+    f = max(1, int(sigma // 3))
+    ch, cw = -(-h // f) + 2, -(-w // f) + 2
+    noise = rng.standard_normal((ch, cw), dtype=np.float32)
+    noise = ndi.gaussian_filter(noise, sigma / f, mode="wrap", truncate=3.0)
+    if f > 1:
+        noise = ndi.zoom(noise, f, order=1, mode="nearest")
+    noise = noise[f : f + h, f : f + w] if noise.shape[0] >= h + f and noise.shape[1] >= w + f else noise[:h, :w]
+    noise = noise - noise.mean()
+    return (noise / (noise.std() + 1e-8)).astype(np.float32)
+
+
+def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _fourier_shape(
+    rng: np.random.Generator, n_harmonics: int, amplitude: float, decay: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random radial perturbation ``1 + sum_k a_k cos(k phi + p_k)``, ``k = 2..n_harmonics + 1``."""
+    k = np.arange(2, n_harmonics + 2, dtype=np.float32)
+    amp = amplitude * rng.uniform(0.3, 1.0, n_harmonics).astype(np.float32) / k**decay
+    phase = rng.uniform(0, 2 * np.pi, n_harmonics).astype(np.float32)
+    return amp, phase
+
+
+def _radial_boundary(u: np.ndarray, v: np.ndarray, rho: np.ndarray, amp: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """``1 + sum_k a_k cos(k phi + p_k)`` with ``phi = atan2(v, u)``, by the angle-addition recurrence."""
+    inv = 1.0 / np.maximum(rho, 1e-6)
+    c1, s1 = u * inv, v * inv
+    ck, sk = c1 * c1 - s1 * s1, 2.0 * c1 * s1  # cos 2phi, sin 2phi
+    out = np.ones_like(u)
+    for a, p in zip(amp.tolist(), phase.tolist()):
+        out += (a * math.cos(p)) * ck - (a * math.sin(p)) * sk
+        ck, sk = ck * c1 - sk * s1, sk * c1 + ck * s1
+    return out
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# nuclei: fluorescence microscopy (DAPI)
+# ---------------------------------------------------------------------------------------------
+
+
+@register_phantom("nuclei", num_classes=2, class_names=("background", "nucleus"), modality="microscopy")
+def _nuclei(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+    """DAPI-like fluorescence: dim uneven background, 15-60 bright textured nuclei, blur, shot noise."""
+    h, w = size
+    s = float(np.sqrt(h * w) / 224.0)
+    # patient / slide appearance
+    tint = np.array([style_rng.uniform(0.12, 0.35), style_rng.uniform(0.30, 0.55), 1.0], np.float32)
+    gain = style_rng.uniform(0.75, 1.0)
+    background = style_rng.uniform(0.04, 0.09)
+    blur = style_rng.uniform(0.7, 1.3) * s
+    photons = style_rng.uniform(40.0, 160.0)  # photon count of a fully bright pixel
+    mean_radius = style_rng.uniform(7.0, 10.0)
+    texture_amp = style_rng.uniform(0.15, 0.3)
+    dim_share = style_rng.uniform(0.1, 0.25)  # share of dim (out-of-focus, low-DNA) nuclei
+
+    n = int(rng.integers(15, 61))
+    radii = (np.clip(rng.normal(mean_radius, 2.5, n), 4.0, 14.0) * s).tolist()
+    centres = np.empty((n, 2), np.float32)
+    for i in range(n):  # a few touch or overlap a previous nucleus
+        if i > 0 and rng.random() < 0.3:
+            j = int(rng.integers(i))
+            angle = rng.uniform(0, 2 * np.pi)
+            dist = (radii[i] + radii[j]) * rng.uniform(0.75, 1.05)
+            centres[i] = centres[j] + dist * np.array([np.sin(angle), np.cos(angle)])
+        else:
+            centres[i] = rng.uniform([-0.02 * h, -0.02 * w], [1.02 * h, 1.02 * w])
+    dim = rng.random(n) < dim_share
+    brightness = (np.where(dim, rng.uniform(0.15, 0.35, n), rng.uniform(0.5, 1.0, n)) * gain).tolist()
+    aspect = rng.uniform(0.6, 1.0, n).tolist()
+    theta = rng.uniform(0, np.pi, n).tolist()
+
+    signal = np.zeros(size, np.float32)
+    mask = np.zeros(size, bool)
+    edge = 1.0  # anti-aliasing width, px
+    for i in range(n):
+        r = radii[i]
+        amp, phase = _fourier_shape(rng, 4, rng.uniform(0.05, 0.25))
+        reach = r * (1.0 + amp.sum()) + 2.0
+        y0, y1 = max(0, int(centres[i, 0] - reach)), min(h, int(centres[i, 0] + reach) + 2)
+        x0, x1 = max(0, int(centres[i, 1] - reach)), min(w, int(centres[i, 1] + reach) + 2)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dy = np.arange(y0, y1, dtype=np.float32)[:, None] - centres[i, 0]
+        dx = np.arange(x0, x1, dtype=np.float32)[None, :] - centres[i, 1]
+        u = (dx * math.cos(theta[i]) + dy * math.sin(theta[i])) / r
+        v = (-dx * math.sin(theta[i]) + dy * math.cos(theta[i])) / (r * aspect[i])
+        rho = np.sqrt(u * u + v * v)
+        bound = _radial_boundary(u, v, rho, amp, phase)
+        depth = (bound - rho) * r * aspect[i]  # ~ signed distance to the boundary, px
+        inside = depth > 0
+        if not inside.any():
+            continue
+        alpha = np.clip(depth / edge + 0.5, 0.0, 1.0)
+        dome = 0.8 + 0.2 * np.sqrt(np.clip(1.0 - rho / bound, 0.0, 1.0))
+        value = brightness[i] * alpha * dome
+        np.maximum(signal[y0:y1, x0:x1], value, out=signal[y0:y1, x0:x1])
+        mask[y0:y1, x0:x1] |= inside
+
+    # chromatin texture (fine) and nucleoli-like darker spots
+    chromatin = _smooth_noise(rng, size, 1.2 * s)
+    nucleoli = np.clip(_smooth_noise(rng, size, 2.0 * s) - 1.2, 0.0, None)
+    texture = 1.0 + texture_amp * chromatin - 0.25 * nucleoli
+    signal *= texture
+    uneven = background * (1.0 + 0.35 * _smooth_noise(rng, size, 45.0 * s)) + 0.015 * np.clip(
+        _smooth_noise(rng, size, 6.0 * s), 0, None
+    )
+    img = np.clip(signal + uneven, 0.0, None)
+    img = ndi.gaussian_filter(img, blur, truncate=3.0)
+    img = rng.poisson(img * photons).astype(np.float32) / photons  # shot noise
+    img += 0.01 * rng.standard_normal(size, dtype=np.float32)  # read noise
+    rgb = img[..., None] * tint
+    return _to_uint8(rgb), mask.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# dermoscopy: pigmented skin lesion
+# ---------------------------------------------------------------------------------------------
+
+
+@register_phantom("dermoscopy", num_classes=2, class_names=("background", "lesion"), modality="dermoscopy")
+def _dermoscopy(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+    """Skin with texture and dermatoscope vignetting, one brown variegated lesion, a few hairs."""
+    h, w = size
+    m = float(min(h, w))
+    s = float(np.sqrt(h * w) / 224.0)
+    # patient appearance: skin tone, pigment, hair
+    tone = style_rng.uniform(0.0, 1.0)
+    skin = np.array([0.93 - 0.25 * tone, 0.74 - 0.28 * tone, 0.66 - 0.30 * tone], np.float32)
+    skin *= style_rng.uniform(0.93, 1.05, 3).astype(np.float32)
+    pigment = style_rng.uniform(0.0, 1.0)
+    light_brown = np.array([0.72, 0.50, 0.36], np.float32) * (1.0 - 0.2 * pigment)
+    dark_brown = np.array([0.38, 0.22, 0.15], np.float32) * (1.0 - 0.35 * pigment)
+    blue_grey = np.array([0.45, 0.45, 0.50], np.float32)
+    hair_colour = np.array([0.10, 0.07, 0.05], np.float32) * style_rng.uniform(0.6, 1.6)
+    hair_density = style_rng.uniform(0.0, 1.0) ** 2
+    hair_width = style_rng.uniform(0.5, 0.9) * s
+    fov = style_rng.uniform(0.80, 0.95)  # field-of-view radius / half-diagonal
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    # skin: multiplicative texture, reddish blotches, illumination gradient
+    img = np.broadcast_to(skin, (h, w, 3)).copy()
+    tex = 0.035 * _smooth_noise(rng, size, 8.0 * s) + 0.02 * _smooth_noise(rng, size, 1.5 * s)
+    img *= 1.0 + tex[..., None]
+    redness = np.clip(_smooth_noise(rng, size, 20.0 * s), 0, None)[..., None]
+    img *= 1.0 - 0.05 * redness * np.array([0.0, 1.0, 0.8], np.float32)
+    gdir = rng.uniform(0, 2 * np.pi)
+    gradient = ((yy - h / 2) * math.sin(gdir) + (xx - w / 2) * math.cos(gdir)) / m
+    img *= (1.0 + 0.08 * gradient)[..., None]
+
+    # lesion: ellipse with radial Fourier perturbation
+    cy = h / 2 + rng.uniform(-0.1, 0.1) * h
+    cx = w / 2 + rng.uniform(-0.1, 0.1) * w
+    radius = rng.uniform(0.14, 0.3) * m
+    aspect = rng.uniform(0.65, 1.0)
+    theta = rng.uniform(0, np.pi)
+    amp, phase = _fourier_shape(rng, 7, rng.uniform(0.15, 0.4), decay=0.9)
+    dy, dx = yy - cy, xx - cx
+    u = (dx * math.cos(theta) + dy * math.sin(theta)) / radius
+    v = (-dx * math.sin(theta) + dy * math.cos(theta)) / (radius * aspect)
+    rho = np.sqrt(u * u + v * v)
+    bound = _radial_boundary(u, v, rho, amp, phase)
+    # small-scale irregularity of the border
+    bound = bound * (1.0 + 0.04 * _smooth_noise(rng, size, 3.0 * s))
+    depth = (bound - rho) * radius * aspect  # ~ signed distance, px
+    mask = depth > 0
+    alpha = 0.5 + 0.5 * np.tanh(depth / (2.0 * rng.uniform(1.0, 3.5) * s))  # logistic edge
+    interior = np.clip(1.0 - rho / np.maximum(bound, 1e-3), 0.0, 1.0)
+
+    # colour variegation: mixture of light brown / dark brown / blue-grey, darker towards centre
+    f1 = _smooth_noise(rng, size, 10.0 * s) + 1.5 * interior - 0.3
+    f2 = _smooth_noise(rng, size, 14.0 * s) - 1.0
+    weights = np.stack([np.zeros_like(f1), f1, f2], -1) * 2.5  # softmax over the three colours
+    weights = np.exp(weights - weights.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    lesion = weights @ np.stack([light_brown, dark_brown, blue_grey])
+    # pigment network: zero crossings of band-limited noise form a reticular pattern
+    net = np.abs(_smooth_noise(rng, size, 2.0 * s)) < 0.25
+    lesion *= 1.0 - 0.18 * net[..., None] * rng.uniform(0.3, 1.0)
+    lesion *= 1.0 + 0.05 * _smooth_noise(rng, size, 1.5 * s)[..., None]
+    img = img * (1.0 - alpha[..., None]) + lesion * alpha[..., None]
+
+    # hairs: curved strands from border to border, rendered as blurred polylines
+    n_hairs = int(rng.poisson(0.5 + 6.0 * hair_density))
+    if n_hairs:
+        canvas = np.zeros(size, np.float32)
+        n_pts = 4 * (h + w)
+        t = np.linspace(0.0, 1.0, n_pts, dtype=np.float32)[:, None]
+        for _ in range(n_hairs):
+            a, b = rng.uniform(0, 1, 2), rng.uniform(0, 1, 2)
+            a[int(rng.integers(2))] = float(rng.integers(2))  # start on a border
+            b[int(rng.integers(2))] = float(rng.integers(2))
+            c = (a + b) / 2 + rng.normal(0.0, 0.15, 2)  # gently curved
+            pts = ((1 - t) ** 2 * a + 2 * (1 - t) * t * c + t**2 * b) * np.array([h - 1, w - 1], np.float32)
+            wiggle = rng.uniform(0.0, 2.0) * s * np.sin(2 * np.pi * rng.uniform(2, 6) * t[:, 0] + rng.uniform(0, 6.3))
+            pts[:, 1] += wiggle
+            iy, ix = np.rint(pts[:, 0]).astype(int), np.rint(pts[:, 1]).astype(int)
+            ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+            canvas[iy[ok], ix[ok]] = rng.uniform(0.6, 1.0)
+        hair = ndi.gaussian_filter(canvas, hair_width, truncate=3.0) * (np.sqrt(2 * np.pi) * hair_width * 1.1)
+        hair = np.clip(hair, 0.0, 1.0)[..., None]
+        img = img * (1.0 - hair) + hair_colour * hair
+
+    # dermatoscope: radial fall-off and dark circular corners
+    r = np.sqrt((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (0.5 * np.hypot(h, w))
+    vignette = (1.0 - 0.25 * (r / fov) ** 2) * (1.0 - _smoothstep(fov - 0.02, fov + 0.03, r))
+    img = img * vignette[..., None] + 0.02 * (1.0 - vignette[..., None])
+    img = ndi.gaussian_filter(img, (0.5 * s, 0.5 * s, 0), truncate=3.0)
+    img += 0.012 * rng.standard_normal(img.shape, dtype=np.float32)
+    return _to_uint8(img), mask.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# xray: postero-anterior chest radiograph
+# ---------------------------------------------------------------------------------------------
+
+# Outline of the right lung (image left) in (x / W, y / H), apex first, clockwise.
+_RIGHT_LUNG = np.array(
+    [
+        (0.40, 0.15), (0.34, 0.12), (0.27, 0.16), (0.21, 0.25), (0.17, 0.37), (0.14, 0.50),
+        (0.125, 0.63), (0.12, 0.74), (0.13, 0.82), (0.17, 0.80), (0.24, 0.75), (0.31, 0.71),
+        (0.38, 0.69), (0.44, 0.69), (0.455, 0.58), (0.455, 0.45), (0.445, 0.32), (0.43, 0.21),
+    ],
+    np.float32,
+)
+
+
+def _lung_mask(
+    rng: np.random.Generator, outline: np.ndarray, size: tuple[int, int], width: float, smooth: float
+) -> np.ndarray:
+    """Rasterise a jittered, smoothed lung outline given in (x / width about the centre, y / H)."""
+    h, w = size
+    pts = outline + rng.normal(0.0, 0.005, outline.shape).astype(np.float32)
+    rr, cc = draw_polygon(pts[:, 1] * h, (pts[:, 0] - 0.5) * width + w / 2, shape=size)
+    raster = np.zeros(size, np.float32)
+    raster[rr, cc] = 1.0
+    return ndi.gaussian_filter(raster, smooth, truncate=3.0) > 0.5
+
+
+@register_phantom("xray", num_classes=2, class_names=("background", "lung"), modality="xray")
+def _xray(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+    """PA chest radiograph: body, dark lung fields, ribs, clavicles, spine, mediastinum, heart."""
+    h, w = size
+    s = float(np.sqrt(h * w) / 224.0)
+    # patient: build, lung proportions, heart size, exposure
+    lung_w = style_rng.uniform(0.92, 1.06)
+    lung_h = style_rng.uniform(0.93, 1.05)
+    heart_scale = style_rng.uniform(0.9, 1.15)
+    exposure = style_rng.uniform(0.85, 1.1)
+    rib_spacing = style_rng.uniform(0.065, 0.08)
+    rib_curve = style_rng.uniform(0.22, 0.30)
+    body_half = style_rng.uniform(0.43, 0.48)
+    # this image: inspiration depth, position
+    breath = rng.uniform(-0.02, 0.02)
+    shift = rng.uniform(-0.02, 0.02, 2).tolist()
+
+    ww = float(min(w, h))  # the thorax keeps its proportions in wide images
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    v, u = yy / h, 0.5 + (xx - w / 2) / ww
+    d = np.abs(u - 0.5 - shift[0])  # distance from the midline, in widths
+
+    def place(outline: np.ndarray, mirror: bool) -> np.ndarray:
+        o = outline.copy()
+        o[:, 1] = 0.13 + (o[:, 1] - 0.13) * (lung_h + breath * (o[:, 1] > 0.6))
+        o[:, 0] = 0.5 + (o[:, 0] - 0.5) * lung_w
+        if mirror:
+            o[:, 0] = 1.0 - o[:, 0]
+            o[:, 1] = np.where(o[:, 1] > 0.6, o[:, 1] + 0.015, o[:, 1])  # left hemidiaphragm lower
+        return o + np.asarray(shift, np.float32)
+
+    heart_c = (0.565 + shift[0], 0.665 + shift[1] + 0.5 * breath)
+    heart_r = (0.155 * heart_scale, 0.14 * heart_scale)
+    ht = rng.uniform(-0.25, -0.05)
+    hu, hv = (u - heart_c[0]) * ww, (v - heart_c[1]) * h
+    heart_u = (hu * math.cos(ht) + hv * math.sin(ht)) / (heart_r[0] * ww)
+    heart_v = (-hu * math.sin(ht) + hv * math.cos(ht)) / (heart_r[1] * h)
+    heart = heart_u**2 + heart_v**2 < 1.0
+    right = _lung_mask(rng, place(_RIGHT_LUNG, False), size, ww, 2.5 * s)
+    left = _lung_mask(rng, place(_RIGHT_LUNG, True), size, ww, 2.5 * s)
+    lungs = (right | left) & ~heart  # the heart shadow hides the medial lower left lung
+
+    # body outline: neck widening to the shoulders, soft edge
+    half = 0.09 + (body_half - 0.09) * _smoothstep(0.0, 0.2, v - shift[1]) ** 0.7 - 0.03 * _smoothstep(0.75, 1.0, v)
+    body = 1.0 - _smoothstep(half - 0.02, half + 0.01, d)
+    density = body * (0.55 + 0.12 * v + 0.04 * _smooth_noise(rng, size, 20.0 * s))
+
+    # aerated lung: darker away from its borders, hilar vessels and markings
+    dist = ndi.distance_transform_edt(lungs).astype(np.float32)
+    depth = 1.0 - np.exp(-dist / (0.045 * ww))
+    vessels = np.exp(-((_smooth_noise(rng, size, 3.0 * s) / 0.25) ** 2))  # branching lines
+    markings = (0.06 * vessels + 0.015 * _smooth_noise(rng, size, 1.0 * s)) * (1.0 - 0.5 * depth)
+    hila = np.exp(-(((d - 0.09) / 0.07) ** 2 + ((v - 0.45 - shift[1]) / 0.10) ** 2))
+    density -= lungs * (0.42 * depth - markings - 0.12 * hila * depth)
+
+    # ribs: posterior arcs (rising off the spine, curving down laterally) and fainter anterior ones
+    dn = np.clip(d / 0.42, 0.0, 1.3)
+    vs = v - shift[1]
+    cage = (1.0 - _smoothstep(0.9, 1.02, dn)) * _smoothstep(0.08, 0.16, vs) * (1.0 - _smoothstep(0.68, 0.8, vs))
+    phase = (vs + 0.08 * dn - rib_curve * dn**2) / (rib_spacing * (1.0 + 0.5 * vs))
+    posterior = _smoothstep(0.3, 0.7, np.cos(2 * np.pi * phase))
+    phase_a = (vs - 0.16 * np.clip(1.0 - dn, 0.0, None) ** 1.5) / (1.4 * rib_spacing)
+    anterior = _smoothstep(0.55, 0.85, np.cos(2 * np.pi * phase_a))
+    anterior *= _smoothstep(0.2, 0.45, dn) * (1.0 - _smoothstep(0.55, 0.7, vs))
+    behind = 1.0 - np.exp(-((d / 0.07) ** 4))  # hidden behind the mediastinum
+    density += cage * behind * (0.12 * posterior + 0.05 * anterior)
+    # clavicles
+    clav = np.exp(-(((vs - 0.11 - 0.06 * (dn - 0.2) ** 2 + 0.03 * dn) / 0.014) ** 2))
+    clav *= _smoothstep(0.08, 0.15, dn) * (1.0 - _smoothstep(0.75, 0.95, dn))
+    density += 0.15 * clav
+
+    # mediastinum, spine with vertebrae, heart, aortic knob, gastric bubble
+    medi = np.exp(-((d / (0.055 + 0.02 * _smoothstep(0.2, 0.5, v))) ** 6))
+    vert = 0.5 + 0.5 * np.cos(2 * np.pi * (v - shift[1]) / (0.75 * rib_spacing))
+    density += body * (0.14 * medi + 0.03 * np.exp(-((d / 0.035) ** 2)) * vert)
+    density += 0.04 * ndi.gaussian_filter(heart.astype(np.float32), 3.0 * s, truncate=3.0)
+    knob = np.exp(-(((u - 0.56 - shift[0]) / 0.03) ** 2 + ((v - 0.26 - shift[1]) / 0.03) ** 2))
+    density += 0.06 * knob
+    gastric = np.exp(-(((u - 0.68 - shift[0]) / 0.05) ** 2 + ((v - 0.84 - shift[1] - breath) / 0.025) ** 2))
+    density -= 0.15 * gastric * body
+
+    img = np.clip(density * exposure, 0.0, 1.0) ** 1.1
+    img = ndi.gaussian_filter(img, 0.8 * s, truncate=3.0)
+    img += 0.015 * rng.standard_normal(size, dtype=np.float32) + 0.02
+    gray = _to_uint8(img)
+    return np.repeat(gray[..., None], 3, axis=-1), lungs.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# demo datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def _image_seeds(seed: int, patient: int, k: int) -> tuple[int, int]:
+    """(content seed, style seed) of image ``k`` of ``patient``: patients share the style seed."""
+    content = int(np.random.SeedSequence([seed, patient, k]).generate_state(1)[0])
+    style = int(np.random.SeedSequence([seed, patient]).generate_state(1)[0])
+    return content, style
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path, compress_level=1)
+
+
+def _is_complete(datalist_path: Path, params: dict[str, Any]) -> bool:
+    if not datalist_path.is_file():
+        return False
+    try:
+        content = json.loads(datalist_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(content, dict) and content.get("phantom") == params
+
+
+def write_demo_dataset(
+    kind: str,
+    root: str | os.PathLike | None = None,
+    num_patients: int = 8,
+    images_per_patient: int = 4,
+    size: tuple[int, int] = (224, 224),
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+) -> Path:
+    """Write a demo dataset of phantoms (PNG images and labels) with a MONAI datalist.
+
+    Layout::
+
+        root/
+          images/<patient>_<k>.png     (H, W, 3) uint8 RGB
+          labels/<patient>_<k>.png     (H, W) uint8 class indices (0 = background)
+          datalist.json                "training" / "validation" / "testing" split by patient
+
+    Each item of the datalist is ``{"image", "label", "patient"}``; the file also has ``"name"``,
+    ``"labels"`` (``{"0": "background", "1": ...}``) and ``"phantom"`` (the parameters it was
+    generated with). All images of a patient share their appearance (stain, skin tone,
+    exposure), so a patient-level split means something.
+
+    The dataset is cached: when ``root/datalist.json`` was already written with the same
+    parameters it is returned without regenerating anything. Writing is atomic: the files are
+    generated in a temporary sibling folder that is renamed into place when complete.
+
+    Args:
+        kind: a registered phantom kind (see :data:`PHANTOMS`).
+        root: output folder; default ``cache_dir("demo", "<kind>-<hash of the parameters>")``
+            (under ``$FEWLABEL_CACHE``, default ``~/.cache/fewlabel``). An existing folder must be
+            empty or hold a demo dataset written by this function (which is then replaced).
+        num_patients: number of patients (groups of the split), at least 1.
+        images_per_patient: images per patient, at least 1.
+        size: ``(H, W)`` of every image.
+        seed: seed of the whole dataset (images and split).
+        fractions: shares of ``(training, validation, testing)``, summing to 1.
+
+    Returns:
+        Path of ``datalist.json``.
+
+    Raises:
+        ValueError: unknown ``kind`` or invalid parameters.
+        DataError: ``root`` exists, is not empty and holds no demo dataset.
+    """
+    _check_kind(kind)
+    size = _check_size(size)
+    seed = _check_seed(seed, "seed")
+    if int(num_patients) < 1 or int(images_per_patient) < 1:
+        raise ValueError(f"num_patients and images_per_patient must be >= 1, got {num_patients}, {images_per_patient}")
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise ValueError(f"fractions must be (training, validation, testing) >= 0 summing to 1, got {fractions}")
+    params = {
+        "kind": kind,
+        "num_patients": int(num_patients),
+        "images_per_patient": int(images_per_patient),
+        "size": list(size),
+        "seed": seed,
+        "fractions": list(fractions),
+        "version": PHANTOM_VERSION,
+    }
+    if root is None:
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+        root = cache_dir("demo", f"{kind}-{digest}")
+    root = Path(root).expanduser()
+    datalist_path = root / "datalist.json"
+    if _is_complete(datalist_path, params):
+        return datalist_path
+
+    info = phantom_info(kind)
+    items = []
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        for p in range(int(num_patients)):
+            patient = f"p{p:03d}"
+            for k in range(int(images_per_patient)):
+                content_seed, style_seed = _image_seeds(seed, p, k)
+                image, mask = make_phantom(kind, content_seed, size, style_seed=style_seed)
+                name = f"{patient}_{k}.png"
+                _save_png(image, tmp / "images" / name)
+                _save_png(mask, tmp / "labels" / name)
+                items.append({"image": f"images/{name}", "label": f"labels/{name}", "patient": patient})
+        training, validation, testing = split_by_group(items, fractions, seed=seed)
+        datalist = {
+            "name": f"fewlabel demo: {kind} phantoms",
+            "labels": {str(i): n for i, n in enumerate(info["class_names"])},
+            "phantom": params,
+            "training": training,
+            "validation": validation,
+            "testing": testing,
+        }
+        save_datalist(datalist, tmp / "datalist.json")
+        _move_into_place(tmp, root, params)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return datalist_path
+
+
+def _move_into_place(tmp: Path, root: Path, params: dict[str, Any]) -> None:
+    """Rename the complete dataset ``tmp`` to ``root``, replacing an empty folder or an old demo dataset."""
+    if root.is_dir() and not any(root.iterdir()):
+        try:
+            root.rmdir()
+        except OSError:  # another writer got there first
+            pass
+    try:
+        os.replace(tmp, root)
+        return
+    except OSError:
+        pass
+    if _is_complete(root / "datalist.json", params):  # a concurrent call finished the same dataset
+        return
+    old = root / "datalist.json"
+    try:
+        is_demo = "phantom" in json.loads(old.read_text())
+    except (OSError, json.JSONDecodeError, TypeError):
+        is_demo = False
+    if not is_demo:
+        raise DataError(
+            f"Cannot write the demo dataset into {root}: the folder exists, is not empty and holds no demo "
+            "dataset. Pass an empty or new folder as root, or leave root unset to use the cache folder."
+        )
+    trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+    os.replace(root, trash / root.name)
+    os.replace(tmp, root)
+    shutil.rmtree(trash, ignore_errors=True)
