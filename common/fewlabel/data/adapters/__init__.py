@@ -1,1 +1,73 @@
-"""fewlabel.data.adapters"""
+"""Dataset adapters: published dataset folder layouts → MONAI (Decathlon-style) datalists.
+
+Each adapter is ``build_<name>(src_dir, out_dir=None, **options) -> dict`` and returns a
+datalist dict (``name``, ``labels``, ``training``, ``validation``, ``testing``; items
+``{"image", "label", "patient"}``) as described in :mod:`fewlabel.data.datalist`. Adapters
+for datasets published as arrays or whole slides (TissueNet, tiled slides) write PNGs into
+``out_dir``; the others reference the published files in place.
+
+:func:`build_datalist` runs one by name and writes the JSON; it is what
+``fewlabel datalist DATASET SRC_DIR -o datalist.json`` calls.
+
+Adapters (name: dataset, options):
+
+- ``isic2017``: ISIC-2017 Part 1, official split; ``splits``.
+- ``tissuenet``: TissueNet v1.1 npz, official split; ``channel``, ``target``, ``splits``.
+- ``covid_qu_ex``: COVID-QU-Ex lung masks, official split; ``classes``.
+- ``tiles``: whole slides + masks (e.g. Dermatomyositis), 70/10/20 split by slide or patient;
+  ``tile_size``, ``pad``, ``fractions``, ``group_by``, ``patient_regex``, ``seed``,
+  ``images_dir``, ``masks_dir``, ``mask_suffix``, ``channel``, ``name``, ``foreground``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fewlabel.data.adapters.covid_qu_ex import build_covid_qu_ex
+from fewlabel.data.adapters.isic2017 import build_isic2017
+from fewlabel.data.adapters.tiles import build_tiles
+from fewlabel.data.adapters.tissuenet import build_tissuenet
+from fewlabel.data.datalist import save_datalist
+
+__all__ = [
+    "ADAPTERS",
+    "build_datalist",
+    "build_isic2017",
+    "build_tissuenet",
+    "build_covid_qu_ex",
+    "build_tiles",
+]
+
+ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "isic2017": build_isic2017,
+    "tissuenet": build_tissuenet,
+    "covid_qu_ex": build_covid_qu_ex,
+    "tiles": build_tiles,
+}
+
+
+def build_datalist(name: str, src_dir: str | os.PathLike, output: str | os.PathLike, **options: Any) -> Path:
+    """Run the adapter ``name`` on ``src_dir`` and write its datalist JSON to ``output``.
+
+    Args:
+        name: a key of :data:`ADAPTERS` (case and ``-``/``_`` do not matter:
+            ``ISIC2017``, ``covid-qu-ex``).
+        src_dir: the dataset as published (see each adapter for the layout).
+        output: the JSON file to write; image/label paths under its folder are stored relative.
+        **options: passed to the adapter (e.g. ``out_dir``, ``channel="both"``, ``pad=True``).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the known ones).
+        DataError: ``src_dir`` does not have the layout the adapter expects.
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in ADAPTERS:
+        raise ValueError(f"Unknown dataset adapter {name!r}; known adapters: {', '.join(sorted(ADAPTERS))}.")
+    datalist = ADAPTERS[key](src_dir, **options)
+    return save_datalist(datalist, output)
