@@ -1,1 +1,18 @@
-"""fewlabel.networks"""
+"""Networks: a by-name factory over segmentation_models_pytorch and the architectures no library provides."""
+
+from .factory import ARCHITECTURES, build_network, medsass_unet
+from .transfer import (
+    encoder_prefixes,
+    encoder_state_dict,
+    freeze_non_encoder,
+    init_from_pretrained,
+    prepare_pretraining,
+    load_pretrained,
+    load_state_file,
+    trainable_parameters,
+)
+
+__all__ = [
+    "ARCHITECTURES", "build_network", "medsass_unet", "encoder_prefixes", "encoder_state_dict",
+    "freeze_non_encoder", "init_from_pretrained", "prepare_pretraining", "load_pretrained", "load_state_file", "trainable_parameters",
+]

@@ -1,0 +1,87 @@
+"""Build segmentation networks by name, so configs can switch architectures with one string.
+
+Architectures come from segmentation_models_pytorch (``unet``, ``unetplusplus``,
+``deeplabv3plus``) with a pluggable encoder, or from ``fewlabel.networks`` (``medsass_unet``,
+``vit_unet``). Encoder weights are off by default: nothing is ever downloaded. To start from
+ImageNet weights you have on disk, pass ``encoder_weights_path`` (a state dict of the encoder).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch.nn as nn
+
+__all__ = ["ARCHITECTURES", "build_network", "medsass_unet"]
+
+_SMP = {"unet": smp.Unet, "unetplusplus": smp.UnetPlusPlus, "deeplabv3plus": smp.DeepLabV3Plus}
+
+
+def medsass_unet(
+    in_channels: int = 3, out_channels: int = 1, encoder_name: str = "resnet50",
+    decoder_channels: tuple[int, ...] = (256, 128, 64), decoder_attention_type: str | None = "scse",
+) -> nn.Module:
+    """The CNN U-Net of MedSASS (Appendix A.1): ResNet-50 encoder, encoder and decoder depth 3,
+    decoder channels 256/128/64, channel (squeeze-excitation) attention in the decoder blocks.
+
+    Input ``(B, in_channels, H, W)`` with H, W multiples of 8; output ``(B, out_channels, H, W)`` logits.
+    """
+    depth = len(decoder_channels)
+    net = smp.Unet(
+        encoder_name=encoder_name, encoder_weights=None, encoder_depth=depth,
+        decoder_channels=tuple(decoder_channels), decoder_attention_type=decoder_attention_type,
+        in_channels=in_channels, classes=out_channels,
+    )
+    # smp keeps the ResNet stages a shallow encoder never runs; drop their weights (the
+    # encoder's forward skips them by depth) so checkpoints and DDP see only used parameters.
+    for stage in range(depth, 5):  # layer k runs only when depth >= k + 1
+        if hasattr(net.encoder, f"layer{stage}"):
+            setattr(net.encoder, f"layer{stage}", nn.Identity())
+    return net
+
+
+def _vit_unet(**kwargs: Any) -> nn.Module:
+    from fewlabel.networks.vit_unet import ViTUNet
+
+    return ViTUNet(**kwargs)
+
+
+ARCHITECTURES = (*_SMP, "medsass_unet", "vit_unet")
+
+
+def build_network(
+    arch: str, in_channels: int = 3, out_channels: int = 1, encoder_name: str | None = None,
+    encoder_weights_path: str | os.PathLike | None = None, **kwargs: Any,
+) -> nn.Module:
+    """Build a network by architecture name.
+
+    Args:
+        arch: one of :data:`ARCHITECTURES`.
+        in_channels: input image channels.
+        out_channels: output channels (1 for a binary sigmoid output, K classes otherwise).
+        encoder_name: encoder of the CNN architectures (any ``smp.encoders.get_encoder_names()``);
+            default ``resnet34`` for the smp ones, ``resnet50`` for ``medsass_unet``.
+        encoder_weights_path: optional local state dict for the encoder (e.g. ImageNet weights
+            a user downloaded); loaded with :func:`fewlabel.networks.transfer.load_pretrained`.
+        kwargs: passed to the architecture.
+
+    Returns:
+        The network; its forward maps ``(B, in_channels, H, W)`` to ``(B, out_channels, H, W)`` logits.
+    """
+    key = arch.lower().replace("-", "").replace("_", "").replace("+", "plus")
+    if key in ("unet", "unetplusplus", "deeplabv3plus"):
+        net = _SMP[key](encoder_name=encoder_name or "resnet34", encoder_weights=None, in_channels=in_channels,
+                        classes=out_channels, **kwargs)
+    elif key == "medsassunet":
+        net = medsass_unet(in_channels, out_channels, encoder_name=encoder_name or "resnet50", **kwargs)
+    elif key == "vitunet":
+        net = _vit_unet(in_channels=in_channels, out_channels=out_channels, **kwargs)
+    else:
+        raise ValueError(f"unknown architecture '{arch}', expected one of {ARCHITECTURES}")
+    if encoder_weights_path is not None:
+        from fewlabel.networks.transfer import load_pretrained
+
+        load_pretrained(net, encoder_weights_path, part="encoder")
+    return net

@@ -1,0 +1,159 @@
+"""Encoder-only pre-training and transfer: which weights are "the encoder", freezing the rest,
+and copying a pre-trained checkpoint (all of it, or its encoder) into a network.
+
+A network names its encoder by state-dict key prefixes: ``network.encoder_prefixes`` if it
+defines them (e.g. :class:`fewlabel.networks.vit_unet.ViTUNet`), else ``("encoder.",)`` for
+networks with an ``encoder`` attribute (all segmentation_models_pytorch models).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn as nn
+
+from fewlabel.errors import CheckpointError
+
+__all__ = ["encoder_prefixes", "encoder_state_dict", "freeze_non_encoder", "trainable_parameters", "load_pretrained",
+           "load_state_file", "init_from_pretrained", "prepare_pretraining"]
+
+logger = logging.getLogger("fewlabel.networks")
+
+
+def encoder_prefixes(network: nn.Module) -> tuple[str, ...]:
+    """State-dict key prefixes of ``network``'s encoder."""
+    prefixes = getattr(network, "encoder_prefixes", None)
+    if prefixes:
+        return tuple(prefixes)
+    if hasattr(network, "encoder"):
+        return ("encoder.",)
+    raise ValueError(f"{type(network).__name__} has neither `encoder_prefixes` nor an `encoder` attribute")
+
+
+def encoder_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """The entries of ``network.state_dict()`` that belong to its encoder."""
+    prefixes = encoder_prefixes(network)
+    return {k: v for k, v in network.state_dict().items() if k.startswith(prefixes)}
+
+
+def freeze_non_encoder(network: nn.Module) -> nn.Module:
+    """Freeze every parameter outside the encoder (MedSASS encoder-only pre-training, "E").
+
+    The decoder and head keep their (seeded) initial weights; BatchNorm statistics outside the
+    encoder still follow the data in training mode. Returns ``network`` for use in configs.
+    """
+    prefixes = encoder_prefixes(network)
+    n_frozen = 0
+    for name, p in network.named_parameters():
+        if not name.startswith(prefixes):
+            p.requires_grad_(False)
+            n_frozen += p.numel()
+    logger.info("encoder-only training: froze %d parameters outside %s", n_frozen, prefixes)
+    return network
+
+
+def trainable_parameters(network: nn.Module) -> Iterator[nn.Parameter]:
+    """The parameters an optimizer should get (those with ``requires_grad``)."""
+    return (p for p in network.parameters() if p.requires_grad)
+
+
+def load_state_file(path: str | os.PathLike, hint: str = "") -> dict[str, torch.Tensor]:
+    """Read a weights file safely (``weights_only=True``, on CPU) into a flat state dict.
+
+    Accepts a plain state dict or a MONAI checkpoint dict ``{"model": state_dict, ...}``.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable (the message names it, plus ``hint``).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weights file not found: {path}. {hint}".strip())
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a torch file
+        raise CheckpointError(
+            f"cannot read weights file {path} ({type(e).__name__}: {e}); it is corrupt, truncated or not a "
+            f"PyTorch state dict. {hint}".strip()
+        ) from e
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors. {hint}".strip())
+    return state
+
+
+def load_pretrained(
+    network: nn.Module, checkpoint: str | os.PathLike | dict[str, torch.Tensor], part: str = "all",
+) -> nn.Module:
+    """Copy pre-trained weights into ``network``: all of them, or only the encoder's.
+
+    Args:
+        network: the network to fill (modified in place and returned, for configs).
+        checkpoint: a weights file (see :func:`load_state_file`) or a state dict.
+        part: ``"all"`` (end-to-end pre-training, E+D) or ``"encoder"`` (encoder-only, E: the
+            decoder keeps its fresh initialisation).
+
+    Raises:
+        CheckpointError: the checkpoint lacks some of the requested weights or their shapes differ
+            (the message names the file and the first mismatching keys).
+    """
+    if part not in ("all", "encoder"):
+        raise ValueError(f"part must be 'all' or 'encoder', got '{part}'")
+    source = str(checkpoint) if not isinstance(checkpoint, dict) else "the given state dict"
+    state = checkpoint if isinstance(checkpoint, dict) else load_state_file(checkpoint)
+    target = network.state_dict()
+    wanted = encoder_state_dict(network) if part == "encoder" else target
+    missing = [k for k in wanted if k not in state]
+    wrong = [k for k in wanted if k in state and state[k].shape != target[k].shape]
+    scope = encoder_prefixes(network) if part == "encoder" else ("",)
+    unexpected = [k for k in state if k.startswith(scope) and k not in wanted]
+    if missing or wrong or unexpected:
+        raise CheckpointError(
+            f"{source} does not fit this network ({part} weights): {len(missing)} missing keys "
+            f"{missing[:3]}, {len(wrong)} with other shapes {wrong[:3]}, {len(unexpected)} unexpected "
+            f"{unexpected[:3]}. Was it trained with another network_def (architecture, encoder, channels)?"
+        )
+    network.load_state_dict({**target, **{k: state[k] for k in wanted}})
+    logger.info("loaded %d %s tensors from %s", len(wanted), part, source)
+    return network
+
+
+def init_from_pretrained(
+    network: nn.Module, checkpoint: str | os.PathLike | None, mode: str = "end_to_end", policy: str | bool = "auto",
+) -> nn.Module:
+    """Initialise a network for fine-tuning from a self-supervised checkpoint, as configs ask.
+
+    Args:
+        network: freshly built network.
+        checkpoint: the pre-trained weights file.
+        mode: how it was pre-trained: ``"end_to_end"`` (E+D: every weight is copied) or
+            ``"encoder"`` (E: only the encoder is transferred, the decoder starts fresh).
+        policy: ``True`` (the file must exist), ``False`` (random initialisation), or ``"auto"``
+            (use the file when it exists, else warn and start from random weights).
+    """
+    if mode not in ("end_to_end", "encoder"):
+        raise ValueError(f"pretrain mode must be 'end_to_end' or 'encoder', got '{mode}'")
+    if policy is False or policy == "false" or not checkpoint:
+        logger.info("fine-tuning from random initialisation")
+        return network
+    if policy == "auto" and not os.path.isfile(checkpoint):
+        logger.warning("no pre-trained weights at %s: fine-tuning from random initialisation", checkpoint)
+        return network
+    hint = "Run the bundle's pretrain config first, or set from_pretrained=false."
+    state = load_state_file(checkpoint, hint)
+    load_pretrained(network, state, part="all" if mode == "end_to_end" else "encoder")
+    logger.info("fine-tuning from %s (%s weights)", checkpoint, "all" if mode == "end_to_end" else "encoder")
+    return network
+
+
+def prepare_pretraining(network: nn.Module, mode: str = "end_to_end") -> nn.Module:
+    """Set a network up for MedSASS pre-training: ``"end_to_end"`` trains all of it (E+D),
+    ``"encoder"`` freezes everything outside the encoder (E)."""
+    if mode == "encoder":
+        return freeze_non_encoder(network)
+    if mode != "end_to_end":
+        raise ValueError(f"pretrain mode must be 'end_to_end' or 'encoder', got '{mode}'")
+    return network
