@@ -7,3 +7,15 @@ Bundle configs reference these as ``fewlabel.<module>.<name>``.
 """
 
 __version__ = "0.1.0"
+
+import importlib as _importlib
+
+_SUBMODULES = ("bundle", "data", "engines", "errors", "losses", "metrics", "networks", "postprocess", "sam", "transforms")
+
+
+def __getattr__(name: str):
+    """Import submodules on first use, so ``import fewlabel`` then ``fewlabel.networks...`` works
+    (bundle configs import only ``fewlabel``)."""
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,6 +34,9 @@ __all__ = [
     "load_datalist",
     "split_by_group",
     "split_labelled",
+    "load_images",
+    "list_images",
+    "IMAGE_SUFFIXES",
 ]
 
 SPLITS = ("training", "validation", "testing", "unlabelled")
@@ -201,3 +204,37 @@ def split_labelled(
             ]
     unlabelled = [{k: v for k, v in it.items() if k != "label"} for it in parts[1]]
     return parts[0], unlabelled
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def load_images(path: str | os.PathLike, splits: Sequence[str] = ("training", "unlabelled")) -> list[dict[str, Any]]:
+    """Image-only items of the given splits of a datalist (labels dropped), for label-free training.
+
+    Splits the file does not have are skipped; at least one must exist.
+    """
+    content = json.loads(Path(path).read_text()) if Path(path).is_file() else None
+    if content is None:
+        load_datalist(path)  # raises the clear missing-file error
+    present = [s for s in splits if s in content]
+    if not present:
+        raise DataError(f"datalist {path} has none of the splits {list(splits)}")
+    items = [it for s in present for it in load_datalist(path, s)]
+    return [{k: v for k, v in it.items() if k != "label"} for it in items]
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for the image files (PNG, JPEG, TIFF, BMP) in ``folder``, sorted.
+
+    Raises:
+        DataError: the folder is missing or holds no image file.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"input folder does not exist: {root}. Pass --dataset_dir <folder of images>.")
+    files = sorted(p for p in (root.rglob("*") if recursive else root.iterdir())
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith(("_mask", "_overlay")))
+    if not files:
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {root}.")
+    return [{"image": str(p)} for p in files]

@@ -1,1 +1,6 @@
-"""fewlabel.engines"""
+"""Engine pieces: prepare-batch functions that make targets on the device, checkpoint handling."""
+
+from .checkpoint import CheckpointLoader, missing_weights_message
+from .pseudo_labels import PseudoLabelStatsHandler, ThresholdPseudoLabels
+
+__all__ = ["CheckpointLoader", "PseudoLabelStatsHandler", "ThresholdPseudoLabels", "missing_weights_message"]

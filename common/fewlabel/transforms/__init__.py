@@ -1,1 +1,23 @@
-"""fewlabel.transforms"""
+"""MONAI-style transforms (array versions with dictionary twins) used by the bundles."""
+
+from .threshold import (
+    METHODS,
+    ThresholdMask,
+    ThresholdMaskd,
+    adaptive_threshold,
+    batch_histogram,
+    ght_threshold,
+    otsu_threshold,
+    threshold_masks,
+    to_grayscale,
+)
+from .io import (
+    CheckSameSize2Dd,
+    LoadImage2D,
+    LoadImage2Dd,
+    LoadLabel2D,
+    LoadLabel2Dd,
+    SaveMask2Dd,
+    overlay_mask,
+    read_image_2d,
+)

@@ -1,0 +1,86 @@
+"""Helpers that bundle configs call: where the bundle lies, and which dataset to use."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from fewlabel.errors import DataError
+
+__all__ = ["REPO_BUNDLES", "bundle_root", "resolve_datalist"]
+
+logger = logging.getLogger("fewlabel")
+
+# bundles/ of the source checkout this package was installed from (editable installs)
+REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+
+
+def _is_bundle(folder: Path, name: str) -> bool:
+    meta = folder / "configs" / "metadata.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text()).get("name", folder.name) == name or folder.name == name
+    except json.JSONDecodeError:
+        return False
+
+
+def bundle_root(name: str) -> str:
+    """Find bundle ``name``'s folder, so configs work from the repository root and the bundle folder.
+
+    Looks at the current folder, its parent (run from ``configs/``), ``./bundles/<name>``, and the
+    ``bundles/`` folder of the checkout fewlabel was installed from. Pass ``--bundle_root DIR`` to
+    ``monai.bundle`` to use another copy.
+
+    Raises:
+        FileNotFoundError: no candidate holds ``configs/metadata.json`` of that bundle.
+    """
+    cwd = Path.cwd()
+    for candidate in (cwd, cwd.parent, cwd / "bundles" / name, REPO_BUNDLES / name):
+        if _is_bundle(candidate, name):
+            return str(candidate.resolve())
+    raise FileNotFoundError(
+        f"cannot find bundle '{name}' from {cwd}: run from the repository root or the bundle folder, "
+        "or pass --bundle_root <bundle folder>."
+    )
+
+
+def resolve_datalist(
+    dataset_dir: str | os.PathLike | None, datalist: str | os.PathLike | None = "datalist.json",
+    demo: str = "nuclei", demo_kwargs: dict[str, Any] | None = None,
+) -> str:
+    """Return the datalist JSON a bundle should read.
+
+    Args:
+        dataset_dir: the user's dataset folder; empty or ``None`` means the demo phantoms.
+        datalist: the datalist file, relative to ``dataset_dir`` unless absolute (made by
+            ``fewlabel datalist DATASET SRC_DIR -o DATASET_DIR/datalist.json``).
+        demo: demo phantom kind used when no dataset is given.
+        demo_kwargs: arguments of :func:`fewlabel.data.phantoms.write_demo_dataset`.
+
+    Raises:
+        DataError: ``dataset_dir`` or the datalist does not exist (the message says how to make one).
+    """
+    if not dataset_dir:
+        from fewlabel.data.phantoms import write_demo_dataset
+
+        path = write_demo_dataset(demo, **(demo_kwargs or {}))
+        logger.info("no dataset_dir given: using the '%s' demo phantoms at %s", demo, path)
+        return str(path)
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise DataError(
+            f"dataset_dir does not exist: {root}. Point --dataset_dir at your dataset folder, or leave it out to "
+            "run on the demo data."
+        )
+    path = Path(datalist or "datalist.json")
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise DataError(
+            f"no datalist at {path}. Make one with `fewlabel datalist DATASET {root} -o {path}` "
+            "(DATASET: isic2017, tissuenet, covid_qu_ex, tiles), or pass --datalist <file>."
+        )
+    return str(path)

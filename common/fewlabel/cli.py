@@ -1,0 +1,73 @@
+"""The ``fewlabel`` command.
+
+    fewlabel demo [BUNDLE] [--output_dir DIR]       run a bundle's demo (all bundles if none named)
+    fewlabel datalist DATASET SRC_DIR -o OUT.json   turn a published dataset layout into a datalist
+    fewlabel bundles                                 list the bundles and their stages
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import fire
+
+from fewlabel.errors import FewLabelError
+
+__all__ = ["main", "demo", "datalist", "bundles"]
+
+
+def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> dict:
+    """Run the demo of ``bundle`` (or of every bundle) on demo data and print where its outputs are.
+
+    Args:
+        bundle: bundle folder name (see ``fewlabel bundles``); all bundles when omitted.
+        output_dir: where models, metrics and pictures go (one sub-folder per bundle).
+        quick: a tiny budget (seconds), to check the pipeline rather than the result.
+    """
+    from fewlabel.demo import DEMOS, run_demo
+
+    names = [bundle] if bundle else list(DEMOS)
+    return {name: run_demo(name, output_dir, quick=quick) for name in names}
+
+
+def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) -> str:
+    """Write a datalist JSON for a published dataset layout.
+
+    Args:
+        dataset: adapter name (isic2017, tissuenet, covid_qu_ex, tiles).
+        src_dir: the dataset's folder as published.
+        o: output JSON path.
+        options: adapter options (e.g. ``--channel both`` for TissueNet, ``--tile_size 480``).
+    """
+    from fewlabel.data.adapters import build_datalist
+
+    path = build_datalist(dataset, src_dir, o, **options)
+    content = json.loads(open(path).read())
+    counts = {k: len(v) for k, v in content.items() if isinstance(v, list)}
+    print(f"wrote {path}: {counts}")
+    return str(path)
+
+
+def bundles() -> dict:
+    """List the bundles in this checkout with their config files."""
+    from fewlabel.bundle import REPO_BUNDLES
+
+    return {
+        b.name: sorted(p.name for p in (b / "configs").glob("*.json"))
+        for b in sorted(REPO_BUNDLES.iterdir()) if (b / "configs" / "metadata.json").is_file()
+    }
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    try:
+        fire.Fire({"demo": demo, "datalist": datalist, "bundles": bundles}, name="fewlabel")
+    except FewLabelError as e:
+        print(f"fewlabel: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

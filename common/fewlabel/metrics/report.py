@@ -1,0 +1,163 @@
+"""IoU and Dice per class and their means, from MONAI's metrics, written as JSON and a table.
+
+Two figures are reported for each class:
+
+- ``iou`` / ``dice``: the mean over images of the per-image score (MONAI's ``compute_iou`` /
+  ``compute_dice``; an image where the class is absent from both prediction and ground truth is
+  left out of that class's mean);
+- ``iou_aggregate``: one IoU from the true/false positive counts summed over all images.
+
+``mean_iou`` / ``mean_dice`` average the classes, with and without background.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import from_engine
+from monai.metrics import compute_dice, compute_iou
+from monai.networks import one_hot
+
+__all__ = ["SegmentationScores", "SegmentationReport", "format_table"]
+
+logger = logging.getLogger("fewlabel.metrics")
+
+
+class SegmentationScores:
+    """Accumulate per-image, per-class IoU / Dice over batches of class-index maps.
+
+    Args:
+        class_names: names of the classes, index 0 first (background); their count is the number
+            of classes.
+    """
+
+    def __init__(self, class_names: Sequence[str]) -> None:
+        self.class_names = list(class_names)
+        self.reset()
+
+    def reset(self) -> None:
+        self._iou: list[torch.Tensor] = []
+        self._dice: list[torch.Tensor] = []
+        self._counts = torch.zeros(len(self.class_names), 3, dtype=torch.float64)  # tp, fp, fn
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
+        """Add a batch: ``pred`` and ``label`` ``(B, 1, H, W)`` (or lists of ``(1, H, W)``) class indices."""
+        if isinstance(pred, (list, tuple)):
+            pred, label = torch.stack([torch.as_tensor(p) for p in pred]), torch.stack([torch.as_tensor(t) for t in label])
+        pred, label = torch.as_tensor(pred).detach().cpu(), torch.as_tensor(label).detach().cpu()
+        if pred.shape != label.shape:
+            raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
+        n = len(self.class_names)
+        p = one_hot(pred.long().clamp(0, n - 1), n, dim=1)
+        t = one_hot(label.long().clamp(0, n - 1), n, dim=1)
+        self._iou.append(compute_iou(p, t, include_background=True, ignore_empty=False).float())
+        self._dice.append(compute_dice(p, t, include_background=True, ignore_empty=False).float())
+        # an image where a class is absent from both prediction and label scores NaN: left out of the mean
+        absent = (p.flatten(2).sum(-1) == 0) & (t.flatten(2).sum(-1) == 0)
+        self._iou[-1][absent] = float("nan")
+        self._dice[-1][absent] = float("nan")
+        dims = tuple(range(2, p.ndim))
+        tp = (p * t).sum(dim=(0, *dims)).double()
+        self._counts[:, 0] += tp
+        self._counts[:, 1] += p.sum(dim=(0, *dims)).double() - tp
+        self._counts[:, 2] += t.sum(dim=(0, *dims)).double() - tp
+
+    def compute(self) -> dict[str, Any]:
+        """Return ``{"per_class": {name: {...}}, "mean_iou", "mean_dice", "mean_iou_foreground", ...}``."""
+        if not self._iou:
+            raise ValueError("no images were scored")
+        iou = torch.cat(self._iou)
+        dice = torch.cat(self._dice)
+        tp, fp, fn = self._counts.unbind(1)
+        agg = (tp / (tp + fp + fn)).float()
+        per_class = {}
+        for c, name in enumerate(self.class_names):
+            per_class[name] = {
+                "iou": _nanmean(iou[:, c]),
+                "dice": _nanmean(dice[:, c]),
+                "iou_aggregate": float(agg[c]) if (tp + fp + fn)[c] > 0 else None,
+                "pixels": int((tp + fn)[c]),
+            }
+        out: dict[str, Any] = {"num_images": int(iou.shape[0]), "per_class": per_class}
+        for key in ("iou", "dice"):
+            vals = [v[key] for v in per_class.values()]
+            out[f"mean_{key}"] = _mean(vals)
+            out[f"mean_{key}_foreground"] = _mean(vals[1:])
+        return out
+
+
+def _nanmean(x: torch.Tensor) -> float | None:
+    x = x[~torch.isnan(x)]
+    return float(x.mean()) if len(x) else None
+
+
+def _mean(vals: Sequence[float | None]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def format_table(result: dict[str, Any], title: str = "") -> str:
+    """A Markdown table of :meth:`SegmentationScores.compute`'s result: a row per class and the means."""
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| class | IoU | Dice | IoU (aggregate) | pixels |", "|---|---|---|---|---|"]
+    for name, v in result["per_class"].items():
+        lines.append(f"| {name} | {f(v['iou'])} | {f(v['dice'])} | {f(v['iou_aggregate'])} | {v['pixels']} |")
+    lines.append(f"| **mean** | {f(result['mean_iou'])} | {f(result['mean_dice'])} | | |")
+    lines.append(f"| **mean (foreground)** | {f(result['mean_iou_foreground'])} | {f(result['mean_dice_foreground'])} | | |")
+    lines.append(f"\n{result['num_images']} images.")
+    return "\n".join(lines) + "\n"
+
+
+class SegmentationReport:
+    """Ignite handler: score every iteration's predictions and write ``<name>.json`` / ``<name>.md`` at the end.
+
+    Args:
+        output_dir: folder for the report files (created).
+        class_names: class names, background first.
+        output_transform: maps ``engine.state.output`` to ``(pred, label)`` class-index maps;
+            default ``from_engine(["pred", "label"])``.
+        name: file stem and the key prefix in ``engine.state.metrics`` (``<name>_mean_iou`` ...).
+        title: heading of the Markdown table.
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike, class_names: Sequence[str],
+        output_transform: Callable | None = None, name: str = "metrics", title: str = "",
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.scores = SegmentationScores(class_names)
+        self.output_transform = output_transform or from_engine(["pred", "label"])
+        self.name = name
+        self.title = title or name
+        self.result: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda e: self.scores.reset())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _update(self, engine: Engine) -> None:
+        pred, label = self.output_transform(engine.state.output)
+        self.scores.update(pred, label)
+
+    def _write(self, engine: Engine) -> None:
+        self.result = self.scores.compute()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / f"{self.name}.json").write_text(json.dumps(self.result, indent=2))
+        table = format_table(self.result, self.title)
+        (self.output_dir / f"{self.name}.md").write_text(table)
+        for key in ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground"):
+            engine.state.metrics[f"{self.name}_{key}"] = self.result[key]
+        logger.info("%s written to %s\n%s", self.name, self.output_dir, table)

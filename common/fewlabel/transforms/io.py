@@ -1,0 +1,268 @@
+"""Loading and saving 2D images and label maps with checks that name the file at fault.
+
+Arrays are channel-first in natural order: ``(C, H, W)`` (row = y, column = x), returned as
+:class:`monai.data.MetaTensor` with ``filename_or_obj`` and ``spatial_shape`` in their meta, so
+MONAI's spatial transforms record themselves and ``Invertd`` can map predictions back to the
+original size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from PIL import Image, UnidentifiedImageError
+
+from fewlabel.errors import DataError
+
+__all__ = [
+    "read_image_2d",
+    "LoadImage2D",
+    "LoadImage2Dd",
+    "LoadLabel2D",
+    "LoadLabel2Dd",
+    "CheckSameSize2Dd",
+    "SaveMask2Dd",
+    "overlay_mask",
+]
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def read_image_2d(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG / JPEG / TIFF / BMP file into ``(H, W)`` or ``(H, W, C)`` (any dtype).
+
+    Raises:
+        DataError: the file is missing, truncated, not an image, or holds NaN/Inf.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"image file not found: {path}. Check dataset_dir and the datalist.")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
+                im = im.convert("RGBA" if "A" in im.mode else ("L" if im.mode in ("1",) else "RGB"))
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(
+            f"cannot read image {path}: {e}. The file is truncated or not an image; re-export or remove it "
+            "from the datalist."
+        ) from e
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"image {path} contains NaN or Inf values; fix or remove it from the datalist.")
+    return arr
+
+
+def _scale_to_unit(arr: np.ndarray) -> np.ndarray:
+    """Integer images -> [0, 1] by their dtype's range; float images kept as they are."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "ui":
+        return arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    return arr.astype(np.float32)
+
+
+class LoadImage2D(Transform):
+    """Load a 2D image as ``(channels, H, W)`` float32 in [0, 1] (integer files scaled by their dtype).
+
+    Args:
+        channels: channels the network expects: 1 (grayscale) or 3 (RGB).
+        channel_policy: what to do when the file has other channels: ``"error"`` (default: a
+            :class:`~fewlabel.errors.DataError` naming the file) or ``"convert"`` (gray is
+            repeated to RGB, RGB is turned to BT.601 luma). An alpha channel is always dropped.
+
+    Returns a :class:`~monai.data.MetaTensor` whose meta holds ``filename_or_obj`` and ``spatial_shape``.
+    """
+
+    def __init__(self, channels: int = 3, channel_policy: str = "error") -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if channel_policy not in ("error", "convert"):
+            raise ValueError(f"channel_policy must be 'error' or 'convert', got '{channel_policy}'")
+        self.channels = channels
+        self.channel_policy = channel_policy
+
+    def __call__(self, path: str | os.PathLike) -> MetaTensor:
+        arr = _scale_to_unit(read_image_2d(path))
+        if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # drop alpha
+            arr = arr[..., :-1] if arr.shape[-1] == 4 else arr[..., 0]
+        have = 1 if arr.ndim == 2 else arr.shape[-1]
+        if have != self.channels:
+            if self.channel_policy == "error":
+                kind = {1: "grayscale", 3: "RGB"}.get(have, f"{have}-channel")
+                want = {1: "grayscale", 3: "RGB"}[self.channels]
+                raise DataError(
+                    f"{path} is a {kind} image but this bundle expects {want} input ({self.channels} channels). "
+                    f"Convert the file, or set image_channels={have} (and retrain), or channel_policy='convert'."
+                )
+            arr = np.repeat(arr[..., None], 3, axis=-1) if have == 1 else arr[..., :3] @ _LUMA
+        chw = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+        meta = {"filename_or_obj": os.fspath(path), "spatial_shape": np.array(chw.shape[1:])}
+        return MetaTensor(torch.from_numpy(np.ascontiguousarray(chw)), meta=meta)
+
+
+class LoadLabel2D(Transform):
+    """Load a 2D label map as ``(1, H, W)`` float32 class indices.
+
+    Args:
+        num_classes: valid indices are ``0 .. num_classes - 1``; other values raise a
+            :class:`~fewlabel.errors.DataError` naming the file and the values found.
+        binary: map every non-zero value to 1 (for 0/255 masks); RGB masks are reduced to
+            "any channel non-zero".
+    """
+
+    def __init__(self, num_classes: int = 2, binary: bool = False) -> None:
+        self.num_classes = num_classes
+        self.binary = binary
+
+    def __call__(self, path: str | os.PathLike) -> MetaTensor:
+        arr = read_image_2d(path)
+        if arr.ndim == 3:
+            if not self.binary:
+                raise DataError(
+                    f"label map {path} has {arr.shape[-1]} channels; expected a single-channel map of class indices "
+                    "(colour-coded masks need a class table: see `fewlabel datalist`)."
+                )
+            arr = arr.any(axis=-1)
+        if self.binary:
+            arr = arr > 0
+        arr = arr.astype(np.float32)
+        if arr.size and (arr.max() >= self.num_classes or arr.min() < 0 or (arr != np.round(arr)).any()):
+            found = np.unique(arr)[:10].tolist()
+            raise DataError(
+                f"label map {path} has values {found} outside the classes 0..{self.num_classes - 1}. "
+                "Check the class table, or use binary=True for 0/255 masks."
+            )
+        meta = {"filename_or_obj": os.fspath(path), "spatial_shape": np.array(arr.shape)}
+        return MetaTensor(torch.from_numpy(arr[None]), meta=meta)
+
+
+class _LoadD(MapTransform):
+    def __init__(self, keys: KeysCollection, loader: Transform, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = loader
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
+
+
+class LoadImage2Dd(_LoadD):
+    """Dictionary-based twin of :class:`LoadImage2D`."""
+
+    def __init__(self, keys: KeysCollection, channels: int = 3, channel_policy: str = "error",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, LoadImage2D(channels, channel_policy), allow_missing_keys)
+
+
+class LoadLabel2Dd(_LoadD):
+    """Dictionary-based twin of :class:`LoadLabel2D`."""
+
+    def __init__(self, keys: KeysCollection, num_classes: int = 2, binary: bool = False,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, LoadLabel2D(num_classes, binary), allow_missing_keys)
+
+
+class CheckSameSize2Dd(MapTransform):
+    """Raise a :class:`~fewlabel.errors.DataError` naming both files when the keys' spatial sizes differ."""
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        shapes = {k: tuple(d[k].shape[-2:]) for k in keys}
+        if len(set(shapes.values())) > 1:
+            names = {k: getattr(d[k], "meta", {}).get("filename_or_obj", k) for k in keys}
+            listing = ", ".join(f"{names[k]} is {shapes[k][0]}x{shapes[k][1]}" for k in keys)
+            raise DataError(f"image and label sizes differ: {listing}. Re-export the label at the image's size.")
+        return d
+
+
+# colour of class k in overlays and colour-coded masks (class 0 is not drawn in overlays)
+_PALETTE = np.array(
+    [[0, 0, 0], [255, 64, 64], [64, 200, 64], [64, 128, 255], [255, 200, 0], [200, 64, 255], [0, 220, 220],
+     [255, 128, 0], [128, 128, 128], [255, 128, 200]], dtype=np.uint8,
+)
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend class colours over an image and outline each region.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 3)``, uint8 or float in [0, 1].
+        mask: ``(H, W)`` class indices (0 = background, not drawn).
+        alpha: opacity of the fill.
+
+    Returns:
+        ``(H, W, 3)`` uint8 RGB.
+    """
+    img = image.astype(np.float32)
+    if img.max() <= 1.0:
+        img = img * 255
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    mask = mask.astype(np.int64)
+    colours = _PALETTE[mask % len(_PALETTE)].astype(np.float32)
+    fg = (mask > 0)[..., None]
+    out = np.where(fg, (1 - alpha) * img + alpha * colours, img)
+    # outline: pixels whose right or lower neighbour has another class
+    edge = np.zeros(mask.shape, bool)
+    edge[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+    edge[:-1, :] |= mask[:-1, :] != mask[1:, :]
+    edge &= mask > 0
+    out[edge] = colours[edge]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+class SaveMask2Dd(MapTransform):
+    """Write a predicted ``(1, H, W)`` class map as ``<stem>_mask.png`` and an overlay ``<stem>_overlay.png``.
+
+    The mask PNG holds class indices, scaled by ``255 // (num_classes - 1)`` so a binary mask is
+    0/255 and visible in any viewer (``scale=False`` keeps raw indices). The overlay is drawn on
+    the original image file (read from the prediction's ``filename_or_obj`` meta), so the
+    prediction must already be at the original size (use ``Invertd`` before this).
+
+    Args:
+        keys: prediction key(s).
+        output_dir: folder for the PNGs (created).
+        num_classes: number of classes including background.
+        overlay: also write the overlay picture.
+        scale: scale indices for viewing (see above).
+    """
+
+    def __init__(self, keys: KeysCollection, output_dir: str | os.PathLike, num_classes: int = 2,
+                 overlay: bool = True, scale: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.num_classes = num_classes
+        self.overlay = overlay
+        self.scale = scale
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            src = getattr(pred, "meta", {}).get("filename_or_obj")
+            if isinstance(src, (list, tuple)):
+                src = src[0]
+            stem = Path(str(src)).stem if src else f"{key}_{id(pred)}"
+            mask = np.asarray(torch.as_tensor(pred).detach().cpu()).reshape(pred.shape[-2:]).round().astype(np.uint8)
+            factor = 255 // max(self.num_classes - 1, 1) if self.scale else 1
+            Image.fromarray((mask * factor).astype(np.uint8)).save(self.output_dir / f"{stem}_mask.png")
+            if self.overlay and src and os.path.isfile(str(src)):
+                image = read_image_2d(str(src))
+                if image.ndim == 3 and image.shape[-1] == 4:
+                    image = image[..., :3]
+                if image.shape[:2] == mask.shape:
+                    img01 = _scale_to_unit(image)
+                    Image.fromarray(overlay_mask(img01, mask)).save(self.output_dir / f"{stem}_overlay.png")
+        return d

@@ -1,0 +1,163 @@
+"""The bundle contract of DESIGN.md, checked for every folder in ``bundles/``.
+
+A new bundle is covered by adding its folder. Besides the Model Zoo files, each bundle provides
+``configs/smoke.json``: overrides that make its networks tiny and its runs one short epoch, which
+these tests (and ``fewlabel demo --quick``) merge on top of the real configs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, run, verify_metadata, verify_net_in_out
+
+from conftest import BUNDLES, REPO
+
+SCHEMA = Path(__file__).with_name("meta_schema_20240725.json")
+REQUIRED_FILES = [
+    "configs/metadata.json", "configs/train.json", "configs/inference.json", "configs/evaluate.json",
+    "configs/multi_gpu_train.json", "configs/logging.conf", "configs/smoke.json", "docs/README.md",
+    "docs/data_license.txt", "LICENSE", "large_files.yml",
+]
+STANDARD = {"metadata.json", "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "smoke.json"}
+INFER_KEYS = ["bundle_root", "device", "network_def", "network", "inferer", "preprocessing", "postprocessing",
+              "dataset_dir", "dataset", "evaluator", "output_dir"]
+
+ids = [b.name for b in BUNDLES]
+pytestmark = pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+
+
+def _cfg(bundle: Path, *names: str) -> list[str]:
+    return [str(bundle / "configs" / n) for n in names]
+
+
+def _smoke(bundle: Path) -> dict:
+    return json.loads((bundle / "configs" / "smoke.json").read_text())
+
+
+def _run(bundle: Path, configs: list[str], **overrides) -> None:
+    run(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"), **overrides)
+
+
+def test_layout_and_name(bundle):
+    missing = [f for f in REQUIRED_FILES if not (bundle / f).is_file()]
+    assert not missing, f"{bundle.name} lacks {missing}"
+    assert bundle.name.endswith("_segmentation"), "MONAI Label takes the task type from the folder name"
+
+
+def test_metadata_validates_against_schema(bundle):
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    jsonschema.validate(meta, json.loads(SCHEMA.read_text()))
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    fmt = meta["network_data_format"]
+    assert meta["required_packages_version"]
+    assert fmt["inputs"]["image"]["channel_def"] and fmt["outputs"]["pred"]["channel_def"]
+
+
+def test_configs_are_short_readable_json_without_hard_coded_paths(bundle):
+    for path in sorted((bundle / "configs").glob("*.json")):
+        text = path.read_text()
+        json.loads(text)
+        for bad in ("/work/", "/home/", "/root/", "/tmp/", "C:\\\\"):
+            assert bad not in text, f"{path.name} hard-codes a path ({bad})"
+
+
+def test_properties_of_train_and_inference(bundle, tmp_path):
+    overrides = {**_smoke(bundle), "ckpt_dir": str(tmp_path), "output_dir": str(tmp_path)}
+    train = ConfigWorkflow(config_file=_cfg(bundle, "train.json"), workflow_type="train",
+                           meta_file=_cfg(bundle, "metadata.json")[0], logging_file=_cfg(bundle, "logging.conf")[0],
+                           **overrides)
+    train.initialize()
+    assert train.check_properties() == []
+    for extra in sorted({p.name for p in (bundle / "configs").glob("*.json")} - STANDARD - {"evaluate.json"}):
+        stage = ConfigWorkflow(config_file=_cfg(bundle, "train.json", extra), workflow_type="train",
+                               meta_file=_cfg(bundle, "metadata.json")[0], **overrides)
+        stage.initialize()
+        assert stage.check_properties() == [], extra
+    parser = ConfigParser()
+    parser.read_config(_cfg(bundle, "inference.json"))
+    assert [k for k in INFER_KEYS if k not in parser] == []
+    torch.save({"model": parser.get_parsed_content("network_def", instantiate=True).state_dict()}, tmp_path / "m.pt")
+    infer = ConfigWorkflow(config_file=_cfg(bundle, "inference.json"), workflow_type="infer",
+                           meta_file=_cfg(bundle, "metadata.json")[0], ckpt_path=str(tmp_path / "m.pt"),
+                           output_dir=str(tmp_path / "pred"))
+    infer.initialize()
+    assert infer.check_properties() == []
+
+
+@pytest.mark.parametrize("where", ["repo_root", "bundle_folder"])
+def test_bundle_root_resolves_from_repo_root_and_bundle_folder(bundle, where, monkeypatch):
+    monkeypatch.chdir(REPO if where == "repo_root" else bundle)
+    for name in ("train.json", "inference.json"):
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / name))
+        assert Path(parser.get_parsed_content("bundle_root")) == bundle.resolve()
+
+
+def test_verify_net_in_out(bundle):
+    verify_net_in_out(net_id="network_def", meta_file=_cfg(bundle, "metadata.json")[0],
+                      config_file=_cfg(bundle, "inference.json")[0], device="cpu", n=1, any=1)
+
+
+def test_ckpt_export_matches_eager(bundle, tmp_path):
+    parser = ConfigParser()
+    parser.read_config(_cfg(bundle, "inference.json"))
+    net = parser.get_parsed_content("network_def", instantiate=True).eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
+                meta_file=_cfg(bundle, "metadata.json")[0], config_file=_cfg(bundle, "inference.json")[0])
+    ts = torch.jit.load(str(tmp_path / "model.ts"))
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
+    x = torch.rand(1, meta["num_channels"], *meta["spatial_shape"])
+    with torch.no_grad():
+        assert torch.allclose(ts(x), net(x), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_train_then_infer_then_evaluate_on_demo_data(bundle, tmp_path):
+    smoke = _smoke(bundle)
+    ckpt_dir = tmp_path / "models"
+    # every extra stage (e.g. pretrain.json) runs first, as a user would
+    for extra in sorted({p.name for p in (bundle / "configs").glob("*.json")} - STANDARD - {"evaluate.json"}):
+        _run(bundle, _cfg(bundle, "train.json", extra), **smoke, ckpt_dir=str(ckpt_dir),
+             output_dir=str(tmp_path / extra))
+    _run(bundle, _cfg(bundle, "train.json"), **smoke, ckpt_dir=str(ckpt_dir), output_dir=str(tmp_path / "train"))
+    ckpt = ckpt_dir / "model.pt"
+    assert ckpt.is_file()
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert all(v.device.type == "cpu" for v in state["model"].values())
+
+    _run(bundle, _cfg(bundle, "inference.json"), **{k: v for k, v in smoke.items() if k != "epochs"},
+         ckpt_path=str(ckpt), output_dir=str(tmp_path / "pred"))
+    written = sorted((tmp_path / "pred").glob("*_mask.png"))
+    assert written, "inference wrote no predictions"
+
+    _run(bundle, _cfg(bundle, "train.json", "evaluate.json"), **smoke, ckpt_dir=str(ckpt_dir),
+         output_dir=str(tmp_path / "eval"))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["num_images"] > 0 and 0.0 <= metrics["mean_iou"] <= 1.0
+    assert (tmp_path / "eval" / "metrics.md").is_file()
+
+
+@pytest.mark.slow
+def test_cli_run_from_the_bundle_folder(bundle, tmp_path):
+    """``python -m monai.bundle run`` from the bundle folder, with the relative config path a user types."""
+    parser = ConfigParser()
+    parser.read_config(_cfg(bundle, "inference.json"))
+    torch.save({"model": parser.get_parsed_content("network_def", instantiate=True).state_dict()}, tmp_path / "m.pt")
+    smoke = {k: v for k, v in _smoke(bundle).items() if k in ("image_size", "demo_kwargs")}
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+            "--ckpt_path", str(tmp_path / "m.pt"), "--output_dir", str(tmp_path / "pred")]
+    for k, v in smoke.items():
+        args += [f"--{k}", json.dumps(v)]
+    proc = subprocess.run(args, cwd=bundle, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "pred").glob("*_mask.png"))
