@@ -18,7 +18,7 @@ from fewlabel.errors import FewLabelError
 __all__ = ["main", "demo", "datalist", "bundles"]
 
 
-def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> dict:
+def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
     """Run the demo of ``bundle`` (or of every bundle) on demo data and print where its outputs are.
 
     Args:
@@ -28,8 +28,8 @@ def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: boo
     """
     from fewlabel.demo import DEMOS, run_demo
 
-    names = [bundle] if bundle else list(DEMOS)
-    return {name: run_demo(name, output_dir, quick=quick) for name in names}
+    for name in [bundle] if bundle else list(DEMOS):
+        run_demo(name, output_dir, quick=quick)  # prints its summary; saved as <output_dir>/<bundle>/summary.json
 
 
 def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) -> str:

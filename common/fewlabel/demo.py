@@ -72,9 +72,11 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
     net = json.loads((out / "zero_label" / "metrics.json").read_text())
     otsu = json.loads((out / "zero_label" / "threshold_baseline.json").read_text())
     real = ihc_nuclear_image(out / "real_image" / "immunohistochemistry_nuclear.png")
+    # the network is fully convolutional: run the 512 px image at the scale its nuclei had in training
+    infer = {k: v for k, v in common.items() if k not in ("num_workers", "demo_kwargs")}
+    infer["image_size"] = [64, 64] if quick else [320, 320]
     run_stage(bundle, ["inference.json"], dataset_dir=str(real.parent), ckpt_path=str(out / "models" / "pretrained.pt"),
-              output_dir=str(out / "predictions"),
-              **{k: v for k, v in common.items() if k not in ("num_workers", "demo_kwargs")})
+              output_dir=str(out / "predictions"), **infer)
     iou_net = net["per_class"]["foreground"]["iou"]
     iou_otsu = otsu["per_class"]["foreground"]["iou"]
     summary = {
