@@ -2,6 +2,7 @@
 
     fewlabel demo [BUNDLE] [--output_dir DIR]       run a bundle's demo (all bundles if none named)
     fewlabel datalist DATASET SRC_DIR -o OUT.json   turn a published dataset layout into a datalist
+    fewlabel seeds BUNDLE --seeds 0,1,2,3,4 [--key value]  a bundle's protocol per seed, mean ± std
     fewlabel bundles                                 list the bundles and their stages
 """
 
@@ -15,7 +16,7 @@ import fire
 
 from fewlabel.errors import FewLabelError
 
-__all__ = ["main", "demo", "datalist", "bundles"]
+__all__ = ["main", "demo", "datalist", "seeds", "bundles"]
 
 
 def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
@@ -50,6 +51,21 @@ def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) ->
     return str(path)
 
 
+def seeds(bundle: str, seeds: str = "0,1,2,3,4", output_dir: str = "outputs/seeds", **overrides) -> None:
+    """Run ``bundle``'s protocol (e.g. MedSASS: pre-train, then zero-label evaluation) once per seed
+    and print the mean and standard deviation of its metrics (also in ``summary.json`` / ``summary.md``).
+
+    Args:
+        bundle: bundle folder name.
+        seeds: comma-separated seeds (the papers average five).
+        output_dir: one sub-folder per seed; seeds already finished are not rerun.
+        overrides: config overrides for every stage, e.g. ``--dataset_dir /data/ISIC2017 --epochs 50``.
+    """
+    from fewlabel.protocols import run_seeds
+
+    run_seeds(bundle, str(seeds), output_dir, **overrides)
+
+
 def bundles() -> dict:
     """List the bundles in this checkout with their config files."""
     from fewlabel.bundle import REPO_BUNDLES
@@ -63,7 +79,7 @@ def bundles() -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     try:
-        fire.Fire({"demo": demo, "datalist": datalist, "bundles": bundles}, name="fewlabel")
+        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "bundles": bundles}, name="fewlabel")
     except FewLabelError as e:
         print(f"fewlabel: error: {e}", file=sys.stderr)
         sys.exit(2)

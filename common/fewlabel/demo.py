@@ -17,21 +17,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fewlabel.bundle import bundle_root
+from fewlabel.protocols import run_protocol, run_stage
 
-__all__ = ["DEMOS", "run_demo", "run_stage", "ihc_nuclear_image"]
+__all__ = ["DEMOS", "run_demo", "ihc_nuclear_image"]
 
 logger = logging.getLogger("fewlabel.demo")
-
-
-def run_stage(bundle: str, configs: list[str], **overrides: Any) -> None:
-    """Run ``python -m monai.bundle run`` in-process for ``configs`` of ``bundle`` with ``overrides``."""
-    from monai.bundle import run
-
-    root = Path(bundle_root(bundle))
-    files = [str(root / "configs" / c) for c in configs]
-    run(config_file=files if len(files) > 1 else files[0], meta_file=str(root / "configs" / "metadata.json"),
-        logging_file=str(root / "configs" / "logging.conf"), bundle_root=str(root), **overrides)
 
 
 def ihc_nuclear_image(path: str | Path) -> Path:
@@ -59,16 +49,14 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
     bundle = "medsass_binary_segmentation"
     # Short-budget settings: many small images, so BatchNorm statistics settle within ~120 iterations.
     demo_data = {"num_patients": 16, "images_per_patient": 8, "size": [128, 128]}
-    common = {"image_size": [96, 96], "num_workers": 0, "ckpt_dir": str(out / "models"), "demo_kwargs": demo_data}
+    common = {"image_size": [96, 96], "num_workers": 0, "demo_kwargs": demo_data}
     if quick:
         common |= {"encoder_name": "resnet18", "image_size": [64, 64],
                    "demo_kwargs": {"num_patients": 4, "images_per_patient": 3, "size": [64, 64]}}
     budget = {"epochs": 1 if quick else 12, "batch_size": 8, "learning_rate": 0.001, "patience": 12}
     t0 = time.time()
-    run_stage(bundle, ["train.json", "pretrain.json"], output_dir=str(out / "pretrain"), **common, **budget)
+    run_protocol(bundle, out, **common, **budget)  # pretrain -> zero_label evaluation
     t_pre = time.time() - t0
-    run_stage(bundle, ["train.json", "evaluate.json"], ckpt_path=str(out / "models" / "pretrained.pt"),
-              output_dir=str(out / "zero_label"), **common)
     net = json.loads((out / "zero_label" / "metrics.json").read_text())
     otsu = json.loads((out / "zero_label" / "threshold_baseline.json").read_text())
     real = ihc_nuclear_image(out / "real_image" / "immunohistochemistry_nuclear.png")
@@ -80,7 +68,7 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
     iou_net = net["per_class"]["foreground"]["iou"]
     iou_otsu = otsu["per_class"]["foreground"]["iou"]
     summary = {
-        "pretrain_seconds": round(t_pre, 1),
+        "protocol_seconds": round(t_pre, 1),
         "zero_label_iou": iou_net,
         "otsu_iou": iou_otsu,
         "difference": iou_net - iou_otsu,
@@ -90,7 +78,7 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
     }
     print(
         f"\nMedSASS demo: zero-label IoU of the pre-trained network {iou_net:.3f}; Otsu's own masks {iou_otsu:.3f} "
-        f"(difference {iou_net - iou_otsu:+.3f}); pre-training took {t_pre:.0f} s.\n"
+        f"(difference {iou_net - iou_otsu:+.3f}); pre-training and evaluation took {t_pre:.0f} s.\n"
         f"  metrics:  {summary['metrics']}\n  baseline: {summary['baseline']}\n"
         f"  overlays: {out / 'predictions'} ({len(summary['overlays'])} real-image overlay)\n"
     )

@@ -1,0 +1,75 @@
+"""Dataset resolution for bundles, bundle location, and the ``fewlabel`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from fewlabel import cli
+from fewlabel.bundle import bundle_root, resolve_datalist
+from fewlabel.data import load_datalist
+from fewlabel.errors import DataError
+
+from conftest import REPO
+
+
+def test_no_dataset_dir_means_demo_data():
+    path = resolve_datalist("", demo="nuclei", demo_kwargs={"num_patients": 3, "images_per_patient": 2, "size": [64, 64]})
+    assert load_datalist(path, "training")
+
+
+def test_missing_dataset_folder_and_datalist_name_the_path_and_the_fix(tmp_path):
+    with pytest.raises(DataError, match=r"dataset_dir does not exist: .*nowhere.*--dataset_dir"):
+        resolve_datalist(tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"no datalist at .*datalist\.json.*fewlabel datalist"):
+        resolve_datalist(tmp_path)
+    (tmp_path / "datalist.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_datalist(tmp_path / "datalist.json")
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "missing.png", "label": "m.png"}]}))
+    with pytest.raises(DataError, match=r"missing\.png"):
+        load_datalist(resolve_datalist(tmp_path), "training")
+
+
+def test_bundle_root_from_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert bundle_root("medsass_binary_segmentation") == str(REPO / "bundles" / "medsass_binary_segmentation")
+    with pytest.raises(FileNotFoundError, match="--bundle_root"):
+        bundle_root("no_such_bundle")
+
+
+def test_cli_lists_bundles_and_reports_errors_cleanly(monkeypatch, capsys, tmp_path):
+    assert "medsass_binary_segmentation" in cli.bundles()
+    monkeypatch.setattr(sys, "argv", ["fewlabel", "datalist", "tiles", str(tmp_path / "absent"), "-o", str(tmp_path / "d.json")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert "absent" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_summary_metrics_and_overlay(tmp_path):
+    cli.demo("medsass_binary_segmentation", output_dir=str(tmp_path), quick=True)
+    out = tmp_path / "medsass_binary_segmentation"
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["zero_label_iou"] <= 1.0 and 0.0 < summary["otsu_iou"] <= 1.0
+    assert (out / "zero_label" / "metrics.md").is_file() and summary["overlays"]
+
+
+@pytest.mark.slow
+def test_seeds_run_each_seed_once_and_report_mean_and_std(tmp_path):
+    from fewlabel.protocols import run_seeds
+
+    bundle = "medsass_binary_segmentation"
+    smoke = json.loads((REPO / "bundles" / bundle / "configs" / "smoke.json").read_text())
+    summary = run_seeds(bundle, "0,1", tmp_path, **smoke)
+    per_seed = [json.loads((tmp_path / bundle / f"seed_{s}" / "zero_label" / "metrics.json").read_text()) for s in (0, 1)]
+    values = [m["mean_iou_foreground"] for m in per_seed]
+    assert summary["metrics"]["mean_iou_foreground"]["mean"] == pytest.approx(sum(values) / 2)
+    assert summary["metrics"]["mean_iou_foreground"]["n"] == 2
+    stamp = (tmp_path / bundle / "seed_0" / "zero_label" / "metrics.json").stat().st_mtime_ns
+    run_seeds(bundle, "0,1", tmp_path, **smoke)  # finished seeds are not rerun
+    assert (tmp_path / bundle / "seed_0" / "zero_label" / "metrics.json").stat().st_mtime_ns == stamp
+    assert "| mean_iou_foreground |" in (tmp_path / bundle / "summary.md").read_text()
