@@ -81,6 +81,15 @@ def test_transfer_errors_name_the_file(tmp_path):
         load_pretrained(net, tmp_path / "other.pt", part="encoder")
 
 
+@pytest.mark.parametrize("arch,kwargs", [("medsass_unet", {}), ("medsass_unet", {"encoder_name": "resnet18"}),
+                                         ("vit_unet", {"img_size": 64, "num_layers": 2})])
+def test_every_parameter_gets_a_gradient(arch, kwargs):
+    """Unused parameters break DistributedDataParallel (multi_gpu_train.json) and bloat checkpoints."""
+    net = build_network(arch, **kwargs)
+    net(torch.rand(2, 3, 64, 64)).mean().backward()
+    assert [n for n, p in net.named_parameters() if p.grad is None] == []
+
+
 def test_freeze_needs_a_known_encoder():
     with pytest.raises(ValueError, match="encoder"):
         freeze_non_encoder(torch.nn.Conv2d(1, 1, 1))

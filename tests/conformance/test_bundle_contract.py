@@ -162,3 +162,18 @@ def test_cli_run_from_the_bundle_folder(bundle, tmp_path):
     proc = subprocess.run(args, cwd=bundle, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "pred").glob("*_mask.png"))
+
+
+@pytest.mark.slow
+def test_multi_gpu_config_trains_with_two_processes(bundle, tmp_path):
+    """``multi_gpu_train.json`` under torchrun: gloo on CPU processes here, NCCL on GPUs."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+            "--config_file", json.dumps(_cfg(bundle, "train.json", "multi_gpu_train.json")),
+            "--meta_file", _cfg(bundle, "metadata.json")[0], "--logging_file", _cfg(bundle, "logging.conf")[0],
+            "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval")]
+    for k, v in {**_smoke(bundle), "epochs": 2, "batch_size": 2}.items():
+        args += [f"--{k}", json.dumps(v)]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state.get("model", state)), "saved the DDP wrapper's keys"

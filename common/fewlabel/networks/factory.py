@@ -34,11 +34,14 @@ def medsass_unet(
         decoder_channels=tuple(decoder_channels), decoder_attention_type=decoder_attention_type,
         in_channels=in_channels, classes=out_channels,
     )
-    # smp keeps the ResNet stages a shallow encoder never runs; drop their weights (the
-    # encoder's forward skips them by depth) so checkpoints and DDP see only used parameters.
+    # smp keeps modules that never run here; drop their weights so checkpoints hold only what is
+    # used and DistributedDataParallel sees no unused parameters. The ResNet stages a shallow
+    # encoder skips by depth:
     for stage in range(depth, 5):  # layer k runs only when depth >= k + 1
         if hasattr(net.encoder, f"layer{stage}"):
             setattr(net.encoder, f"layer{stage}", nn.Identity())
+    # the last decoder block has no skip connection, so its skip attention never runs
+    net.decoder.blocks[-1].attention1 = nn.Identity()
     return net
 
 

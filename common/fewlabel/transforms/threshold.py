@@ -92,14 +92,15 @@ def batch_histogram(gray: torch.Tensor, nbins: int = 256) -> tuple[torch.Tensor,
         ``(B, nbins)`` bin centres in input units, ``lo`` ``(B,)`` row minima. A constant row
         puts all its pixels in bin 0, whose centre is the constant value.
     """
-    b, n = gray.shape
     lo = gray.amin(dim=1)
     hi = gray.amax(dim=1)
     width = (hi - lo) / nbins
-    safe = torch.where(width > 0, width, torch.ones_like(width))
-    idx = ((gray - lo[:, None]) / safe[:, None]).floor().long().clamp_(0, nbins - 1)
-    idx = idx + torch.arange(b, device=gray.device)[:, None] * nbins
-    counts = torch.bincount(idx.flatten(), minlength=b * nbins).view(b, nbins).to(gray.dtype)
+    inv = torch.where(width > 0, 1.0 / width, torch.zeros_like(width))
+    # values are >= lo, so truncation is floor; the maximum lands in the last bin
+    idx = ((gray - lo[:, None]) * inv[:, None]).long().clamp_max_(nbins - 1)
+    counts = torch.zeros(gray.shape[0], nbins, dtype=torch.int32, device=gray.device)
+    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.int32))  # integer counts: exact in any order
+    counts = counts.to(gray.dtype)
     steps = torch.arange(nbins, device=gray.device, dtype=gray.dtype) + 0.5
     centers = lo[:, None] + steps[None, :] * width[:, None]
     return counts, centers, lo
