@@ -129,6 +129,14 @@ def test_scores_and_report(tmp_path):
     assert engine.state.metrics["m_mean_iou_foreground"] == pytest.approx(0.5)
 
 
+def test_missing_bundle_weights_point_at_large_files_yml():
+    from conftest import REPO
+    from fewlabel.engines import missing_weights_message
+
+    msg = missing_weights_message(REPO / "bundles" / "medsass_binary_segmentation" / "models" / "model.pt")
+    assert "large_files.yml" in msg and "models/model.pt" in msg and "configs/train.json" in msg
+
+
 def test_checkpoint_loader_errors_name_the_file(tmp_path):
     net = torch.nn.Conv2d(1, 1, 1)
     engine = Engine(lambda e, b: None)
