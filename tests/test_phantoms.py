@@ -239,3 +239,142 @@ def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     monkeypatch.setattr(phantoms, "_save_png", real)
     assert write_demo_dataset("nuclei", root=root, num_patients=2, images_per_patient=2, size=(48, 48)).is_file()
+
+
+# --------------------------------------------------------------------------- laparoscopy
+
+
+def test_laparoscopy_registered_with_the_merged_cholecseg8k_classes():
+    from fewlabel.data.phantoms import LAPAROSCOPY_CLASSES
+
+    info = phantom_info("laparoscopy")
+    assert info["num_classes"] == 8 and info["modality"] == "endoscopy"
+    assert info["class_names"] == LAPAROSCOPY_CLASSES == (
+        "background", "abdominal wall", "liver", "gastrointestinal tract", "fat", "instruments", "gallbladder", "misc",
+    )
+
+
+@pytest.mark.parametrize("size", [(128, 128), (96, 170)])
+def test_laparoscopy_circular_field_of_view(size):
+    """Class 0 is exactly what lies outside one circle, and it is black in the image."""
+    h, w = size
+    for seed in range(3):
+        image, mask = make_phantom("laparoscopy", seed, size)
+        outside = mask == 0
+        assert outside[0, 0] and outside[0, -1] and outside[-1, 0] and outside[-1, -1]  # dark corners
+        assert not outside[h // 2, w // 2]
+        # the inside is one disc: fit a circle to its boundary pixels, then compare pixel by pixel
+        inner = ~outside
+        edge = inner & ~(np.roll(inner, 1, 0) & np.roll(inner, -1, 0) & np.roll(inner, 1, 1) & np.roll(inner, -1, 1))
+        edge[[0, -1], :] = edge[:, [0, -1]] = False  # where the disc is cut by the frame
+        ys, xs = np.nonzero(edge)
+        design = np.stack([2 * ys, 2 * xs, np.ones_like(ys)], 1).astype(float)
+        (cy, cx, c), *_ = np.linalg.lstsq(design, (ys**2 + xs**2).astype(float), rcond=None)
+        radius = np.sqrt(c + cy**2 + cx**2)
+        r = np.hypot(*np.mgrid[0:h, 0:w] - np.array([cy, cx])[:, None, None])
+        disc = r <= radius - 1.5
+        ring = (r > radius - 1.5) & (r < radius + 1.5)
+        assert not outside[disc].any() and outside[~disc & ~ring].all()
+        assert 0.6 < (~outside).mean() < 0.9
+        assert image[outside].max() <= 25 and image[~outside].mean() > 70
+
+
+def test_laparoscopy_class_sizes_are_skewed_and_all_present():
+    counts = np.zeros(8)
+    present = np.zeros(8, int)
+    for video in range(4):
+        for k in range(3):
+            _, mask = make_phantom("laparoscopy", 10 * video + k, (128, 128), style_seed=video)
+            c = np.bincount(mask.ravel(), minlength=8)
+            counts += c / mask.size
+            present += c > 0
+    share = counts / 12
+    assert present.min() >= 1 and present[[0, 2, 4, 5, 6, 7]].min() == 12  # every frame: FOV, liver, tools...
+    assert 0 < share[7] < 0.01  # misc: thin ducts and vessels, under 1% of the pixels
+    assert share[7] < share[6] < 0.08  # small gallbladder
+    assert share[2] > 0.15 and share[4] > 0.1  # large liver and fat
+    assert 0.02 < share[5] < 0.2  # instruments
+
+
+def test_laparoscopy_colours_match_the_mask():
+    """Each class has the colour a laparoscopic scene shows: the mask is consistent with the image."""
+    sums = np.zeros((8, 3))
+    n = np.zeros(8)
+    for seed in range(6):
+        image, mask = make_phantom("laparoscopy", seed, (128, 128))
+        for c in range(8):
+            sel = mask == c
+            sums[c] += image[sel].astype(float).sum(0)
+            n[c] += sel.sum()
+    mean = sums / np.maximum(n, 1)[:, None]
+    r, g, b = mean.T
+    assert mean[0].max() < 15  # black outside the field of view
+    assert r[2] > 2.5 * g[2] and r[2] > 2.5 * b[2]  # liver: dark red-brown
+    assert r[2] < r[1] and r[2] < r[4]  # darker than abdominal wall and fat
+    assert g[4] > 0.6 * r[4] > b[4]  # fat: yellow
+    assert g[6] > 0.85 * r[6] and g[6] > 1.3 * b[6]  # gallbladder: green-yellow
+    assert abs(r[5] - b[5]) < 0.2 * r[5]  # instruments: grey metal
+    assert r[3] > g[3] and b[3] > 0.8 * g[3]  # gastrointestinal tract: pink
+
+
+def test_laparoscopy_frames_of_one_video_look_alike_but_move():
+    def frames(video):
+        return [make_phantom("laparoscopy", 100 * video + k, (96, 96), style_seed=video) for k in range(3)]
+
+    videos = {v: frames(v) for v in range(4)}
+    # frames of one video: same anatomy under a small camera motion, instruments moved
+    for pairs in videos.values():
+        masks = [m for _, m in pairs]
+        assert not np.array_equal(masks[0] == 5, masks[1] == 5)
+        assert not np.array_equal(pairs[0][0], pairs[1][0])
+    # class layout: within a video, frames agree more than across videos
+    def agreement(a, b):
+        inside = (a > 0) & (b > 0)
+        return (a[inside] == b[inside]).mean()
+
+    within = np.mean([agreement(p[i][1], p[j][1]) for p in videos.values() for i in range(3) for j in range(i + 1, 3)])
+    between = np.mean([agreement(videos[a][0][1], videos[b][0][1]) for a in range(4) for b in range(a + 1, 4)])
+    assert within > between + 0.1, (within, between)
+
+
+def test_laparoscopy_demo_dataset_multiclass_labels(tmp_path):
+    path = write_demo_dataset("laparoscopy", root=tmp_path / "lap", num_patients=4, images_per_patient=2, size=(64, 64))
+    content = json.loads(path.read_text())
+    assert content["labels"] == {str(i): n for i, n in enumerate(phantom_info("laparoscopy")["class_names"])}
+    assert len(content["labels"]) == 8 and "unlabelled" not in content
+    values = set()
+    for split in SPLITS:
+        for item in load_datalist(path, split):
+            label = np.asarray(Image.open(item["label"]))
+            assert label.dtype == np.uint8 and label.shape == (64, 64)
+            values |= set(np.unique(label).tolist())
+    assert values <= set(range(8)) and {0, 2, 4, 5, 6, 7} <= values
+
+
+def test_demo_dataset_unlabelled_fraction(tmp_path):
+    kwargs = dict(num_patients=10, images_per_patient=2, size=(48, 48), seed=3, fractions=(0.6, 0.2, 0.2))
+    plain = write_demo_dataset("laparoscopy", **kwargs)
+    path = write_demo_dataset("laparoscopy", unlabelled_fraction=0.5, **kwargs)
+    assert path.parent != plain.parent  # another cache entry
+    content = json.loads(path.read_text())
+    assert content["phantom"]["unlabelled_fraction"] == 0.5
+    assert "unlabelled_fraction" not in json.loads(plain.read_text())["phantom"]
+
+    patients = {s: {it["patient"] for it in content[s]} for s in (*SPLITS, "unlabelled")}
+    plain_content = json.loads(plain.read_text())
+    # the unlabelled patients come out of the training split only; validation / testing unchanged
+    assert patients["training"] | patients["unlabelled"] == {it["patient"] for it in plain_content["training"]}
+    assert not patients["training"] & patients["unlabelled"]
+    for s in ("validation", "testing"):
+        assert content[s] == plain_content[s]
+    assert patients["training"] and patients["unlabelled"]
+    n_train = len(plain_content["training"])
+    assert abs(len(content["unlabelled"]) - n_train / 2) <= 2
+    unlabelled = load_datalist(path, "unlabelled")
+    for item in unlabelled:
+        assert "label" not in item and Path(item["image"]).is_file()
+        assert not (path.parent / "labels" / Path(item["image"]).name).exists()  # no label file leaks
+    for item in load_datalist(path, "training"):
+        assert Path(item["label"]).is_file()
+    with pytest.raises(ValueError, match="unlabelled_fraction"):
+        write_demo_dataset("laparoscopy", unlabelled_fraction=1.0, **kwargs)

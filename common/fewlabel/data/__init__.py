@@ -9,9 +9,11 @@ from fewlabel.data.datalist import (
     split_by_group,
     split_labelled,
 )
+from fewlabel.data.statistics import class_pixel_shares
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
 __all__ = [
+    "class_pixel_shares",
     "cache_dir",
     "save_datalist",
     "load_datalist",

@@ -17,6 +17,14 @@ Adapters (name: dataset, options):
 - ``tiles``: whole slides + masks (e.g. Dermatomyositis), 70/10/20 split by slide or patient;
   ``tile_size``, ``pad``, ``fractions``, ``group_by``, ``patient_regex``, ``seed``,
   ``images_dir``, ``masks_dir``, ``mask_suffix``, ``channel``, ``name``, ``foreground``.
+- ``cholecseg8k``: CholecSeg8k watershed masks merged to 8 classes, split by video;
+  ``test_videos``, ``val_videos``, ``fractions``, ``seed``, ``stray_label``, ``max_stray_fraction``.
+- ``m2caiseg``: m2caiSeg colour masks (19 classes), the release's train/trainval/test split;
+  ``class_table``, ``tolerance``, ``max_off_palette``, ``trainval``.
+- ``colour_masks``: any ``images/`` + colour-coded ``masks/`` folder given a class table (JSON
+  path or shipped name, e.g. ``surgical_semiseg_inhouse``), split by group; ``class_table``,
+  ``images_dir``, ``masks_dir``, ``mask_suffix``, ``fractions``, ``group_regex``, ``seed``,
+  ``tolerance``, ``name``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fewlabel.data.adapters.cholecseg8k import build_cholecseg8k
+from fewlabel.data.adapters.colour_masks import build_colour_masks
 from fewlabel.data.adapters.covid_qu_ex import build_covid_qu_ex
+from fewlabel.data.adapters.m2caiseg import build_m2caiseg
 from fewlabel.data.adapters.isic2017 import build_isic2017
 from fewlabel.data.adapters.tiles import build_tiles
 from fewlabel.data.adapters.tissuenet import build_tissuenet
@@ -39,6 +50,9 @@ __all__ = [
     "build_tissuenet",
     "build_covid_qu_ex",
     "build_tiles",
+    "build_cholecseg8k",
+    "build_m2caiseg",
+    "build_colour_masks",
 ]
 
 ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -46,6 +60,9 @@ ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
     "tissuenet": build_tissuenet,
     "covid_qu_ex": build_covid_qu_ex,
     "tiles": build_tiles,
+    "cholecseg8k": build_cholecseg8k,
+    "m2caiseg": build_m2caiseg,
+    "colour_masks": build_colour_masks,
 }
 
 
