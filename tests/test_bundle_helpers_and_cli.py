@@ -65,11 +65,13 @@ def test_seeds_run_each_seed_once_and_report_mean_and_std(tmp_path):
     bundle = "medsass_binary_segmentation"
     smoke = json.loads((REPO / "bundles" / bundle / "configs" / "smoke.json").read_text())
     summary = run_seeds(bundle, "0,1", tmp_path, **smoke)
-    per_seed = [json.loads((tmp_path / bundle / f"seed_{s}" / "zero_label" / "metrics.json").read_text()) for s in (0, 1)]
+    per_seed = [json.loads((tmp_path / bundle / "default" / f"seed_{s}" / "zero_label" / "metrics.json").read_text()) for s in (0, 1)]
     values = [m["mean_iou_foreground"] for m in per_seed]
     assert summary["metrics"]["mean_iou_foreground"]["mean"] == pytest.approx(sum(values) / 2)
     assert summary["metrics"]["mean_iou_foreground"]["n"] == 2
-    stamp = (tmp_path / bundle / "seed_0" / "zero_label" / "metrics.json").stat().st_mtime_ns
+    stamp = (tmp_path / bundle / "default" / "seed_0" / "zero_label" / "metrics.json").stat().st_mtime_ns
     run_seeds(bundle, "0,1", tmp_path, **smoke)  # finished seeds are not rerun
-    assert (tmp_path / bundle / "seed_0" / "zero_label" / "metrics.json").stat().st_mtime_ns == stamp
+    assert (tmp_path / bundle / "default" / "seed_0" / "zero_label" / "metrics.json").stat().st_mtime_ns == stamp
+    cell = json.loads((tmp_path / bundle / "default" / "seed_1" / "cell.json").read_text())
+    assert cell["seed"] == 1 and all("monai.bundle run" in c for c in cell["commands"])
     assert "| mean_iou_foreground |" in (tmp_path / bundle / "summary.md").read_text()

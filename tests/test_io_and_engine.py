@@ -146,3 +146,37 @@ def test_checkpoint_loader_errors_name_the_file(tmp_path):
     loader = CheckpointLoader(load_path=str(tmp_path / "other.pt"), load_dict={"model": net})
     with pytest.raises(CheckpointError, match=r"other\.pt.*another network_def"):
         loader(engine)
+
+
+def test_underrepresented_classes_from_training_pixel_shares(tmp_path):
+    from fewlabel.data import class_pixel_shares
+    from fewlabel.metrics import format_table
+
+    lab = np.zeros((20, 20), np.uint8)
+    lab[:10] = 1
+    lab[0, 0] = 2  # class 2: 1 pixel of 400 -> 0.25 %
+    Image.fromarray(lab).save(tmp_path / "l.png")
+    names = ["background", "liver", "duct"]
+    shares = class_pixel_shares([{"image": "x", "label": str(tmp_path / "l.png")}], names, cache=tmp_path / "s.json")
+    assert shares == pytest.approx({"background": 200 / 400, "liver": 199 / 400, "duct": 1 / 400})
+    assert class_pixel_shares([{"label": str(tmp_path / "l.png")}], names, cache=tmp_path / "s.json") == shares
+    scores = SegmentationScores(names, class_shares=shares)
+    t = torch.from_numpy(lab.astype(np.float32))[None, None]
+    p = t.clone()
+    p[0, 0, 0, 0] = 0  # misses the duct pixel
+    scores.update(p, t)
+    r = scores.compute()
+    assert r["underrepresented"] == ["duct"] and r["mean_iou_underrepresented"] == 0.0
+    assert "| under-represented | 1 | 0.0000" in format_table(r)
+
+
+def test_save_mask_with_palette_writes_colour_codes(pngs, tmp_path):
+    pred = LoadImage2D()(pngs / "rgb.png")[:1].clone()
+    pred[:] = 0
+    pred[:, :5] = 2
+    palette = [[0, 0, 0], [255, 0, 0], [0, 250, 200]]
+    SaveMask2Dd(keys="pred", output_dir=tmp_path / "o", num_classes=3, palette=palette)({"pred": pred})
+    mask = np.asarray(Image.open(tmp_path / "o" / "rgb_mask.png"))
+    assert mask.shape == (20, 30, 3) and (mask[:5] == [0, 250, 200]).all() and (mask[5:] == 0).all()
+    with pytest.raises(ValueError, match="palette"):
+        SaveMask2Dd(keys="pred", output_dir=tmp_path, num_classes=4, palette=palette)

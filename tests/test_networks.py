@@ -93,3 +93,22 @@ def test_every_parameter_gets_a_gradient(arch, kwargs):
 def test_freeze_needs_a_known_encoder():
     with pytest.raises(ValueError, match="encoder"):
         freeze_non_encoder(torch.nn.Conv2d(1, 1, 1))
+
+
+def test_all_but_head_transfer_keeps_every_weight_except_the_final_layer(tmp_path):
+    """SurgicalSemiSeg fine-tuning: a 3-channel reconstruction model becomes a K-class segmenter."""
+    torch.manual_seed(0)
+    src = build_network("deeplabv3plus", encoder_name="resnet18", out_channels=3)
+    torch.save(src.state_dict(), tmp_path / "denoiser.pt")
+    torch.manual_seed(1)
+    dst = build_network("deeplabv3plus", encoder_name="resnet18", out_channels=8)
+    fresh_head = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("segmentation_head.")}
+    init_from_pretrained(dst, tmp_path / "denoiser.pt", mode="all_but_head", policy=True)
+    for k, v in dst.state_dict().items():
+        if k.startswith("segmentation_head."):
+            assert torch.equal(v, fresh_head[k]) and v.shape[0] == 8, k
+        else:
+            assert torch.equal(v, src.state_dict()[k]), k
+    with pytest.raises(CheckpointError, match="denoiser.pt"):
+        init_from_pretrained(build_network("unet", encoder_name="resnet18", out_channels=8), tmp_path / "denoiser.pt",
+                             mode="all_but_head", policy=True)

@@ -79,8 +79,10 @@ def resolve_datalist(
     path = Path(datalist or "datalist.json")
     path = path if path.is_absolute() else root / path
     if not path.is_file():
+        from fewlabel.data.adapters import ADAPTERS
+
         raise DataError(
             f"no datalist at {path}. Make one with `fewlabel datalist DATASET {root} -o {path}` "
-            "(DATASET: isic2017, tissuenet, covid_qu_ex, tiles), or pass --datalist <file>."
+            f"(DATASET: {', '.join(sorted(ADAPTERS))}), or pass --datalist <file>."
         )
     return str(path)

@@ -3,6 +3,7 @@
     fewlabel demo [BUNDLE] [--output_dir DIR]       run a bundle's demo (all bundles if none named)
     fewlabel datalist DATASET SRC_DIR -o OUT.json   turn a published dataset layout into a datalist
     fewlabel seeds BUNDLE --seeds 0,1,2,3,4 [--key value]  a bundle's protocol per seed, mean ± std
+    fewlabel mask-search [--ratios ..] [--sizes ..] [--seeds ..]   SurgicalSemiSeg's Figure 4 grid
     fewlabel bundles                                 list the bundles and their stages
 """
 
@@ -16,7 +17,7 @@ import fire
 
 from fewlabel.errors import FewLabelError
 
-__all__ = ["main", "demo", "datalist", "seeds", "bundles"]
+__all__ = ["main", "demo", "datalist", "seeds", "mask_search", "bundles"]
 
 
 def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
@@ -37,7 +38,8 @@ def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) ->
     """Write a datalist JSON for a published dataset layout.
 
     Args:
-        dataset: adapter name (isic2017, tissuenet, covid_qu_ex, tiles).
+        dataset: adapter name (isic2017, tissuenet, covid_qu_ex, tiles, cholecseg8k, m2caiseg,
+            colour_masks); ``fewlabel.data.adapters.ADAPTERS`` lists them.
         src_dir: the dataset's folder as published.
         o: output JSON path.
         options: adapter options (e.g. ``--channel both`` for TissueNet, ``--tile_size 480``).
@@ -66,6 +68,14 @@ def seeds(bundle: str, seeds: str = "0,1,2,3,4", output_dir: str = "outputs/seed
     run_seeds(bundle, str(seeds), output_dir, **overrides)
 
 
+def mask_search(**kwargs) -> None:
+    """SurgicalSemiSeg's mask-parameter search (Figure 4): ``fewlabel mask-search --ratios 0.2,0.4,0.6
+    --sizes 32,64 --seeds 0,1,2 --dataset_dir /data/cholecseg8k``; see :func:`fewlabel.search.mask_search`."""
+    from fewlabel.search import mask_search as _search
+
+    _search(**kwargs)
+
+
 def bundles() -> dict:
     """List the bundles in this checkout with their config files."""
     from fewlabel.bundle import REPO_BUNDLES
@@ -79,7 +89,8 @@ def bundles() -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     try:
-        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "bundles": bundles}, name="fewlabel")
+        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "mask-search": mask_search, "bundles": bundles},
+                  name="fewlabel")
     except FewLabelError as e:
         print(f"fewlabel: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -18,7 +18,7 @@ import numpy as np
 
 from fewlabel.bundle import bundle_root
 
-__all__ = ["Stage", "PROTOCOLS", "run_stage", "run_protocol", "run_seeds"]
+__all__ = ["Stage", "PROTOCOLS", "run_stage", "run_protocol", "run_grid", "run_seeds", "stage_commands"]
 
 logger = logging.getLogger("fewlabel")
 
@@ -36,6 +36,11 @@ PROTOCOLS: dict[str, tuple[Stage, ...]] = {
     "medsass_binary_segmentation": (
         Stage("pretrain", ("train.json", "pretrain.json")),
         Stage("zero_label", ("train.json", "evaluate.json"), {"ckpt_name": "pretrained.pt"}),
+    ),
+    "surgical_semiseg_laparoscopy_segmentation": (
+        Stage("pretrain", ("train.json", "pretrain.json")),
+        Stage("finetune", ("train.json",), {"from_pretrained": True}),
+        Stage("evaluate", ("train.json", "evaluate.json")),
     ),
 }
 
@@ -64,43 +69,92 @@ def run_protocol(bundle: str, out: str | Path, **overrides: Any) -> Path:
     return out / PROTOCOLS[bundle][-1].name
 
 
-def _summarise(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     rows: dict[str, list[float]] = {}
-    for res in results.values():
+    for res in results:
         for cls, vals in res["per_class"].items():
             for metric in ("iou", "dice"):
                 if vals[metric] is not None:
                     rows.setdefault(f"{cls} {metric}", []).append(vals[metric])
-        for key in ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground"):
+        for key in ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground", "mean_iou_underrepresented"):
             if res.get(key) is not None:
                 rows.setdefault(key, []).append(res[key])
     return {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
             for k, v in rows.items()}
 
 
-def run_seeds(bundle: str, seeds: tuple[int, ...] | list[int] | str = (0, 1, 2, 3, 4),
-              output_dir: str | Path = "outputs/seeds", **overrides: Any) -> dict[str, Any]:
-    """Run ``bundle``'s protocol once per seed and write ``summary.json`` / ``summary.md`` (mean ± std).
+def _cell_name(params: dict[str, Any]) -> str:
+    return "_".join(f"{k}-{v}" for k, v in params.items()) or "default"
 
-    Seeds whose folder already holds the final metrics are not rerun.
-    """
+
+def _parse_seeds(seeds: Any) -> list[int]:
     if isinstance(seeds, str):
-        seeds = [int(s) for s in seeds.split(",") if s.strip()]
-    seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+        return [int(s) for s in seeds.split(",") if s.strip()]
+    return [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+
+
+def stage_commands(bundle: str, out: str | Path, **overrides: Any) -> list[str]:
+    """The ``python -m monai.bundle run`` command lines that :func:`run_protocol` runs, for running a
+    cell as an independent job (on another machine, a cluster scheduler ...)."""
+    cmds = []
+    for stage in PROTOCOLS[bundle]:
+        files = [f"bundles/{bundle}/configs/{c}" for c in stage.configs]
+        args = {"ckpt_dir": str(Path(out) / "models"), "output_dir": str(Path(out) / stage.name), **overrides,
+                **stage.overrides}
+        cfg = json.dumps(files) if len(files) > 1 else files[0]
+        cmds.append(f"python -m monai.bundle run --config_file '{cfg}' "
+                    + " ".join(f"--{k} '{json.dumps(v) if not isinstance(v, str) else v}'" for k, v in args.items()))
+    return cmds
+
+
+def run_grid(bundle: str, grid: dict[str, list[Any]] | None = None, seeds: Any = (0,),
+             output_dir: str | Path = "outputs/grid", **overrides: Any) -> dict[str, Any]:
+    """Run ``bundle``'s protocol for every combination of ``grid`` values and every seed.
+
+    Each (cell, seed) runs in ``output_dir/<bundle>/<cell>/seed_<s>`` and writes ``cell.json`` with
+    its parameters and the command lines that reproduce it; finished ones (final ``metrics.json``
+    present) are not rerun. Writes ``summary.json`` (per cell: parameters, per-seed metrics, mean
+    and standard deviation) and returns it.
+    """
+    import itertools
+
+    grid = grid or {}
+    seeds = _parse_seeds(seeds)
     out = Path(output_dir).resolve() / bundle
-    results = {}
-    for seed in seeds:
-        last = out / f"seed_{seed}" / PROTOCOLS[bundle][-1].name if bundle in PROTOCOLS else None
-        if last is None or not (last / "metrics.json").is_file():
-            last = run_protocol(bundle, out / f"seed_{seed}", seed=seed, **overrides)
-        else:
-            logger.info("seed %d already done (%s), not rerun", seed, last)
-        results[seed] = json.loads((last / "metrics.json").read_text())
-    summary = {"bundle": bundle, "seeds": seeds, "metrics": _summarise(results)}
+    last = PROTOCOLS[bundle][-1].name if bundle in PROTOCOLS else None
+    cells = []
+    for values in itertools.product(*grid.values()) if grid else [()]:
+        params = dict(zip(grid, values))
+        per_seed = {}
+        for seed in seeds:
+            folder = out / _cell_name(params) / f"seed_{seed}"
+            args = {**overrides, **params, "seed": seed}
+            if last is None or not (folder / last / "metrics.json").is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "cell.json").write_text(json.dumps(
+                    {"bundle": bundle, "params": params, "seed": seed, "commands": stage_commands(bundle, folder, **args)},
+                    indent=2))
+                run_protocol(bundle, folder, **args)
+            else:
+                logger.info("%s seed %d already done, not rerun", _cell_name(params), seed)
+            per_seed[seed] = json.loads((folder / last / "metrics.json").read_text())
+        cells.append({"params": params, "seeds": per_seed, "summary": _summarise(list(per_seed.values()))})
+    summary = {"bundle": bundle, "grid": grid, "seeds": seeds, "cells": cells}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    lines = [f"### {bundle}: {len(seeds)} seeds ({', '.join(map(str, seeds))})", "", "| metric | mean | std |", "|---|---|---|"]
-    lines += [f"| {k} | {v['mean']:.4f} | {v['std']:.4f} |" for k, v in summary["metrics"].items()]
+    return summary
+
+
+def run_seeds(bundle: str, seeds: Any = (0, 1, 2, 3, 4), output_dir: str | Path = "outputs/seeds",
+              **overrides: Any) -> dict[str, Any]:
+    """Run ``bundle``'s protocol once per seed; write and print mean ± std (``summary.md``)."""
+    result = run_grid(bundle, None, seeds, output_dir, **overrides)
+    cell = result["cells"][0]
+    seeds = result["seeds"]
+    lines = [f"### {bundle}: {len(seeds)} seeds ({', '.join(map(str, seeds))})", "", "| metric | mean | std |",
+             "|---|---|---|"]
+    lines += [f"| {k} | {v['mean']:.4f} | {v['std']:.4f} |" for k, v in cell["summary"].items()]
+    out = Path(output_dir).resolve() / bundle
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return summary
+    return {"bundle": bundle, "seeds": seeds, "metrics": cell["summary"]}

@@ -1,6 +1,7 @@
 """Engine pieces: prepare-batch functions that make targets on the device, checkpoint handling."""
 
+from .denoising import DenoisingPairs
 from .checkpoint import CheckpointLoader, missing_weights_message
 from .pseudo_labels import PseudoLabelStatsHandler, ThresholdPseudoLabels
 
-__all__ = ["CheckpointLoader", "PseudoLabelStatsHandler", "ThresholdPseudoLabels", "missing_weights_message"]
+__all__ = ["DenoisingPairs", "CheckpointLoader", "PseudoLabelStatsHandler", "ThresholdPseudoLabels", "missing_weights_message"]

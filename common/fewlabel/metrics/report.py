@@ -37,10 +37,16 @@ class SegmentationScores:
     Args:
         class_names: names of the classes, index 0 first (background); their count is the number
             of classes.
+        class_shares: optional ``{name: share of training pixels}``; classes below
+            ``underrepresented_below`` are reported together as the under-represented classes.
+        underrepresented_below: the share threshold (SurgicalSemiSeg: 1 %).
     """
 
-    def __init__(self, class_names: Sequence[str]) -> None:
+    def __init__(self, class_names: Sequence[str], class_shares: dict[str, float] | None = None,
+                 underrepresented_below: float = 0.01) -> None:
         self.class_names = list(class_names)
+        self.class_shares = class_shares
+        self.underrepresented_below = underrepresented_below
         self.reset()
 
     def reset(self) -> None:
@@ -91,6 +97,14 @@ class SegmentationScores:
             vals = [v[key] for v in per_class.values()]
             out[f"mean_{key}"] = _mean(vals)
             out[f"mean_{key}_foreground"] = _mean(vals[1:])
+        if self.class_shares is not None:
+            under = [n for n in self.class_names if self.class_shares.get(n, 0.0) < self.underrepresented_below]
+            out["underrepresented_below"] = self.underrepresented_below
+            out["underrepresented"] = under
+            for name in self.class_names:
+                per_class[name]["training_share"] = self.class_shares.get(name)
+            for key in ("iou", "dice"):
+                out[f"mean_{key}_underrepresented"] = _mean([per_class[n][key] for n in under])
         return out
 
 
@@ -116,6 +130,17 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
         lines.append(f"| {name} | {f(v['iou'])} | {f(v['dice'])} | {f(v['iou_aggregate'])} | {v['pixels']} |")
     lines.append(f"| **mean** | {f(result['mean_iou'])} | {f(result['mean_dice'])} | | |")
     lines.append(f"| **mean (foreground)** | {f(result['mean_iou_foreground'])} | {f(result['mean_dice_foreground'])} | | |")
+    if "underrepresented" in result:
+        pct = 100 * result["underrepresented_below"]
+        lines += [
+            "", f"Summary (classes under {pct:g} % of the training pixels are under-represented):", "",
+            "| classes | count | mIoU | mDice |", "|---|---|---|---|",
+            f"| all | {len(result['per_class'])} | {f(result['mean_iou'])} | {f(result['mean_dice'])} |",
+            f"| under-represented | {len(result['underrepresented'])} | {f(result['mean_iou_underrepresented'])} "
+            f"| {f(result['mean_dice_underrepresented'])} |",
+        ]
+        if result["underrepresented"]:
+            lines.append(f"\nUnder-represented: {', '.join(result['underrepresented'])}.")
     lines.append(f"\n{result['num_images']} images.")
     return "\n".join(lines) + "\n"
 
@@ -130,14 +155,16 @@ class SegmentationReport:
             default ``from_engine(["pred", "label"])``.
         name: file stem and the key prefix in ``engine.state.metrics`` (``<name>_mean_iou`` ...).
         title: heading of the Markdown table.
+        class_shares, underrepresented_below: see :class:`SegmentationScores`.
     """
 
     def __init__(
         self, output_dir: str | os.PathLike, class_names: Sequence[str],
         output_transform: Callable | None = None, name: str = "metrics", title: str = "",
+        class_shares: dict[str, float] | None = None, underrepresented_below: float = 0.01,
     ) -> None:
         self.output_dir = Path(output_dir)
-        self.scores = SegmentationScores(class_names)
+        self.scores = SegmentationScores(class_names, class_shares, underrepresented_below)
         self.output_transform = output_transform or from_engine(["pred", "label"])
         self.name = name
         self.title = title or name
@@ -158,6 +185,7 @@ class SegmentationReport:
         (self.output_dir / f"{self.name}.json").write_text(json.dumps(self.result, indent=2))
         table = format_table(self.result, self.title)
         (self.output_dir / f"{self.name}.md").write_text(table)
-        for key in ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground"):
-            engine.state.metrics[f"{self.name}_{key}"] = self.result[key]
+        for key in ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground", "mean_iou_underrepresented"):
+            if key in self.result:
+                engine.state.metrics[f"{self.name}_{key}"] = self.result[key]
         logger.info("%s written to %s\n%s", self.name, self.output_dir, table)

@@ -5,6 +5,7 @@ from .transfer import (
     encoder_prefixes,
     encoder_state_dict,
     freeze_non_encoder,
+    head_prefixes,
     init_from_pretrained,
     prepare_pretraining,
     load_pretrained,
@@ -14,5 +15,5 @@ from .transfer import (
 
 __all__ = [
     "ARCHITECTURES", "build_network", "medsass_unet", "encoder_prefixes", "encoder_state_dict",
-    "freeze_non_encoder", "init_from_pretrained", "prepare_pretraining", "load_pretrained", "load_state_file", "trainable_parameters",
+    "freeze_non_encoder", "head_prefixes", "init_from_pretrained", "prepare_pretraining", "load_pretrained", "load_state_file", "trainable_parameters",
 ]

@@ -18,7 +18,7 @@ import torch.nn as nn
 from fewlabel.errors import CheckpointError
 
 __all__ = ["encoder_prefixes", "encoder_state_dict", "freeze_non_encoder", "trainable_parameters", "load_pretrained",
-           "load_state_file", "init_from_pretrained", "prepare_pretraining"]
+           "load_state_file", "init_from_pretrained", "prepare_pretraining", "head_prefixes"]
 
 logger = logging.getLogger("fewlabel.networks")
 
@@ -31,6 +31,16 @@ def encoder_prefixes(network: nn.Module) -> tuple[str, ...]:
     if hasattr(network, "encoder"):
         return ("encoder.",)
     raise ValueError(f"{type(network).__name__} has neither `encoder_prefixes` nor an `encoder` attribute")
+
+
+def head_prefixes(network: nn.Module) -> tuple[str, ...]:
+    """State-dict key prefixes of ``network``'s final layer (the one that maps features to outputs)."""
+    prefixes = getattr(network, "head_prefixes", None)
+    if prefixes:
+        return tuple(prefixes)
+    if hasattr(network, "segmentation_head"):
+        return ("segmentation_head.",)
+    raise ValueError(f"{type(network).__name__} has neither `head_prefixes` nor a `segmentation_head` attribute")
 
 
 def encoder_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
@@ -88,28 +98,37 @@ def load_state_file(path: str | os.PathLike, hint: str = "") -> dict[str, torch.
 def load_pretrained(
     network: nn.Module, checkpoint: str | os.PathLike | dict[str, torch.Tensor], part: str = "all",
 ) -> nn.Module:
-    """Copy pre-trained weights into ``network``: all of them, or only the encoder's.
+    """Copy pre-trained weights into ``network``: all of them, only the encoder's, or all but the final layer.
 
     Args:
         network: the network to fill (modified in place and returned, for configs).
         checkpoint: a weights file (see :func:`load_state_file`) or a state dict.
-        part: ``"all"`` (end-to-end pre-training, E+D) or ``"encoder"`` (encoder-only, E: the
-            decoder keeps its fresh initialisation).
+        part: ``"all"`` (end-to-end pre-training, E+D), ``"encoder"`` (encoder-only, E: the
+            decoder keeps its fresh initialisation) or ``"all_but_head"`` (every weight but the final
+            layer, which starts fresh: e.g. a 3-channel reconstruction head replaced by K classes).
 
     Raises:
         CheckpointError: the checkpoint lacks some of the requested weights or their shapes differ
             (the message names the file and the first mismatching keys).
     """
-    if part not in ("all", "encoder"):
-        raise ValueError(f"part must be 'all' or 'encoder', got '{part}'")
+    if part not in ("all", "encoder", "all_but_head"):
+        raise ValueError(f"part must be 'all', 'encoder' or 'all_but_head', got '{part}'")
     source = str(checkpoint) if not isinstance(checkpoint, dict) else "the given state dict"
     state = checkpoint if isinstance(checkpoint, dict) else load_state_file(checkpoint)
     target = network.state_dict()
-    wanted = encoder_state_dict(network) if part == "encoder" else target
+    if part == "encoder":
+        prefixes = encoder_prefixes(network)
+        wanted = encoder_state_dict(network)
+        in_scope = [k for k in state if k.startswith(prefixes)]
+    elif part == "all_but_head":
+        head = head_prefixes(network)
+        wanted = {k: v for k, v in target.items() if not k.startswith(head)}
+        in_scope = [k for k in state if not k.startswith(head)]
+    else:
+        wanted, in_scope = target, list(state)
     missing = [k for k in wanted if k not in state]
     wrong = [k for k in wanted if k in state and state[k].shape != target[k].shape]
-    scope = encoder_prefixes(network) if part == "encoder" else ("",)
-    unexpected = [k for k in state if k.startswith(scope) and k not in wanted]
+    unexpected = [k for k in in_scope if k not in wanted]
     if missing or wrong or unexpected:
         raise CheckpointError(
             f"{source} does not fit this network ({part} weights): {len(missing)} missing keys "
@@ -129,23 +148,27 @@ def init_from_pretrained(
     Args:
         network: freshly built network.
         checkpoint: the pre-trained weights file.
-        mode: how it was pre-trained: ``"end_to_end"`` (E+D: every weight is copied) or
-            ``"encoder"`` (E: only the encoder is transferred, the decoder starts fresh).
+        mode: what to transfer: ``"end_to_end"`` (E+D: every weight is copied), ``"encoder"`` (E:
+            only the encoder, the decoder starts fresh) or ``"all_but_head"`` (everything but the
+            final layer, which is re-initialised for the new number of outputs).
         policy: ``True`` (the file must exist), ``False`` (random initialisation), or ``"auto"``
             (use the file when it exists, else warn and start from random weights).
     """
-    if mode not in ("end_to_end", "encoder"):
-        raise ValueError(f"pretrain mode must be 'end_to_end' or 'encoder', got '{mode}'")
+    parts = {"end_to_end": "all", "encoder": "encoder", "all_but_head": "all_but_head"}
+    if mode not in parts:
+        raise ValueError(f"transfer mode must be one of {sorted(parts)}, got '{mode}'")
     if policy is False or policy == "false" or not checkpoint:
         logger.info("fine-tuning from random initialisation")
         return network
     if policy == "auto" and not os.path.isfile(checkpoint):
         logger.warning("no pre-trained weights at %s: fine-tuning from random initialisation", checkpoint)
         return network
-    hint = "Run the bundle's pretrain config first, or set from_pretrained=false."
-    state = load_state_file(checkpoint, hint)
-    load_pretrained(network, state, part="all" if mode == "end_to_end" else "encoder")
-    logger.info("fine-tuning from %s (%s weights)", checkpoint, "all" if mode == "end_to_end" else "encoder")
+    if not os.path.isfile(checkpoint):
+        raise CheckpointError(
+            f"weights file not found: {checkpoint}. Run the bundle's pretrain config first, or set from_pretrained=false."
+        )
+    load_pretrained(network, checkpoint, part=parts[mode])
+    logger.info("fine-tuning from %s (%s weights)", checkpoint, parts[mode])
     return network
 
 

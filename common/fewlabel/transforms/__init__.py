@@ -21,3 +21,4 @@ from .io import (
     overlay_mask,
     read_image_2d,
 )
+from .masking import MaskCorruption, MaskCorruptiond, mask_ratio

@@ -193,13 +193,15 @@ _PALETTE = np.array(
 )
 
 
-def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45,
+                 palette: np.ndarray | None = None) -> np.ndarray:
     """Blend class colours over an image and outline each region.
 
     Args:
         image: ``(H, W)`` or ``(H, W, 3)``, uint8 or float in [0, 1].
         mask: ``(H, W)`` class indices (0 = background, not drawn).
         alpha: opacity of the fill.
+        palette: ``(K, 3)`` uint8 class colours; default a fixed palette of distinct colours.
 
     Returns:
         ``(H, W, 3)`` uint8 RGB.
@@ -210,7 +212,8 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)
     mask = mask.astype(np.int64)
-    colours = _PALETTE[mask % len(_PALETTE)].astype(np.float32)
+    pal = _PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
+    colours = pal[mask % len(pal)].astype(np.float32)
     fg = (mask > 0)[..., None]
     out = np.where(fg, (1 - alpha) * img + alpha * colours, img)
     # outline: pixels whose right or lower neighbour has another class
@@ -226,7 +229,8 @@ class SaveMask2Dd(MapTransform):
     """Write a predicted ``(1, H, W)`` class map as ``<stem>_mask.png`` and an overlay ``<stem>_overlay.png``.
 
     The mask PNG holds class indices, scaled by ``255 // (num_classes - 1)`` so a binary mask is
-    0/255 and visible in any viewer (``scale=False`` keeps raw indices). The overlay is drawn on
+    0/255 and visible in any viewer (``scale=False`` keeps raw indices); with ``palette`` it is an
+    RGB picture with each class in its colour (a dataset's colour code). The overlay is drawn on
     the original image file (read from the prediction's ``filename_or_obj`` meta), so the
     prediction must already be at the original size (use ``Invertd`` before this).
 
@@ -236,15 +240,21 @@ class SaveMask2Dd(MapTransform):
         num_classes: number of classes including background.
         overlay: also write the overlay picture.
         scale: scale indices for viewing (see above).
+        palette: optional ``(num_classes, 3)`` RGB colours: writes colour-coded masks and uses
+            them in the overlay.
     """
 
     def __init__(self, keys: KeysCollection, output_dir: str | os.PathLike, num_classes: int = 2,
-                 overlay: bool = True, scale: bool = True, allow_missing_keys: bool = False) -> None:
+                 overlay: bool = True, scale: bool = True, palette: list[list[int]] | None = None,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
         self.num_classes = num_classes
         self.overlay = overlay
         self.scale = scale
+        self.palette = None if palette is None else np.asarray(palette, dtype=np.uint8)
+        if self.palette is not None and self.palette.shape != (num_classes, 3):
+            raise ValueError(f"palette must have {num_classes} RGB colours, got shape {self.palette.shape}")
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -256,13 +266,17 @@ class SaveMask2Dd(MapTransform):
                 src = src[0]
             stem = Path(str(src)).stem if src else f"{key}_{id(pred)}"
             mask = np.asarray(torch.as_tensor(pred).detach().cpu()).reshape(pred.shape[-2:]).round().astype(np.uint8)
-            factor = 255 // max(self.num_classes - 1, 1) if self.scale else 1
-            Image.fromarray((mask * factor).astype(np.uint8)).save(self.output_dir / f"{stem}_mask.png")
+            if self.palette is not None:
+                Image.fromarray(self.palette[np.minimum(mask, self.num_classes - 1)]).save(self.output_dir / f"{stem}_mask.png")
+            else:
+                factor = 255 // max(self.num_classes - 1, 1) if self.scale else 1
+                Image.fromarray((mask * factor).astype(np.uint8)).save(self.output_dir / f"{stem}_mask.png")
             if self.overlay and src and os.path.isfile(str(src)):
                 image = read_image_2d(str(src))
                 if image.ndim == 3 and image.shape[-1] == 4:
                     image = image[..., :3]
                 if image.shape[:2] == mask.shape:
                     img01 = _scale_to_unit(image)
-                    Image.fromarray(overlay_mask(img01, mask)).save(self.output_dir / f"{stem}_overlay.png")
+                    Image.fromarray(overlay_mask(img01, mask, palette=self.palette)).save(
+                        self.output_dir / f"{stem}_overlay.png")
         return d

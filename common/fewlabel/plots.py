@@ -1,0 +1,96 @@
+"""Plots of grid results (from :func:`fewlabel.protocols.run_grid`): a metric against one parameter
+with a band of one standard deviation over seeds, a heat map over two parameters, and bars for
+named variants — the panels of the SurgicalSemiSeg paper's Figure 4."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["cell_values", "plot_curves", "plot_heatmap", "plot_bars", "figure_grid"]
+
+
+def cell_values(summary: dict[str, Any], metric: str = "mean_iou") -> list[tuple[dict[str, Any], np.ndarray]]:
+    """``[(params, per-seed values in percent), ...]`` for every cell of a grid summary."""
+    out = []
+    for cell in summary["cells"]:
+        vals = [s[metric] for s in cell["seeds"].values() if s.get(metric) is not None]
+        out.append((cell["params"], 100 * np.asarray(vals, dtype=float)))
+    return out
+
+
+def plot_curves(ax: plt.Axes, summary: dict[str, Any], x: str, group: str | None = None,
+                metric: str = "mean_iou", where: dict[str, Any] | None = None) -> None:
+    """``metric`` (percent) against parameter ``x``, one line per value of ``group``, mean ± std band."""
+    rows = [(p, v) for p, v in cell_values(summary, metric) if all(p.get(k) == w for k, w in (where or {}).items())]
+    groups = sorted({p.get(group) for p, _ in rows}, key=str) if group else [None]
+    for g in groups:
+        pts = sorted(((p[x], v) for p, v in rows if group is None or p.get(group) == g), key=lambda t: t[0])
+        if not pts:
+            continue
+        xs = np.array([p for p, _ in pts], dtype=float)
+        mean = np.array([v.mean() for _, v in pts])
+        std = np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for _, v in pts])
+        label = f"{group}={g}" if group else None
+        ax.plot(xs, mean, marker="o", label=label)
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.25)
+    ax.set_xlabel(x)
+    ax.set_ylabel(f"{metric} (%)")
+    if group and len(groups) > 1:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
+def plot_heatmap(ax: plt.Axes, summary: dict[str, Any], x: str, y: str, metric: str = "mean_iou") -> None:
+    """Mean ``metric`` (percent) over seeds for every (x, y) cell; darker is better."""
+    rows = cell_values(summary, metric)
+    xs = sorted({p[x] for p, _ in rows})
+    ys = sorted({p[y] for p, _ in rows})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for p, v in rows:
+        grid[ys.index(p[y]), xs.index(p[x])] = v.mean() if len(v) else np.nan
+    im = ax.imshow(grid, cmap="Blues", origin="lower", aspect="auto")
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7)
+    plt.colorbar(im, ax=ax, label=f"{metric} (%)")
+
+
+def plot_bars(ax: plt.Axes, summary: dict[str, Any], keys: Sequence[str], metric: str = "mean_iou") -> None:
+    """One bar per cell (labelled by the values of ``keys``), mean ± std over seeds."""
+    rows = cell_values(summary, metric)
+    labels = ["/".join(str(p.get(k)) for k in keys) for p, _ in rows]
+    means = [v.mean() for _, v in rows]
+    stds = [v.std(ddof=1) if len(v) > 1 else 0.0 for _, v in rows]
+    ax.bar(range(len(rows)), means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def figure_grid(summary: dict[str, Any], x: str, y: str, path: str | Path, metric: str = "mean_iou",
+                title: str = "") -> Path:
+    """Save a two-panel figure: ``metric`` against ``x`` (one line per ``y``) and the (x, y) heat map."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    plot_curves(axes[0], summary, x, group=y, metric=metric)
+    plot_heatmap(axes[1], summary, x, y, metric=metric)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
