@@ -1,0 +1,109 @@
+"""Mask corruption on the device vs a per-image NumPy loop, and its share of a training step.
+
+Baseline: for each image of the batch in turn, NumPy paints random 64 px squares (free
+placement) until 40 % of the pixels are masked, then blacks them out - what a per-sample
+CPU data pipeline does. Measured: :class:`fewlabel.transforms.MaskCorruption` on the whole
+``16 x 3 x 480 x 854`` batch (CPU, and CUDA when present), in the same run. The share: mask time
+over the time of one DeepLabV3+ (ResNet-101) AdamW step with an MSE loss on a batch of the same
+size; on a CPU the step runs at a smaller batch (``STEP_BATCH``) and the masking is timed at that
+batch too, so the share compares like with like. Saves ``benchmarks/results/mask_corruption.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fewlabel.networks import build_network
+from fewlabel.transforms import MaskCorruption
+
+BATCH, H, W = 16, 480, 854
+RATIO, SIZE = 0.4, 64
+STEP_BATCH = int(os.environ.get("FEWLABEL_BENCH_STEP_BATCH", "16" if torch.cuda.is_available() else "2"))
+
+
+def numpy_loop(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = images.copy()
+    for img in out:
+        h, w = img.shape[1:]
+        masked = np.zeros((h, w), bool)
+        while masked.mean() < RATIO:
+            cy, cx = rng.integers(h), rng.integers(w)
+            masked[max(cy - SIZE // 2, 0): cy + SIZE // 2, max(cx - SIZE // 2, 0): cx + SIZE // 2] = True
+        img[:, masked] = 0
+    return out
+
+
+def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> dict:
+    rng = np.random.default_rng(0)
+    images = rng.random((BATCH, 3, H, W), dtype=np.float32)
+    batch = torch.from_numpy(images)
+    corrupt = MaskCorruption(RATIO, SIZE, generator=torch.Generator().manual_seed(0))
+    result = {
+        "batch_shape": [BATCH, 3, H, W], "ratio": RATIO, "patch_size": SIZE,
+        "baseline": "per-image NumPy loop painting 64 px squares until 40 % is masked",
+        "baseline_ms": 1e3 * median_seconds(lambda: numpy_loop(images, rng), 5),
+        "fewlabel_cpu_ms": 1e3 * median_seconds(lambda: corrupt(batch), 5),
+        "torch_threads": torch.get_num_threads(),
+    }
+    result["speedup_cpu"] = result["baseline_ms"] / result["fewlabel_cpu_ms"]
+    device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        gpu_batch = batch.to(device)
+        result["fewlabel_cuda_ms"] = 1e3 * median_seconds(lambda: corrupt(gpu_batch), 20, sync)
+        result["speedup_cuda"] = result["baseline_ms"] / result["fewlabel_cuda_ms"]
+        result["gpu"] = torch.cuda.get_device_name()
+
+    # one pre-training step (DeepLabV3+ needs sides divisible by 16: 480 x 864)
+    net = build_network("deeplabv3plus", encoder_name="resnet101", out_channels=3).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
+    x = torch.rand(STEP_BATCH, 3, H, 864, device=device)
+
+    def step():
+        inputs, _ = corrupt(x)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            loss = torch.nn.functional.mse_loss(net(inputs).float(), x)
+        loss.backward()
+        opt.step()
+
+    result["step_batch"] = STEP_BATCH
+    result["train_step_ms"] = 1e3 * median_seconds(step, 3 if device.type == "cpu" else 10, sync)
+    result["mask_at_step_batch_ms"] = 1e3 * median_seconds(lambda: corrupt(x), 5, sync)
+    result["mask_share_of_step"] = result["mask_at_step_batch_ms"] / result["train_step_ms"]
+    result["step_device"] = device.type
+
+    print(f"NumPy per-image loop: {result['baseline_ms']:.1f} ms; MaskCorruption (CPU): {result['fewlabel_cpu_ms']:.1f} ms"
+          f" -> {result['speedup_cpu']:.1f}x")
+    if "fewlabel_cuda_ms" in result:
+        print(f"MaskCorruption (CUDA): {result['fewlabel_cuda_ms']:.2f} ms -> {result['speedup_cuda']:.0f}x")
+    print(f"training step ({device.type}, batch {STEP_BATCH}): {result['train_step_ms']:.0f} ms; masking "
+          f"{result['mask_at_step_batch_ms']:.1f} ms = {100 * result['mask_share_of_step']:.2f} % of the step")
+    out = Path(__file__).resolve().parent / "results" / "mask_corruption.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"saved {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
