@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from _timing import median_seconds
 
 from fewlabel.networks import build_network
 from fewlabel.transforms import MaskCorruption
@@ -38,18 +38,6 @@ def numpy_loop(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             masked[max(cy - SIZE // 2, 0): cy + SIZE // 2, max(cx - SIZE // 2, 0): cx + SIZE // 2] = True
         img[:, masked] = 0
     return out
-
-
-def median_seconds(fn, repeats: int, sync=lambda: None) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> dict:

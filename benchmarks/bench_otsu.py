@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from skimage.filters import threshold_otsu
 
+from _timing import median_seconds
+
 from fewlabel.transforms import otsu_threshold
 
 SHAPE = (16, 1, 224, 224)
 REPEATS = 30
-
-
-def _median_seconds(fn, repeats: int = REPEATS, sync=lambda: None) -> float:
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> dict:
@@ -43,8 +31,8 @@ def main() -> dict:
     images = np.where(fg, rng.normal(0.7, 0.08, SHAPE), rng.normal(0.25, 0.08, SHAPE)).astype(np.float32)
     batch_cpu = torch.from_numpy(images)
 
-    baseline = _median_seconds(lambda: [threshold_otsu(images[i, 0]) for i in range(SHAPE[0])])
-    ours_cpu = _median_seconds(lambda: otsu_threshold(batch_cpu))
+    baseline = median_seconds(lambda: [threshold_otsu(images[i, 0]) for i in range(SHAPE[0])], REPEATS)
+    ours_cpu = median_seconds(lambda: otsu_threshold(batch_cpu), REPEATS)
     ref = np.array([threshold_otsu(images[i, 0]) for i in range(SHAPE[0])])
     max_diff_bins = float(np.max(np.abs(otsu_threshold(batch_cpu).numpy() - ref)
                                  / ((images.max((1, 2, 3)) - images.min((1, 2, 3))) / 256)))
@@ -60,7 +48,7 @@ def main() -> dict:
     }
     if torch.cuda.is_available():
         batch_gpu = batch_cpu.cuda()
-        ours_gpu = _median_seconds(lambda: otsu_threshold(batch_gpu), sync=torch.cuda.synchronize)
+        ours_gpu = median_seconds(lambda: otsu_threshold(batch_gpu), REPEATS, torch.cuda.synchronize)
         result |= {"fewlabel_cuda_ms": ours_gpu * 1e3, "speedup_cuda": baseline / ours_gpu,
                    "gpu": torch.cuda.get_device_name()}
     print(f"skimage per-image loop: {result['baseline_ms']:.2f} ms")

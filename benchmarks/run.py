@@ -9,6 +9,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))  # the benchmarks share benchmarks/_timing.py
     names = sys.argv[1:] or sorted(p.stem for p in HERE.glob("bench_*.py"))
     for name in names:
         print(f"== {name}")

@@ -29,3 +29,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def write_png(path, array):
+    """Write ``array`` as a PNG at ``path`` (parents created); returns the path."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def read_png(path):
+    """Read an image file into a NumPy array."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path))

@@ -25,17 +25,12 @@ from fewlabel.data.adapters.tissuenet import rescale_to_uint8
 from fewlabel.data.datalist import load_datalist
 from fewlabel.errors import DataError
 
+from conftest import read_png, write_png
+
 SPLITS = ("training", "validation", "testing")
 
 
-def _png(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-def _read(path: str | Path) -> np.ndarray:
-    return np.asarray(Image.open(path))
+_png, _read = write_png, read_png
 
 
 def _counts(datalist: dict) -> tuple[int, ...]:

@@ -27,17 +27,12 @@ from fewlabel.data.adapters.m2caiseg import M2CAISEG_CLASS_TABLE, build_m2caiseg
 from fewlabel.data.datalist import load_datalist
 from fewlabel.errors import DataError
 
+from conftest import read_png, write_png
+
 SPLITS = ("training", "validation", "testing")
 
 
-def _png(path: Path, array: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-def _read(path: str | Path) -> np.ndarray:
-    return np.asarray(Image.open(path))
+_png, _read = write_png, read_png
 
 
 def test_registered() -> None:

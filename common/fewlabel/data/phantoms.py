@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import polygon as draw_polygon
 
+from fewlabel.data.adapters.cholecseg8k import CHOLECSEG8K_CLASSES
 from fewlabel.data.cache import cache_dir
 from fewlabel.data.datalist import save_datalist, split_by_group, split_labelled
 from fewlabel.errors import DataError
@@ -536,16 +537,7 @@ def _xray(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[
 
 #: Classes of the laparoscopy phantom: the 8 classes CholecSeg8k is merged into (Silva et al.
 #: 2022, as used by the SurgicalSemiSeg paper).
-LAPAROSCOPY_CLASSES = (
-    "background",
-    "abdominal wall",
-    "liver",
-    "gastrointestinal tract",
-    "fat",
-    "instruments",
-    "gallbladder",
-    "misc",
-)
+LAPAROSCOPY_CLASSES = CHOLECSEG8K_CLASSES
 
 # base colours (RGB in [0, 1]) before lighting
 _LAP_COLOURS = {
