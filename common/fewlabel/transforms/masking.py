@@ -200,7 +200,7 @@ class MaskCorruption(Randomizable, Transform):
 
     def _rand(self, size: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         rd = self._rng_device(device)
-        rdtype = dtype if rd.type != "cpu" or dtype != torch.float16 else torch.float32
+        rdtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32  # halves: drawn in float32
         return torch.rand(size, generator=self.generator, device=rd, dtype=rdtype).to(device, dtype)
 
     # ------------------------------------------------------------------------------- masking
@@ -227,8 +227,8 @@ class MaskCorruption(Randomizable, Transform):
             flat = flat.clamp_max_(hw)
             kk = flat.shape[1]
             idx = torch.arange(first + s, first + s + kk, device=order.device)
-            src = idx[None, :, None].expand_as(flat)
-            order.scatter_reduce_(1, flat.reshape(b, -1), src.reshape(b, -1), reduce="amin", include_self=True)
+            src = idx.repeat_interleave(flat.shape[2])[None].expand(b, -1)  # (B, k*F), stride 0 over B
+            order.scatter_reduce_(1, flat.reshape(b, -1), src, reduce="amin", include_self=True)
 
     def _masks(self, b: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(masked, order)``: ``masked`` ``(B, H*W)`` bool with exactly ``round(rho H W)`` True
@@ -260,46 +260,44 @@ class MaskCorruption(Randomizable, Transform):
             if int(covered.min()) >= target:
                 break
             uncovered = 1.0 - int(covered.min()) / hw
-        order = order[:, :hw].clamp_max_(drawn)  # uncovered pixels -> index `drawn`
+        order.clamp_max_(drawn)  # uncovered pixels -> index `drawn`
+        order[:, hw] = drawn  # the dump column received out-of-image pixels: make it "uncovered" too
         ty, tx = torch.cat(tys, 1), torch.cat(txs, 1)
 
         # the patch k* at which coverage reaches the target, per image
         counts = torch.zeros(b, drawn + 1, dtype=torch.int64, device=device)
-        counts.scatter_add_(1, order, torch.ones_like(order))
+        counts.scatter_add_(1, order[:, :hw], torch.ones((), dtype=torch.int64, device=device).expand(b, hw))
         cum = counts.cumsum(1)
         k_star = (cum < target).sum(dim=1)  # (B,), <= drawn - 1 when target > 0
         before = torch.where(k_star > 0, cum.gather(1, (k_star - 1).clamp_min(0)[:, None])[:, 0], 0)
         need = target - before  # pixels still to take from patch k*
-        masked = order < k_star[:, None]
-        if target == 0:
-            return masked, order
-
-        # from patch k*, the `need` pixels closest to its centre (ties in raster order)
-        last = order == k_star[:, None]
-        k_idx = k_star.clamp_max(drawn - 1)[:, None]
-        py = ty.gather(1, k_idx)  # (B, 1)
-        px = tx.gather(1, k_idx)
-        rows = torch.arange(h, device=device).repeat_interleave(w)[None]  # (1, HW)
-        cols = torch.arange(w, device=device).repeat(h)[None]
-        dy = 2 * (rows - py) - (n - 1)
-        dx = 2 * (cols - px) - (n - 1)
-        if self.shape == "square":
-            key = torch.maximum(dy.abs(), dx.abs())
-            n_keys = n
-        else:
-            key = dy * dy + dx * dx
-            n_keys = n * n + 1
-        key = torch.where(last, key.clamp(0, n_keys - 1), n_keys)  # others -> dump bin
-        hist = torch.zeros(b, n_keys + 1, dtype=torch.int64, device=device)
-        hist.scatter_add_(1, key, torch.ones_like(key))
-        cum_key = hist[:, :n_keys].cumsum(1)
-        level = (cum_key < need[:, None]).sum(dim=1)  # the key level where `need` is crossed
-        below = torch.where(level > 0, cum_key.gather(1, (level - 1).clamp_min(0)[:, None])[:, 0], 0)
-        rest = need - below
-        at_level = key == level[:, None]
-        rank = at_level.long().cumsum(1)
-        masked |= (key < level[:, None]) | (at_level & (rank <= rest[:, None]))
-        return masked, order
+        masked = order < k_star[:, None]  # (B, HW + 1)
+        if target > 0:
+            # from patch k*, the `need` pixels closest to its centre (ties in raster order), worked
+            # out in its N x N window only
+            k_idx = k_star[:, None]
+            yy = ty.gather(1, k_idx) + grid  # (B, N)
+            xx = tx.gather(1, k_idx) + grid
+            rows = torch.where((yy >= 0) & (yy < h), yy * w, hw)
+            cols = torch.where((xx >= 0) & (xx < w), xx, hw)
+            flat = (rows[:, :, None] + cols[:, None, :]).flatten(1).clamp_max_(hw)  # (B, N*N), raster order
+            local = order.gather(1, flat)
+            d = (2 * grid - (n - 1)).abs()
+            if self.shape == "square":
+                key, n_keys = torch.maximum(d[:, None], d[None, :]).flatten(), n
+            else:
+                key, n_keys = (d[:, None] ** 2 + d[None, :] ** 2).flatten(), n * n + 1
+            last = local == k_idx  # never the dump column: it holds `drawn` > k*
+            key = torch.where(last, key[None], n_keys)  # other pixels -> an overflow bin
+            hist = torch.zeros(b, n_keys + 1, dtype=torch.int64, device=device)
+            hist.scatter_add_(1, key, torch.ones((), dtype=torch.int64, device=device).expand_as(key))
+            cum_key = hist[:, :n_keys].cumsum(1)
+            level = (cum_key < need[:, None]).sum(dim=1, keepdim=True)  # key level where `need` is crossed
+            below = torch.where(level > 0, cum_key.gather(1, (level - 1).clamp_min(0)), 0)
+            at_level = key == level
+            take = (key < level) | (at_level & (at_level.long().cumsum(1) <= need[:, None] - below))
+            masked.scatter_(1, flat, take | (local < k_idx))  # window pixels: new | already masked
+        return masked[:, :hw], order[:, :hw]
 
     def __call__(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.as_tensor(img)
@@ -318,7 +316,7 @@ class MaskCorruption(Randomizable, Transform):
             return (out[0], masks[0]) if single else (out, masks)
 
         masked, order = self._masks(b, h, w, device)
-        keep = ~masked.view(b, 1, h, w)
+        keep = ~masked.reshape(b, 1, h, w)
         if self.fill == "black":
             delta = torch.zeros((), dtype=x.dtype, device=device)
         elif self.fill == "pixel":
@@ -326,7 +324,7 @@ class MaskCorruption(Randomizable, Transform):
         else:  # one colour per patch: index the colour table with the order map
             n_colours = int(order.max()) + 1
             colours = self._rand((b, n_colours, c), x.dtype, device)
-            delta = colours.gather(1, order[:, :, None].expand(b, h * w, c))  # (B, HW, C)
+            delta = colours.gather(1, order[:, :, None].expand(b, h * w, c))  # (B, HW, C); order < n_colours
             delta = delta.permute(0, 2, 1).reshape(b, c, h, w)
         out = torch.where(keep, x, delta)
         masks = keep.to(torch.float32)
