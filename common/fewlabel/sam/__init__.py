@@ -1,1 +1,53 @@
-"""fewlabel.sam"""
+"""Segment Anything as a frozen teacher: prompts from a student's probabilities, pseudo-labels,
+and a cache of image embeddings.
+
+- :mod:`fewlabel.sam.prompts`: point / box / mask prompts from a probability map (SAM mining, 2.3).
+- :mod:`fewlabel.sam.teacher`: :func:`build_sam_teacher` (SAM / MedSAM checkpoints, tiny test
+  models) and :class:`SamTeacher` (embed, predict, pseudo_label).
+- :mod:`fewlabel.sam.cache`: :class:`EmbeddingCache` (memory / disk, keyed by image + weights).
+"""
+
+from .cache import EmbeddingCache, KeySource
+from .prompts import (
+    MASK_PROMPT_EPS,
+    MODES,
+    PromptMode,
+    SamPrompt,
+    make_prompt,
+    make_prompts,
+    mask_bounding_box,
+    mask_prompt_from_probability,
+    prompts_from_probability,
+    top_probability_points,
+)
+from .teacher import (
+    MODEL_TYPES,
+    NO_PROMPT_LOGIT,
+    TINY_SAM_DEFAULTS,
+    SamTeacher,
+    build_sam_teacher,
+    build_tiny_sam,
+    save_tiny_sam,
+)
+
+__all__ = [
+    "EmbeddingCache",
+    "KeySource",
+    "MASK_PROMPT_EPS",
+    "MODES",
+    "PromptMode",
+    "SamPrompt",
+    "make_prompt",
+    "make_prompts",
+    "mask_bounding_box",
+    "mask_prompt_from_probability",
+    "prompts_from_probability",
+    "top_probability_points",
+    "MODEL_TYPES",
+    "NO_PROMPT_LOGIT",
+    "TINY_SAM_DEFAULTS",
+    "SamTeacher",
+    "build_sam_teacher",
+    "build_tiny_sam",
+    "save_tiny_sam",
+]
