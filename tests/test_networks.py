@@ -112,3 +112,25 @@ def test_all_but_head_transfer_keeps_every_weight_except_the_final_layer(tmp_pat
     with pytest.raises(CheckpointError, match="denoiser.pt"):
         init_from_pretrained(build_network("unet", encoder_name="resnet18", out_channels=8), tmp_path / "denoiser.pt",
                              mode="all_but_head", policy=True)
+
+
+def test_imagenet_backbone_state_dict_loads_as_published(tmp_path):
+    """A torchvision ResNet state dict (bare keys, with its classifier) loads into any smp-encoder network."""
+    import torchvision
+
+    from fewlabel.errors import CheckpointError
+    from fewlabel.networks import build_network
+
+    backbone = torchvision.models.resnet18(weights=None)
+    torch.save(backbone.state_dict(), tmp_path / "resnet18.pth")
+    for arch in ("unet", "unet3plus"):
+        net = build_network(arch, 3, 4, encoder_name="resnet18", encoder_weights_path=tmp_path / "resnet18.pth")
+        assert torch.equal(net.encoder.layer4[1].conv2.weight, backbone.layer4[1].conv2.weight)
+        assert torch.equal(net.encoder.conv1.weight, backbone.conv1.weight)
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(CheckpointError, match="resnet34.pth"):
+        build_network("unet", 3, 4, encoder_name="resnet18", encoder_weights_path=tmp_path / "resnet34.pth")
+    with pytest.raises(CheckpointError, match="missing.pth"):
+        build_network("unet", 3, 4, encoder_name="resnet18", encoder_weights_path=tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="unet3plus only"):
+        build_network("unet", 3, 4, encoder_name="resnet18", deep_supervision=True)

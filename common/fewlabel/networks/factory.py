@@ -1,9 +1,12 @@
 """Build segmentation networks by name, so configs can switch architectures with one string.
 
 Architectures come from segmentation_models_pytorch (``unet``, ``unetplusplus``,
-``deeplabv3plus``) with a pluggable encoder, or from ``fewlabel.networks`` (``medsass_unet``,
-``vit_unet``). Encoder weights are off by default: nothing is ever downloaded. To start from
-ImageNet weights you have on disk, pass ``encoder_weights_path`` (a state dict of the encoder).
+``deeplabv3plus``) with a pluggable encoder, or from ``fewlabel.networks``: ``unet3plus`` and
+``resunetplusplus`` (also pluggable smp encoders), ``medsass_unet`` and ``vit_unet``. Names are
+matched case-insensitively, ignoring ``-`` and ``_``, with ``+`` read as ``plus``: ``"UNet3+"``,
+``"unet_3plus"``, ``"ResUNet++"`` and ``"resunet++"`` all work. Encoder weights are off by
+default: nothing is ever downloaded. To start from ImageNet weights you have on disk, pass
+``encoder_weights_path`` (a state dict of the encoder).
 """
 
 from __future__ import annotations
@@ -45,13 +48,25 @@ def medsass_unet(
     return net
 
 
+def _unet3plus(**kwargs: Any) -> nn.Module:
+    from fewlabel.networks.unet3plus import UNet3Plus
+
+    return UNet3Plus(**kwargs)
+
+
+def _resunetplusplus(**kwargs: Any) -> nn.Module:
+    from fewlabel.networks.resunetpp import ResUNetPlusPlus
+
+    return ResUNetPlusPlus(**kwargs)
+
+
 def _vit_unet(**kwargs: Any) -> nn.Module:
     from fewlabel.networks.vit_unet import ViTUNet
 
     return ViTUNet(**kwargs)
 
 
-ARCHITECTURES = (*_SMP, "medsass_unet", "vit_unet")
+ARCHITECTURES = (*_SMP, "unet3plus", "resunetplusplus", "medsass_unet", "vit_unet")
 
 
 def build_network(
@@ -65,26 +80,37 @@ def build_network(
         in_channels: input image channels.
         out_channels: output channels (1 for a binary sigmoid output, K classes otherwise).
         encoder_name: encoder of the CNN architectures (any ``smp.encoders.get_encoder_names()``);
-            default ``resnet34`` for the smp ones, ``resnet50`` for ``medsass_unet``.
-        encoder_weights_path: optional local state dict for the encoder (e.g. ImageNet weights
-            a user downloaded); loaded with :func:`fewlabel.networks.transfer.load_pretrained`.
-        kwargs: passed to the architecture.
+            default ``resnet34`` for the smp ones, ``unet3plus`` and ``resunetplusplus``,
+            ``resnet50`` for ``medsass_unet``.
+        encoder_weights_path: optional local weights for the encoder (e.g. ImageNet weights a user
+            downloaded: a torchvision/timm backbone state dict, or a network's ``encoder.*`` weights);
+            loaded with :func:`fewlabel.networks.transfer.load_encoder_weights`. ``None`` or ``""``:
+            random initialisation.
+        kwargs: passed to the architecture. ``deep_supervision=False`` is accepted (and ignored) by
+            every architecture, so a config can carry the key whatever ``arch`` is; ``True`` only
+            by ``unet3plus``.
 
     Returns:
         The network; its forward maps ``(B, in_channels, H, W)`` to ``(B, out_channels, H, W)`` logits.
     """
     key = arch.lower().replace("-", "").replace("_", "").replace("+", "plus")
+    if key != "unet3plus" and "deep_supervision" in kwargs:
+        if kwargs.pop("deep_supervision"):
+            raise ValueError(f"deep_supervision is available for unet3plus only, not '{arch}'")
     if key in ("unet", "unetplusplus", "deeplabv3plus"):
         net = _SMP[key](encoder_name=encoder_name or "resnet34", encoder_weights=None, in_channels=in_channels,
                         classes=out_channels, **kwargs)
+    elif key in ("unet3plus", "resunetplusplus"):
+        build = _unet3plus if key == "unet3plus" else _resunetplusplus
+        net = build(encoder_name=encoder_name or "resnet34", in_channels=in_channels, classes=out_channels, **kwargs)
     elif key == "medsassunet":
         net = medsass_unet(in_channels, out_channels, encoder_name=encoder_name or "resnet50", **kwargs)
     elif key == "vitunet":
         net = _vit_unet(in_channels=in_channels, out_channels=out_channels, **kwargs)
     else:
         raise ValueError(f"unknown architecture '{arch}', expected one of {ARCHITECTURES}")
-    if encoder_weights_path is not None:
-        from fewlabel.networks.transfer import load_pretrained
+    if encoder_weights_path:
+        from fewlabel.networks.transfer import load_encoder_weights
 
-        load_pretrained(net, encoder_weights_path, part="encoder")
+        load_encoder_weights(net, encoder_weights_path)
     return net

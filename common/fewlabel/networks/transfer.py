@@ -18,7 +18,7 @@ import torch.nn as nn
 from fewlabel.errors import CheckpointError
 
 __all__ = ["encoder_prefixes", "encoder_state_dict", "freeze_non_encoder", "trainable_parameters", "load_pretrained",
-           "load_state_file", "init_from_pretrained", "prepare_pretraining", "head_prefixes"]
+           "load_state_file", "init_from_pretrained", "prepare_pretraining", "head_prefixes", "load_encoder_weights"]
 
 logger = logging.getLogger("fewlabel.networks")
 
@@ -140,8 +140,43 @@ def load_pretrained(
     return network
 
 
+#: classifier layers of published backbones (torchvision ``fc``, timm ``head`` / ``classifier``), not part of an encoder
+_CLASSIFIER_KEYS = ("fc.", "classifier.", "head.", "last_linear.")
+
+
+def load_encoder_weights(network: nn.Module, checkpoint: str | os.PathLike) -> nn.Module:
+    """Load encoder weights a user has on disk (e.g. ImageNet weights of a ResNet-34) into ``network``.
+
+    Two layouts are accepted: a network's own state dict (keys under its encoder prefix, e.g.
+    ``encoder.layer1.0.conv1.weight``), or a bare backbone state dict as torchvision / timm publish
+    them (``conv1.weight``, ``layer1.0.conv1.weight``, ..., plus a classifier ``fc.*`` that is
+    dropped). Every encoder weight must be present with its shape, and nothing else may be (a
+    ResNet-34 file given to a ResNet-18 encoder is an error, not a partial load).
+
+    Raises:
+        CheckpointError: missing file, or weights that do not fit the encoder (the message names the file).
+    """
+    hint = "Pass encoder_weights_path=null to start from random encoder weights."
+    state = load_state_file(checkpoint, hint)
+    prefixes = encoder_prefixes(network)
+    if not any(k.startswith(prefixes) for k in state):  # a bare backbone: put it under the encoder prefix
+        wanted = encoder_state_dict(network)
+        prefix = prefixes[0]
+        state = {prefix + k: v for k, v in state.items() if not k.startswith(_CLASSIFIER_KEYS)}
+        if not any(k in wanted for k in state):
+            raise CheckpointError(
+                f"{checkpoint} holds no weights of this encoder (neither '{prefix}*' keys nor the encoder's own "
+                f"key names). Is it the state dict of the same backbone (encoder_name)? {hint}"
+            )
+    try:
+        return load_pretrained(network, {k: v for k, v in state.items() if k.startswith(prefixes)}, part="encoder")
+    except CheckpointError as e:
+        raise CheckpointError(f"{checkpoint}: {e} {hint}") from e
+
+
 def init_from_pretrained(
     network: nn.Module, checkpoint: str | os.PathLike | None, mode: str = "end_to_end", policy: str | bool = "auto",
+    hint: str = "Run the bundle's pretrain config first, or set from_pretrained=false.",
 ) -> nn.Module:
     """Initialise a network for fine-tuning from a self-supervised checkpoint, as configs ask.
 
@@ -153,6 +188,7 @@ def init_from_pretrained(
             final layer, which is re-initialised for the new number of outputs).
         policy: ``True`` (the file must exist), ``False`` (random initialisation), or ``"auto"``
             (use the file when it exists, else warn and start from random weights).
+        hint: what the error for a missing file tells the user to do.
     """
     parts = {"end_to_end": "all", "encoder": "encoder", "all_but_head": "all_but_head"}
     if mode not in parts:
@@ -165,7 +201,7 @@ def init_from_pretrained(
         return network
     if not os.path.isfile(checkpoint):
         raise CheckpointError(
-            f"weights file not found: {checkpoint}. Run the bundle's pretrain config first, or set from_pretrained=false."
+            f"weights file not found: {checkpoint}. {hint}"
         )
     load_pretrained(network, checkpoint, part=parts[mode])
     logger.info("fine-tuning from %s (%s weights)", checkpoint, parts[mode])
