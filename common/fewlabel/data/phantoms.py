@@ -7,8 +7,8 @@ them learns something plausible) and come with an exact ground truth.
 Each kind of phantom is a generator registered with :func:`register_phantom`; new modalities
 slot in by registering another generator, without editing this module::
 
-    @register_phantom("polyp", num_classes=2, class_names=("background", "polyp"), modality="endoscopy")
-    def _polyp(rng, style_rng, size):
+    @register_phantom("fundus", num_classes=2, class_names=("background", "optic_disc"), modality="fundus")
+    def _fundus(rng, style_rng, size):
         ...
         return image, mask  # (H, W, 3) uint8 RGB, (H, W) uint8 class indices
 
@@ -16,8 +16,11 @@ slot in by registering another generator, without editing this module::
 images, PNG label maps and a MONAI datalist with patient-level splits) into the cache folder.
 
 Registered kinds: ``nuclei`` (fluorescence microscopy), ``dermoscopy``, ``xray`` (chest
-radiograph lungs), all binary, and ``laparoscopy`` (8 classes: the merged CholecSeg8k classes of
-a laparoscopic cholecystectomy frame, see :data:`LAPAROSCOPY_CLASSES`).
+radiograph lungs), all binary, ``laparoscopy`` (8 classes: the merged CholecSeg8k classes of
+a laparoscopic cholecystectomy frame, see :data:`LAPAROSCOPY_CLASSES`), ``liver_landmarks``
+(4 classes: background, silhouette, ridge, falciform ligament drawn as thin curves on a
+laparoscopic liver frame, see :data:`fewlabel.data.landmarks.LANDMARK_CLASSES`), and ``polyp``
+(binary: a colonoscopy frame with folds, vessels, glints and always one or two polyps).
 
 Randomness comes only from ``np.random.default_rng``: the same ``(kind, seed, size)`` always
 gives byte-identical arrays.
@@ -35,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import polygon as draw_polygon
@@ -42,6 +46,7 @@ from skimage.draw import polygon as draw_polygon
 from fewlabel.data.adapters.cholecseg8k import CHOLECSEG8K_CLASSES
 from fewlabel.data.cache import cache_dir
 from fewlabel.data.datalist import save_datalist, split_by_group, split_labelled
+from fewlabel.data.landmarks import LANDMARK_CLASSES, draw_landmark_mask
 from fewlabel.errors import DataError
 
 __all__ = [
@@ -901,6 +906,375 @@ def _laparoscopy(rng: np.random.Generator, style_rng: np.random.Generator, size:
     img = np.where(inside[..., None], img, 0.012 + 0.008 * img)
     img = np.clip(img, 0.0, 1.0) ** (1 / 1.1)
     return _to_uint8(img), label
+
+
+# ---------------------------------------------------------------------------------------------
+# liver_landmarks: laparoscopic liver frame with its three landmarks as thin curves (SLiPPA)
+# ---------------------------------------------------------------------------------------------
+
+# base colours (RGB in [0, 1]) before lighting
+_LIVER_COLOURS = {
+    "liver": (0.56, 0.20, 0.14),
+    "liver_dark": (0.36, 0.10, 0.08),
+    "tissue": (0.50, 0.26, 0.22),
+    "fat": (0.76, 0.55, 0.28),
+    "ligament": (0.90, 0.76, 0.66),
+}
+
+
+def _fov_mask(style_rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Soft field of view in [0, 1]: a circle or a rounded rectangle, black corners outside."""
+    h, w = size
+    m = float(min(h, w))
+    cy, cx = (h - 1) / 2 + style_rng.uniform(-0.02, 0.02) * m, (w - 1) / 2 + style_rng.uniform(-0.02, 0.02) * m
+    if style_rng.random() < 0.5:  # circular scope image
+        radius = style_rng.uniform(0.68, 0.78) * 0.5 * math.hypot(h, w)
+        depth = radius - np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    else:  # rounded rectangle filling most of the frame
+        inset = style_rng.uniform(0.0, 0.03) * m
+        corner = style_rng.uniform(0.15, 0.3) * m
+        hy, hx = (h - 1) / 2 - inset - corner, (w - 1) / 2 - inset - corner
+        qy = np.maximum(np.abs(yy - cy) - hy, 0.0)
+        qx = np.maximum(np.abs(xx - cx) - hx, 0.0)
+        depth = corner - np.sqrt(qy * qy + qx * qx)
+        depth = np.minimum(depth, np.minimum(hy + corner - np.abs(yy - cy), hx + corner - np.abs(xx - cx)))
+    return np.clip(depth + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def _fast_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Like :func:`_smooth_noise` (zero mean, unit std, float32, correlation length ``sigma`` px), with OpenCV.
+
+    Filtered on a grid ``sigma // 2`` times coarser than the image, then bilinearly upsampled.
+    """
+    h, w = shape
+    f = max(1, int(sigma // 2))
+    ch, cw = -(-h // f) + 1, -(-w // f) + 1
+    noise = rng.standard_normal((ch, cw), dtype=np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), sigma / f, borderType=cv2.BORDER_REFLECT)
+    if f > 1:
+        noise = cv2.resize(noise, (cw * f, ch * f), interpolation=cv2.INTER_LINEAR)
+    noise = noise[:h, :w]
+    return (noise - noise.mean()) / (noise.std() + 1e-8)
+
+
+@register_phantom("liver_landmarks", num_classes=4, class_names=LANDMARK_CLASSES, modality="laparoscopy")
+def _liver_landmarks(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+    """Laparoscopic liver frame with silhouette, ridge and falciform ligament as thin curves.
+
+    ``style_rng`` draws one *patient / video*: field of view (circle or rounded rectangle, black
+    corners), tissue colours, light tint and exposure. ``rng`` draws one *frame*: camera roll,
+    the liver's lower edge (the **silhouette**, against darker tissue below it), the **ridge**
+    crossing the liver's anterior surface above it (a crease: bright crest line, darker
+    inferior facet between ridge and silhouette), and the shorter **falciform ligament** (a
+    pale, slightly raised band with a shadow, running from near the silhouette up to the
+    ridge), plus mottled texture, shading, specular highlights and sensor noise. Landmarks are
+    sometimes absent: silhouette in ~5 % of frames (the liver fills the view), ridge ~8 %,
+    ligament ~28 % (or outside the field of view). The mask has the landmark curves drawn with
+    :func:`~fewlabel.data.landmarks.draw_landmark_mask` at thickness
+    ``max(2, round(12 * W / 1920))`` (the P2ILF 12 px at 1920 px, scaled), cut to the field of
+    view, so landmarks cover a few percent of the pixels.
+    """
+    h, w = size
+    m = float(min(h, w))
+    s = float(np.sqrt(h * w) / 224.0)
+    # colours as (3, 1, 1): the image is built channel-first, which NumPy broadcasts much faster
+    col = {k: np.asarray(v, np.float32).reshape(3, 1, 1) for k, v in _LIVER_COLOURS.items()}
+
+    # ---- patient / video
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    fov = _fov_mask(style_rng, yy, xx, size)
+    for key in col:
+        col[key] = np.clip(col[key] * (1.0 + style_rng.normal(0.0, 0.06, (3, 1, 1))), 0.0, 1.0).astype(np.float32)
+    tint = np.array([1.0, style_rng.uniform(0.9, 0.97), style_rng.uniform(0.82, 0.95)], np.float32)
+    gain = (tint * style_rng.uniform(0.9, 1.15)).reshape(3, 1, 1)
+    fat_share = style_rng.uniform(-0.4, 0.3)
+
+    # ---- frame: camera roll; layout coordinates (u along the liver edge, v downwards), units of m
+    roll = rng.uniform(-0.35, 0.35)
+    cr, sr = math.cos(roll), math.sin(roll)
+    yn, xn = (yy - (h - 1) / 2) / m, (xx - (w - 1) / 2) / m
+    u = cr * xn + sr * yn
+    v = -sr * xn + cr * yn
+    reach = 0.5 * math.hypot(h, w) / m + 0.1  # |u| covering the whole frame
+
+    def to_xy(cu: np.ndarray, cv: np.ndarray) -> np.ndarray:
+        """(K,) layout u, v -> (K, 2) pixel (x, y)."""
+        return np.stack([(cr * cu - sr * cv) * m + (w - 1) / 2, (sr * cu + cr * cv) * m + (h - 1) / 2], axis=1)
+
+    sil = (rng.uniform(0.05, 0.3), rng.uniform(-0.25, 0.25), rng.uniform(-0.3, 0.3), rng.uniform(0.0, 0.03),
+           rng.uniform(2.0, 6.0), rng.uniform(0.0, 2 * np.pi))
+    gap = (rng.uniform(0.15, 0.32), rng.uniform(-0.08, 0.08), rng.uniform(0.0, 0.02), rng.uniform(3.0, 7.0))
+
+    def edge_v(cu: np.ndarray) -> np.ndarray:
+        return sil[0] + sil[1] * cu + sil[2] * cu * cu + sil[3] * np.sin(sil[4] * cu + sil[5])
+
+    def ridge_gap(cu: np.ndarray) -> np.ndarray:
+        return gap[0] + gap[1] * cu + gap[2] * np.sin(gap[3] * cu)
+
+    has_sil = rng.random() < 0.95
+    has_ridge = rng.random() < 0.92
+    has_lig = rng.random() < 0.72
+    ridge_u = (rng.uniform(-1.2, -0.3) * reach, rng.uniform(0.3, 1.2) * reach)
+    fade = 0.12  # the crease fades out over 2 * fade of u at both ends of the ridge
+
+    fine = _fast_noise(rng, size, 1.3 * s)
+    mid = _fast_noise(rng, size, 3.0 * s)
+    coarse = _fast_noise(rng, size, 9.0 * s)
+
+    e = edge_v(u)
+    slope = np.sqrt(1.0 + (sil[1] + 2.0 * sil[2] * u) ** 2)
+    d_edge = (e + (0.0 if has_sil else 3.0) - v) * (m / slope)  # ~ signed distance to the lower edge, px
+    liver = np.clip(d_edge + 0.5, 0.0, 1.0)  # absent silhouette: the liver fills the view
+
+    # ---- tissue below the edge: darker, further away, reddish with yellowish fat
+    fat = _smoothstep(0.0, 1.0, coarse * 0.6 + fat_share + 0.3 * fine)
+    below = np.maximum(-d_edge, 0.0)
+    t_shade = (0.48 + 0.12 * np.minimum(below / (0.25 * m), 1.0)) * (1.0 + 0.1 * fine + 0.06 * mid)
+    t_shade *= 1.0 - 0.5 * np.exp(below / (-0.02 * m))  # shadow under the edge
+    tissue = (col["tissue"] + (col["fat"] - col["tissue"]) * fat) * t_shade
+
+    # ---- liver surface: mottled parenchyma, rounded towards its edge, crease at the ridge
+    l_shade = 1.0 + 0.06 * mid + 0.08 * coarse + 0.04 * fine
+    above = np.maximum(d_edge, 0.0)
+    l_shade *= 1.0 - 0.2 * np.exp(above / (-0.03 * m))  # the surface turns away at the edge...
+    surface = col["liver"] * l_shade
+    surface += 0.12 * np.exp(-np.square(above / max(1.2 * s, 0.8) - 1.0))  # ...which catches a thin reflection
+    if has_ridge:
+        window = _smoothstep(ridge_u[0], ridge_u[0] + 2 * fade, u) * (
+            1.0 - _smoothstep(ridge_u[1] - 2 * fade, ridge_u[1], u)
+        )
+        d_ridge = (v - e + ridge_gap(u)) * m  # > 0 below the ridge (inferior facet)
+        facet = np.clip(d_ridge / max(0.6 * s, 0.5) + 0.5, 0.0, 1.0)
+        facet *= window * (1.0 - 0.3 * np.clip(d_ridge / (0.25 * m), 0.0, 1.0))
+        crest = np.exp(-np.square(d_ridge / max(1.2 * s, 0.8))) * window
+        surface += (col["liver_dark"] - col["liver"]) * (facet * l_shade)
+        surface += np.array([0.2, 0.15, 0.14], np.float32).reshape(3, 1, 1) * crest
+    img = tissue + (surface - tissue) * liver
+
+    # ---- landmark curves (x, y) for the mask
+    contours: list[tuple[int, np.ndarray]] = []
+    t = np.linspace(-reach, reach, 96, dtype=np.float32)
+    if has_sil:
+        contours.append((1, to_xy(t, edge_v(t))))
+    if has_ridge:  # where the crease is visible: its fading ends are left out
+        tr = np.linspace(ridge_u[0] + fade, ridge_u[1] - fade, 64, dtype=np.float32)
+        contours.append((2, to_xy(tr, edge_v(tr) - ridge_gap(tr))))
+
+    # ---- falciform ligament: pale raised band from near the edge up to the ridge, with a shadow
+    if has_lig:
+        u0 = rng.uniform(-0.35, 0.35)
+        v0 = float(edge_v(np.float32(u0))) - rng.uniform(0.02, 0.05) if has_sil else rng.uniform(0.15, 0.45)
+        u1 = u0 + rng.uniform(-0.1, 0.1)
+        if has_ridge and ridge_u[0] + fade < u1 < ridge_u[1] - fade:
+            v1 = float(edge_v(np.float32(u1)) - ridge_gap(np.float32(u1))) + rng.uniform(0.0, 0.02)
+        else:
+            v1 = v0 - rng.uniform(0.15, 0.3)
+        v1 = min(v1, v0 - 0.08)
+        bend = rng.normal(0.0, 0.04)
+        ctrl = [np.array(p, np.float32) for p in ((u0, v0), ((u0 + u1) / 2 + bend, (v0 + v1) / 2), (u1, v1))]
+        curve = _bezier(*ctrl, n=16)
+        lig_xy = to_xy(curve[:, 0], curve[:, 1])
+        contours.append((3, lig_xy))
+        half = max(0.0065 * m, 0.9)
+        pts_yx = lig_xy[:, ::-1].astype(np.float32)
+        pad = 4 * half + 2
+        y0, y1 = max(0, int(pts_yx[:, 0].min() - pad)), min(h, int(pts_yx[:, 0].max() + pad + 1))
+        x0, x1 = max(0, int(pts_yx[:, 1].min() - pad)), min(w, int(pts_yx[:, 1].max() + pad + 1))
+        if y0 < y1 and x0 < x1:
+            sy, sx = yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
+            dist, _ = _polyline_distance(sy, sx, pts_yx)
+            shift = 1.6 * half
+            dshadow, _ = _polyline_distance(sy - shift * cr, sx + shift * sr, pts_yx)
+            band = np.clip(half - dist + 0.5, 0.0, 1.0)
+            dome = np.sqrt(np.clip(1.0 - dist / (half + 0.5), 0.0, 1.0))
+            shadow = np.clip(1.3 * half - dshadow + 0.5, 0.0, 1.0) * (1.0 - band)
+            patch = img[:, y0:y1, x0:x1] * (1.0 - 0.35 * shadow)
+            pale = col["ligament"] * (0.8 + 0.2 * dome)
+            img[:, y0:y1, x0:x1] = patch + (pale - patch) * band
+
+    # ---- light: camera-mounted source (bright centre), specular highlights on the wet liver, noise
+    r2 = np.square(yn / 0.75) + np.square(xn / 0.95)
+    light = (1.05 - 0.5 * r2 + 0.05 * coarse) * fov
+    glints = mid + 0.3 * fine + 1.2 * np.exp(r2 / -0.2)  # small wet glints, clustered, mostly near the centre
+    highlight = _smoothstep(2.3, 2.8, glints) * _smoothstep(0.0, 0.8, coarse) * (liver * fov)
+    img *= light
+    img += highlight * (np.array([1.0, 0.97, 0.93], np.float32).reshape(3, 1, 1) - img)
+    img *= gain
+    img += rng.standard_normal(size, dtype=np.float32) * 0.012 + 0.01 * (1.0 - fov)
+    image = _to_uint8(img).transpose(1, 2, 0)
+
+    mask = draw_landmark_mask(contours, size, thickness=max(2, round(12 * w / 1920)), source="liver_landmarks phantom")
+    mask[fov < 0.5] = 0
+    return np.ascontiguousarray(image), mask
+
+
+# ---------------------------------------------------------------------------------------------
+# polyp: colonoscopy frame with one or two polyps (SAM knowledge mining, Kvasir-SEG-like)
+# ---------------------------------------------------------------------------------------------
+
+# base colours (RGB in [0, 1]) before lighting
+_POLYP_COLOURS = {
+    "mucosa": (0.86, 0.45, 0.38),
+    "fold_shadow": (0.45, 0.15, 0.12),
+    "vessel": (0.58, 0.12, 0.13),
+    "polyp": (0.88, 0.50, 0.42),
+    "pit": (0.62, 0.26, 0.22),
+    "box": (0.05, 0.30, 0.12),
+}
+
+
+def _polyp_blob(
+    rng: np.random.Generator, cy: float, cx: float, radius: float, size: tuple[int, int]
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]:
+    """One polyp outline in its bounding patch: (patch slices, signed depth px, height in [0, 1], inside).
+
+    The outline is an ellipse with a random radial Fourier perturbation (a lobulated blob); the
+    height is a dome, flatter (sessile) or more peaked (pedunculated-looking) at random.
+    """
+    h, w = size
+    aspect = rng.uniform(0.7, 1.0)
+    theta = rng.uniform(0.0, np.pi)
+    amp, phase = _fourier_shape(rng, 5, rng.uniform(0.06, 0.22), decay=1.0)
+    reach = radius * (1.0 + float(amp.sum())) * 1.35 + 3.0
+    y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 2)
+    x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 2)
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+    c, s_ = math.cos(theta), math.sin(theta)
+    u = (dx * c + dy * s_) / radius
+    v = (-dx * s_ + dy * c) / (radius * aspect)
+    rho = np.sqrt(u * u + v * v)
+    bound = _radial_boundary(u, v, rho, amp, phase)
+    depth = (bound - rho) * (radius * aspect)  # ~ signed distance to the outline, px
+    t = np.clip(rho / bound, 0.0, 1.0)
+    height = (1.0 - t * t) ** rng.uniform(0.35, 0.8)
+    return (slice(y0, y1), slice(x0, x1)), depth, height.astype(np.float32), depth > 0
+
+
+@register_phantom("polyp", num_classes=2, class_names=("background", "polyp"), modality="endoscopy")
+def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+    """Colonoscopy frame: pink mucosa with folds and vessels, dark lumen, one or two raised polyps.
+
+    ``style_rng`` draws one *patient / video*: field of view (circle or rounded rectangle with
+    black corners), mucosa and polyp colours, vessel density, light tint and exposure, and the
+    scope-guide box some frames carry in their lower-left corner. ``rng`` draws one *frame*: the
+    lumen (a dark tunnel, possibly off-frame) with haustral folds around it, the vessels, and the
+    polyps: always at least one (one in ~80 % of frames, two otherwise), each a lobulated blob,
+    slightly paler or redder than the mucosa, with a pit-pattern texture, shaded as a dome lit
+    from the scope, a contact shadow around its base and specular glints. Light falls off from
+    the centre (vignetting) and outside the field of view the frame is black. The mask is the
+    union of the polyps inside the field of view (and outside the box).
+    """
+    h, w = size
+    m = float(min(h, w))
+    s = float(np.sqrt(h * w) / 224.0)
+    col = {k: np.asarray(v, np.float32).reshape(3, 1, 1) for k, v in _POLYP_COLOURS.items()}
+
+    # ---- patient / video
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    fov = _fov_mask(style_rng, yy, xx, size)
+    for key in ("mucosa", "polyp", "vessel"):
+        col[key] = np.clip(col[key] * (1.0 + style_rng.normal(0.0, 0.05, (3, 1, 1))), 0.0, 1.0).astype(np.float32)
+    polyp_shift = style_rng.uniform(-1.0, 1.0)  # < 0: redder than the mucosa, > 0: paler
+    if polyp_shift < 0:
+        col["polyp"] = col["polyp"] * (1.0 + 0.2 * polyp_shift * np.array([0.0, 1.0, 1.0], np.float32).reshape(3, 1, 1))
+    else:
+        pale = np.array([0.95, 0.78, 0.72], np.float32).reshape(3, 1, 1)
+        col["polyp"] = col["polyp"] + (pale - col["polyp"]) * (0.6 * polyp_shift)
+    vessel_density = style_rng.uniform(0.3, 1.0)
+    tint = np.array([1.0, style_rng.uniform(0.92, 1.0), style_rng.uniform(0.88, 1.0)], np.float32)
+    gain = (tint * style_rng.uniform(0.9, 1.1)).reshape(3, 1, 1)
+    has_box = style_rng.random() < 0.3
+    box_w, box_h = style_rng.uniform(0.2, 0.28) * w, style_rng.uniform(0.22, 0.3) * h
+
+    # ---- frame: lumen and haustral folds around it
+    fine = _fast_noise(rng, size, 1.2 * s)
+    mid = _fast_noise(rng, size, 3.5 * s)
+    coarse = _fast_noise(rng, size, 12.0 * s)
+    angle = rng.uniform(0.0, 2 * np.pi)
+    dist = rng.uniform(0.05, 0.65) * m
+    ly, lx = (h - 1) / 2 + dist * math.sin(angle), (w - 1) / 2 + dist * math.cos(angle)
+    ecc = rng.uniform(0.7, 1.0)
+    ry, rx = (yy - ly) / m, (xx - lx) / (m * ecc)
+    r = np.sqrt(ry * ry + rx * rx)
+    phi = np.arctan2(ry, rx)
+    r *= 1.0 + 0.1 * np.cos(2 * phi + rng.uniform(0.0, 2 * np.pi)) + 0.04 * coarse
+    lumen_r = rng.uniform(0.08, 0.18)
+    period = rng.uniform(0.2, 0.35)
+    wobble = rng.uniform(0.3, 1.0) * np.cos(phi + rng.uniform(0.0, 2 * np.pi))
+    wobble += 0.4 * np.cos(3 * phi + rng.uniform(0.0, 2 * np.pi))
+    phase = 2 * np.pi * r / period + wobble + 0.25 * mid + rng.uniform(0.0, 2 * np.pi)
+    crest = 0.5 + 0.5 * np.cos(phase)
+    fold_shadow = _smoothstep(0.75, 1.0, np.sin(phase - 0.4))  # thin shadow on the lumen side of a fold
+    far = _smoothstep(0.0, 0.55, r / 1.2)  # depth: light falls off into the lumen
+    lumen = np.exp(-np.square(r / lumen_r))
+    fold_amp = rng.uniform(0.08, 0.2)
+    shade = (0.4 + 0.6 * far) * (1.0 - fold_amp + 2 * fold_amp * crest) * (1.0 - 0.85 * lumen)
+    shade *= (1.0 - 0.3 * fold_shadow * far) * (1.0 + 0.05 * mid + 0.04 * fine)
+    img = col["mucosa"] * shade
+    img += (col["fold_shadow"] - col["mucosa"]) * (0.35 * fold_shadow * far * shade)
+
+    # ---- vessels: thin dark-red branching lines (ridges of band-limited noise), patchy and faint
+    main = np.exp(-np.square(_fast_noise(rng, size, 4.0 * s) / 0.03))
+    small = np.exp(-np.square(_fast_noise(rng, size, 1.6 * s) / 0.04)) * _smoothstep(0.2, 1.2, mid)
+    vessels = np.clip(main + 0.8 * small, 0.0, 1.0) * _smoothstep(0.3, 1.3, coarse + 0.5 * mid)
+    vessels *= (0.45 * vessel_density) * far
+    img += (col["vessel"] * shade - img) * vessels
+
+    # ---- polyps: always at least one, inside the field of view and off the box
+    n_polyps = 1 if rng.random() < 0.8 else 2
+    mask = np.zeros(size, bool)
+    glint_boost = np.zeros(size, np.float32)
+    lx_, ly_ = rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.6)  # the light comes from the scope, tilted
+    light_norm = math.sqrt(lx_ * lx_ + ly_ * ly_ + 1.0)
+    for k in range(n_polyps):
+        radius = max(4.0, rng.uniform(0.09, 0.22) * m * (0.6 if k else 1.0))
+        for _ in range(30):
+            cy = (h - 1) / 2 + rng.uniform(-0.3, 0.3) * h
+            cx = (w - 1) / 2 + rng.uniform(-0.3, 0.3) * w
+            in_box = has_box and cx < box_w + 2 and cy > h - box_h - 2
+            if fov[int(cy), int(cx)] > 0.5 and not in_box:
+                break
+        else:  # the centre is always in the field of view and off the box
+            cy, cx = (h - 1) / 2, (w - 1) / 2
+        (sy, sx), depth, height, inside = _polyp_blob(rng, cy, cx, radius, size)
+        alpha = np.clip(depth + 0.5, 0.0, 1.0)
+        # Lambertian shading of the dome (height 0.6 radius) and a specular lobe
+        gy, gx = np.gradient(height * np.float32(0.6 * radius))
+        ndotl = (1.0 - gx * lx_ - gy * ly_) / (np.sqrt(gx * gx + gy * gy + 1.0) * light_norm)
+        lit = 0.3 + 0.8 * np.clip(ndotl, 0.0, 1.0)
+        pits = np.exp(-np.square(fine[sy, sx] / 0.2)) * 0.3
+        surface = col["polyp"] * (lit * (1.0 + 0.08 * mid[sy, sx]) * (0.6 + 0.4 * far[sy, sx]))
+        surface += (col["pit"] * lit - surface) * pits
+        outside = np.maximum(-depth, 0.0)
+        contact = 0.45 * np.exp(-outside / max(0.12 * radius, 1.0)) * (depth <= 0)
+        patch = img[:, sy, sx] * (1.0 - contact)
+        img[:, sy, sx] = patch + (surface - patch) * alpha
+        spec = np.clip(ndotl, 0.0, 1.0) ** 60 * alpha * (0.7 + 0.6 * fine[sy, sx])
+        np.maximum(glint_boost[sy, sx], 3.5 * spec, out=glint_boost[sy, sx])
+        mask[sy, sx] |= inside
+
+    # ---- light: vignetting from the scope, specular glints on wet surfaces, noise, black outside
+    yn, xn = (yy - (h - 1) / 2) / m, (xx - (w - 1) / 2) / m
+    r2 = yn * yn + xn * xn
+    light = (1.1 - 0.55 * r2) * fov
+    glints = fine + 0.9 * crest * far * _smoothstep(0.0, 1.5, mid) + glint_boost
+    highlight = _smoothstep(2.4, 2.9, glints) * fov
+    img *= light
+    img += highlight * (np.array([1.0, 0.98, 0.95], np.float32).reshape(3, 1, 1) - img)
+    img *= gain
+    if has_box:  # the scope-guide box: dark with a green map inside
+        bx, by = int(box_w), int(h - box_h)
+        inner = (0.5 + 0.5 * _smoothstep(-0.2, 0.6, coarse[by:, :bx])) * col["box"]
+        img[:, by:, :bx] = inner
+        img[:, by : by + max(1, int(s)), :bx] = 0.02
+        img[:, by:, bx - max(1, int(s)) : bx] = 0.02
+        mask[by:, :bx] = False
+    img += rng.standard_normal(size, dtype=np.float32) * 0.012
+    image = _to_uint8(img).transpose(1, 2, 0)
+    image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), 0.5 * s) if s > 1.0 else np.ascontiguousarray(image)
+    mask &= fov >= 0.5
+    return image, mask.astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------

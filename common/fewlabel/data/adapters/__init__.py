@@ -13,7 +13,8 @@ Adapters (name: dataset, options):
 
 - ``isic2017``: ISIC-2017 Part 1, official split; ``splits``.
 - ``tissuenet``: TissueNet v1.1 npz, official split; ``channel``, ``target``, ``splits``.
-- ``covid_qu_ex``: COVID-QU-Ex lung masks, official split; ``classes``.
+- ``covid_qu_ex``: COVID-QU-Ex lung (or infection) masks, official split; ``subset`` (``lung`` /
+  ``infection``), ``target`` (``lung`` / ``infection``), ``classes``.
 - ``tiles``: whole slides + masks (e.g. Dermatomyositis), 70/10/20 split by slide or patient;
   ``tile_size``, ``pad``, ``fractions``, ``group_by``, ``patient_regex``, ``seed``,
   ``images_dir``, ``masks_dir``, ``mask_suffix``, ``channel``, ``name``, ``foreground``.
@@ -25,6 +26,13 @@ Adapters (name: dataset, options):
   path or shipped name, e.g. ``surgical_semiseg_inhouse``), split by group; ``class_table``,
   ``images_dir``, ``masks_dir``, ``mask_suffix``, ``fractions``, ``group_regex``, ``seed``,
   ``tolerance``, ``name``.
+- ``p2ilf``: P2ILF 2D liver-landmark contours (XML) drawn into masks, split by patient
+  (validation: patients 1 and 2); ``thickness``, ``val_patients``, ``test_dir``, ``force``.
+- ``l3d``: L3D liver landmarks (LabelMe contours or label PNGs), the release's train/val/test
+  split; ``thickness``, ``patient_regex``, ``annotation``, ``colour_table``, ``tolerance``,
+  ``thickness_at_width``, ``force``.
+- ``kvasir_seg``: Kvasir-SEG polyps, JPEG masks thresholded to binary PNGs, seeded random
+  80/10/10 split; ``fractions``, ``seed``, ``write_masks``, ``threshold``, ``force``.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ from fewlabel.data.adapters.colour_masks import build_colour_masks
 from fewlabel.data.adapters.covid_qu_ex import build_covid_qu_ex
 from fewlabel.data.adapters.m2caiseg import build_m2caiseg
 from fewlabel.data.adapters.isic2017 import build_isic2017
+from fewlabel.data.adapters.kvasir_seg import build_kvasir_seg
+from fewlabel.data.adapters.l3d import build_l3d
+from fewlabel.data.adapters.p2ilf import build_p2ilf
 from fewlabel.data.adapters.tiles import build_tiles
 from fewlabel.data.adapters.tissuenet import build_tissuenet
 from fewlabel.data.datalist import save_datalist
@@ -53,6 +64,9 @@ __all__ = [
     "build_cholecseg8k",
     "build_m2caiseg",
     "build_colour_masks",
+    "build_p2ilf",
+    "build_l3d",
+    "build_kvasir_seg",
 ]
 
 ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -63,6 +77,9 @@ ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
     "cholecseg8k": build_cholecseg8k,
     "m2caiseg": build_m2caiseg,
     "colour_masks": build_colour_masks,
+    "p2ilf": build_p2ilf,
+    "l3d": build_l3d,
+    "kvasir_seg": build_kvasir_seg,
 }
 
 
