@@ -1,5 +1,25 @@
-"""Metrics: per-class IoU / Dice reports from MONAI's metric functions."""
+"""Metrics: per-class IoU / Dice reports from MONAI's metric functions; landmark precision, Dice and G (P2ILF)."""
 
+from .landmarks import (
+    LANDMARK_NAMES,
+    LandmarkScores,
+    format_landmark_table,
+    format_stage_table,
+    landmark_dice,
+    landmark_precision,
+    symmetric_distance,
+)
 from .report import SegmentationReport, SegmentationScores, format_table
 
-__all__ = ["SegmentationReport", "SegmentationScores", "format_table"]
+__all__ = [
+    "SegmentationReport",
+    "SegmentationScores",
+    "format_table",
+    "LANDMARK_NAMES",
+    "LandmarkScores",
+    "symmetric_distance",
+    "landmark_precision",
+    "landmark_dice",
+    "format_stage_table",
+    "format_landmark_table",
+]
