@@ -1,7 +1,14 @@
-"""Engine pieces: prepare-batch functions that make targets on the device, checkpoint handling."""
+"""Engine pieces: prepare-batch functions that make targets on the device, checkpoint handling,
+landmark evaluation and video inference, SimCLR pre-training and SAM knowledge mining."""
 
 from .denoising import DenoisingPairs
 from .checkpoint import CheckpointLoader, missing_weights_message
+from .landmarks import LandmarkEvaluation, stage_table
 from .pseudo_labels import PseudoLabelStatsHandler, ThresholdPseudoLabels
+from .sam_mining import MinedBatches, MiningLoss, MiningStatsHandler, PlaceholderLabeld, mine_pseudo_labels, mixed_items
+from .simclr import ContrastiveEncoder, SimCLRPairs
+from .video_landmarks import run_video
 
-__all__ = ["DenoisingPairs", "CheckpointLoader", "PseudoLabelStatsHandler", "ThresholdPseudoLabels", "missing_weights_message"]
+__all__ = ["DenoisingPairs", "CheckpointLoader", "PseudoLabelStatsHandler", "ThresholdPseudoLabels", "missing_weights_message",
+           "LandmarkEvaluation", "stage_table", "run_video", "ContrastiveEncoder", "SimCLRPairs", "MinedBatches",
+           "MiningLoss", "MiningStatsHandler", "PlaceholderLabeld", "mine_pseudo_labels", "mixed_items"]

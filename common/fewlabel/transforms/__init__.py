@@ -22,3 +22,4 @@ from .io import (
     read_image_2d,
 )
 from .masking import MaskCorruption, MaskCorruptiond, mask_ratio
+from .landmarks import SaveLandmarksd, landmarks_record, render_landmarks, scale_paths
