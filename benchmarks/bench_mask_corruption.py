@@ -11,14 +11,12 @@ batch too, so the share compares like with like. Saves ``benchmarks/results/mask
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from _timing import median_seconds
+from _timing import median_seconds, save_result
 
 from fewlabel.networks import build_network
 from fewlabel.transforms import MaskCorruption, mask_ratio
@@ -103,10 +101,7 @@ def main() -> dict:
         print(f"note: {result['step_batch_note']}")
     print(f"training step ({device.type}, batch {STEP_BATCH}): {result['train_step_ms']:.0f} ms; masking "
           f"{result['mask_at_step_batch_ms']:.1f} ms = {100 * result['mask_share_of_step']:.2f} % of the step")
-    out = Path(__file__).resolve().parent / "results" / "mask_corruption.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    save_result("mask_corruption", result)
     return result
 
 

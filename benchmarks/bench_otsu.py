@@ -8,15 +8,13 @@ median of repeated runs and the speed-up ratio; saves JSON to ``benchmarks/resul
 
 from __future__ import annotations
 
-import json
 import platform
-from pathlib import Path
 
 import numpy as np
 import torch
 from skimage.filters import threshold_otsu
 
-from _timing import median_seconds
+from _timing import median_seconds, save_result
 
 from fewlabel.transforms import otsu_threshold
 
@@ -56,10 +54,7 @@ def main() -> dict:
     if "fewlabel_cuda_ms" in result:
         print(f"fewlabel batched (CUDA): {result['fewlabel_cuda_ms']:.3f} ms  -> {result['speedup_cuda']:.1f}x")
     print(f"largest threshold difference: {max_diff_bins:.3f} bins")
-    out = Path(__file__).resolve().parent / "results" / "otsu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    save_result("otsu", result)
     return result
 
 

@@ -17,7 +17,6 @@ Saves JSON to ``benchmarks/results/sam_cache.json``.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from segment_anything import sam_model_registry
 
-from _timing import median_seconds
+from _timing import median_seconds, save_result
 
 from fewlabel.sam import EmbeddingCache, SamTeacher, make_prompts
 
@@ -142,10 +141,7 @@ def main() -> dict:
             print(f"[{dev}] float16 cache changes {changed:.4f} % of pseudo-label pixels")
         else:
             print(f"[{dev}] {r}")
-    out = Path(__file__).resolve().parent / "results" / "sam_cache.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    save_result("sam_cache", result)
     return result
 
 

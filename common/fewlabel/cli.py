@@ -4,6 +4,7 @@
     fewlabel datalist DATASET SRC_DIR -o OUT.json   turn a published dataset layout into a datalist
     fewlabel seeds BUNDLE --seeds 0,1,2,3,4 [--key value]  a bundle's protocol per seed, mean ± std
     fewlabel mask-search [--ratios ..] [--sizes ..] [--seeds ..]   SurgicalSemiSeg's Figure 4 grid
+    fewlabel video VIDEO --ckpt_path models/model.pt  SLiPPA landmarks on a video: overlay video + per-frame JSON
     fewlabel bundles                                 list the bundles and their stages
 """
 
@@ -17,7 +18,7 @@ import fire
 
 from fewlabel.errors import FewLabelError
 
-__all__ = ["main", "demo", "datalist", "seeds", "mask_search", "bundles"]
+__all__ = ["main", "demo", "datalist", "seeds", "mask_search", "video", "bundles"]
 
 
 def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
@@ -76,6 +77,24 @@ def mask_search(**kwargs) -> None:
     _search(**kwargs)
 
 
+def video(video_path: str, ckpt_path: str, output_dir: str = "outputs/video",
+          bundle: str = "slippa_liver_landmark_segmentation", **overrides) -> None:
+    """Segment a laparoscopic video frame by frame with a landmark bundle: writes ``<stem>_overlay.mp4``
+    and ``<stem>_landmarks.json`` (ordered point lists per frame) into ``output_dir``.
+
+    Args:
+        video_path: the video file.
+        ckpt_path: the trained weights (the bundle's ``models/model.pt``).
+        output_dir: where the outputs go.
+        bundle: the bundle whose ``inference.json`` + ``video.json`` run.
+        overrides: config overrides, e.g. ``--arch unetplusplus --max_frames 100``.
+    """
+    from fewlabel.protocols import run_stage
+
+    run_stage(bundle, ["inference.json", "video.json"], video_path=video_path, ckpt_path=ckpt_path,
+              output_dir=output_dir, **overrides)
+
+
 def bundles() -> dict:
     """List the bundles in this checkout with their config files."""
     from fewlabel.bundle import REPO_BUNDLES
@@ -89,7 +108,8 @@ def bundles() -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     try:
-        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "mask-search": mask_search, "bundles": bundles},
+        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "mask-search": mask_search, "video": video,
+                   "bundles": bundles},
                   name="fewlabel")
     except FewLabelError as e:
         print(f"fewlabel: error: {e}", file=sys.stderr)

@@ -42,6 +42,13 @@ PROTOCOLS: dict[str, tuple[Stage, ...]] = {
         Stage("finetune", ("train.json",), {"from_pretrained": True}),
         Stage("evaluate", ("train.json", "evaluate.json")),
     ),
+    "slippa_liver_landmark_segmentation": (
+        Stage("stage1", ("train.json",)),
+        Stage("finetune", ("train.json", "finetune.json")),
+        Stage("evaluate_stage1", ("train.json", "finetune.json", "evaluate.json"),
+              {"ckpt_name": "stage1.pt", "eval_stage": "init"}),
+        Stage("evaluate", ("train.json", "finetune.json", "evaluate.json")),
+    ),
 }
 
 
@@ -70,15 +77,16 @@ def run_protocol(bundle: str, out: str | Path, **overrides: Any) -> Path:
 
 
 def _summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of every per-class figure and every top-level ``mean_*`` figure."""
     rows: dict[str, list[float]] = {}
     for res in results:
-        for cls, vals in res["per_class"].items():
-            for metric in ("iou", "dice"):
-                if vals[metric] is not None:
-                    rows.setdefault(f"{cls} {metric}", []).append(vals[metric])
-        for key in ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground", "mean_iou_underrepresented"):
-            if res.get(key) is not None:
-                rows.setdefault(key, []).append(res[key])
+        for cls, vals in res.get("per_class", {}).items():
+            for metric, value in vals.items():
+                if metric != "pixels" and isinstance(value, (int, float)) and np.isfinite(value):
+                    rows.setdefault(f"{cls} {metric}", []).append(float(value))
+        for key, value in res.items():
+            if key.startswith("mean_") and isinstance(value, (int, float)) and np.isfinite(value):
+                rows.setdefault(key, []).append(float(value))
     return {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
             for k, v in rows.items()}
 

@@ -26,7 +26,6 @@ REQUIRED_FILES = [
     "configs/multi_gpu_train.json", "configs/logging.conf", "configs/smoke.json", "docs/README.md",
     "docs/data_license.txt", "LICENSE", "large_files.yml",
 ]
-STANDARD = {"metadata.json", "train.json", "inference.json", "evaluate.json", "multi_gpu_train.json", "smoke.json"}
 INFER_KEYS = ["bundle_root", "device", "network_def", "network", "inferer", "preprocessing", "postprocessing",
               "dataset_dir", "dataset", "evaluator", "output_dir"]
 
@@ -40,6 +39,16 @@ def _cfg(bundle: Path, *names: str) -> list[str]:
 
 def _smoke(bundle: Path) -> dict:
     return json.loads((bundle / "configs" / "smoke.json").read_text())
+
+
+def _stages(bundle: Path) -> tuple[list, tuple[str, ...]]:
+    """The bundle's training stages in protocol order, and the config files its evaluation merges."""
+    from fewlabel.protocols import PROTOCOLS
+
+    stages = PROTOCOLS.get(bundle.name, ())
+    train = [s for s in stages if "evaluate.json" not in s.configs]
+    evaluate = [s.configs for s in stages if "evaluate.json" in s.configs and not s.overrides]
+    return train, (evaluate[-1] if evaluate else ("train.json", "evaluate.json"))
 
 
 def _run(bundle: Path, configs: list[str], **overrides) -> None:
@@ -77,11 +86,18 @@ def test_properties_of_train_and_inference(bundle, tmp_path):
                            **overrides)
     train.initialize()
     assert train.check_properties() == []
-    for extra in sorted({p.name for p in (bundle / "configs").glob("*.json")} - STANDARD - {"evaluate.json"}):
-        stage = ConfigWorkflow(config_file=_cfg(bundle, "train.json", extra), workflow_type="train",
-                               meta_file=_cfg(bundle, "metadata.json")[0], **overrides)
+
+    def save_weights(workflow):  # the checkpoint a stage writes, which a later stage may start from
+        net = workflow.parser.get_parsed_content("network_def", instantiate=True)
+        torch.save({"model": net.state_dict()}, tmp_path / workflow.parser["ckpt_name"])
+
+    save_weights(train)
+    for stage_def in _stages(bundle)[0]:
+        stage = ConfigWorkflow(config_file=_cfg(bundle, *stage_def.configs), workflow_type="train",
+                               meta_file=_cfg(bundle, "metadata.json")[0], **overrides, **stage_def.overrides)
         stage.initialize()
-        assert stage.check_properties() == [], extra
+        assert stage.check_properties() == [], stage_def.name
+        save_weights(stage)
     parser = ConfigParser()
     parser.read_config(_cfg(bundle, "inference.json"))
     assert [k for k in INFER_KEYS if k not in parser] == []
@@ -125,11 +141,14 @@ def test_ckpt_export_matches_eager(bundle, tmp_path):
 def test_train_then_infer_then_evaluate_on_demo_data(bundle, tmp_path):
     smoke = _smoke(bundle)
     ckpt_dir = tmp_path / "models"
-    # every extra stage (e.g. pretrain.json) runs first, as a user would
-    for extra in sorted({p.name for p in (bundle / "configs").glob("*.json")} - STANDARD - {"evaluate.json"}):
-        _run(bundle, _cfg(bundle, "train.json", extra), **smoke, ckpt_dir=str(ckpt_dir),
-             output_dir=str(tmp_path / extra))
-    _run(bundle, _cfg(bundle, "train.json"), **smoke, ckpt_dir=str(ckpt_dir), output_dir=str(tmp_path / "train"))
+    # the training stages of the bundle's protocol (e.g. pretrain.json, or stage 1 then finetune.json) in
+    # order, as a user would run them; then plain train.json unless a stage already was
+    train_stages, eval_configs = _stages(bundle)
+    for stage in train_stages:
+        _run(bundle, _cfg(bundle, *stage.configs), **smoke, **stage.overrides, ckpt_dir=str(ckpt_dir),
+             output_dir=str(tmp_path / stage.name))
+    if not any(s.configs == ("train.json",) and not s.overrides for s in train_stages):
+        _run(bundle, _cfg(bundle, "train.json"), **smoke, ckpt_dir=str(ckpt_dir), output_dir=str(tmp_path / "train"))
     ckpt = ckpt_dir / "model.pt"
     assert ckpt.is_file()
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -141,10 +160,9 @@ def test_train_then_infer_then_evaluate_on_demo_data(bundle, tmp_path):
     written = sorted((tmp_path / "pred").glob("*_mask.png"))
     assert written, "inference wrote no predictions"
 
-    _run(bundle, _cfg(bundle, "train.json", "evaluate.json"), **smoke, ckpt_dir=str(ckpt_dir),
-         output_dir=str(tmp_path / "eval"))
+    _run(bundle, _cfg(bundle, *eval_configs), **smoke, ckpt_dir=str(ckpt_dir), output_dir=str(tmp_path / "eval"))
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["num_images"] > 0 and 0.0 <= metrics["mean_iou"] <= 1.0
+    assert metrics["num_images"] > 0 and 0.0 <= metrics.get("mean_iou", metrics.get("mean_dice")) <= 1.0
     assert (tmp_path / "eval" / "metrics.md").is_file()
 
 
@@ -175,5 +193,7 @@ def test_multi_gpu_config_trains_with_two_processes(bundle, tmp_path):
         args += [f"--{k}", json.dumps(v)]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    parser = ConfigParser()
+    parser.read_config(_cfg(bundle, "train.json"))
+    state = torch.load(tmp_path / "models" / parser["ckpt_name"], map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state.get("model", state)), "saved the DDP wrapper's keys"
