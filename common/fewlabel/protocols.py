@@ -49,6 +49,16 @@ PROTOCOLS: dict[str, tuple[Stage, ...]] = {
               {"ckpt_name": "stage1.pt", "eval_stage": "init"}),
         Stage("evaluate", ("train.json", "finetune.json", "evaluate.json")),
     ),
+    # Table 1's rows: supervised on the labelled part, then one-time and continuous mining, each from
+    # the supervised checkpoint; the SAM checkpoint comes from the user (--sam_checkpoint)
+    "sam_mining_polyp_segmentation": (
+        Stage("supervised", ("train.json",)),
+        Stage("evaluate_supervised", ("train.json", "evaluate.json"), {"ckpt_name": "supervised.pt"}),
+        Stage("one_time", ("train.json", "mine.json"), {"mining_schedule": "one_time", "ckpt_name": "one_time.pt"}),
+        Stage("evaluate_one_time", ("train.json", "mine.json", "evaluate.json"), {"ckpt_name": "one_time.pt"}),
+        Stage("continuous", ("train.json", "mine.json")),
+        Stage("evaluate", ("train.json", "mine.json", "evaluate.json")),
+    ),
 }
 
 

@@ -128,8 +128,12 @@ def test_ckpt_export_matches_eager(bundle, tmp_path):
     parser.read_config(_cfg(bundle, "inference.json"))
     net = parser.get_parsed_content("network_def", instantiate=True).eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
-                meta_file=_cfg(bundle, "metadata.json")[0], config_file=_cfg(bundle, "inference.json")[0])
+    export = dict(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
+                  meta_file=_cfg(bundle, "metadata.json")[0], config_file=_cfg(bundle, "inference.json")[0])
+    try:
+        ckpt_export(**export)
+    except RuntimeError:  # not scriptable (e.g. smp's UNet++ indexes a ModuleDict with f-strings): trace it,
+        ckpt_export(**export, use_trace=True)  # at the metadata's input shape, as `ckpt_export --use_trace` does
     ts = torch.jit.load(str(tmp_path / "model.ts"))
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
     x = torch.rand(1, meta["num_channels"], *meta["spatial_shape"])

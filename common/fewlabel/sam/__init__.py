@@ -5,6 +5,7 @@ and a cache of image embeddings.
 - :mod:`fewlabel.sam.teacher`: :func:`build_sam_teacher` (SAM / MedSAM checkpoints, tiny test
   models) and :class:`SamTeacher` (embed, predict, pseudo_label).
 - :mod:`fewlabel.sam.cache`: :class:`EmbeddingCache` (memory / disk, keyed by image + weights).
+- :mod:`fewlabel.sam.inferer`: fast (student) and accurate (student -> SAM) inference.
 """
 
 from .cache import EmbeddingCache, KeySource
@@ -28,7 +29,9 @@ from .teacher import (
     build_sam_teacher,
     build_tiny_sam,
     save_tiny_sam,
+    tiny_sam_checkpoint,
 )
+from .inferer import INFERENCE_MODES, SamRefineInferer, build_inferer
 
 __all__ = [
     "EmbeddingCache",
@@ -50,4 +53,8 @@ __all__ = [
     "build_sam_teacher",
     "build_tiny_sam",
     "save_tiny_sam",
+    "tiny_sam_checkpoint",
+    "INFERENCE_MODES",
+    "SamRefineInferer",
+    "build_inferer",
 ]

@@ -52,6 +52,7 @@ __all__ = [
     "NO_PROMPT_LOGIT",
     "build_tiny_sam",
     "save_tiny_sam",
+    "tiny_sam_checkpoint",
     "build_sam_teacher",
     "SamTeacher",
 ]
@@ -197,6 +198,19 @@ def save_tiny_sam(path: str | os.PathLike, seed: int = 0, **config: Any) -> Path
     payload = {"format": _TINY_FORMAT, "model_type": "tiny", "config": cfg, "state_dict": sam.state_dict()}
     torch.save(payload, path)
     return path
+
+
+def tiny_sam_checkpoint(path: str | os.PathLike, seed: int = 0) -> str:
+    """The path of a tiny random-weight SAM file, written with :func:`save_tiny_sam` if it is not there.
+
+    For demos and smoke tests (``sam_model_type: "tiny"``): the bundle then loads it through
+    :func:`build_sam_teacher` like a real checkpoint. Its masks come from random weights and mean
+    nothing; a real run passes a SAM / MedSAM checkpoint instead.
+    """
+    path = Path(path)
+    if not path.is_file():
+        save_tiny_sam(path, seed=seed)
+    return str(path)
 
 
 # --------------------------------------------------------------------------------------------
