@@ -1,4 +1,6 @@
-"""fewlabel.data: datalists and splits, the cache folder, and procedural demo phantoms."""
+"""fewlabel.data: datalists and splits, the cache folder, procedural demo phantoms, CT volumes
+(loading, middle slices, slice index, CT phantoms) and PolyCL's contrastive example selection
+(``select_examples``)."""
 
 from fewlabel.data.cache import cache_dir
 from fewlabel.data.datalist import (
@@ -9,6 +11,18 @@ from fewlabel.data.datalist import (
     split_by_group,
     split_labelled,
 )
+from fewlabel.data.ct import (
+    CTPhantom,
+    SliceIndex,
+    build_slice_index,
+    dicom_series_files,
+    load_ct_volume,
+    make_ct_phantom,
+    middle_slices,
+    write_ct_phantom,
+    write_ct_phantom_dicom,
+)
+from fewlabel.data.contrastive_selection import STRATEGIES, Triplets, select_examples
 from fewlabel.data.statistics import class_pixel_shares
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
@@ -26,4 +40,16 @@ __all__ = [
     "phantom_info",
     "make_phantom",
     "write_demo_dataset",
+    "STRATEGIES",
+    "Triplets",
+    "select_examples",
+    "CTPhantom",
+    "SliceIndex",
+    "build_slice_index",
+    "dicom_series_files",
+    "load_ct_volume",
+    "make_ct_phantom",
+    "middle_slices",
+    "write_ct_phantom",
+    "write_ct_phantom_dicom",
 ]

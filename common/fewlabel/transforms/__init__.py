@@ -23,3 +23,4 @@ from .io import (
 )
 from .masking import MaskCorruption, MaskCorruptiond, mask_ratio
 from .landmarks import SaveLandmarksd, landmarks_record, render_landmarks, scale_paths
+from .ct import CTWindow, CTWindowd, KeepMiddleSlices, KeepMiddleSlicesd, LoadCTVolume, LoadCTVolumed, NotHUWarning

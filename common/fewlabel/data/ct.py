@@ -1,0 +1,761 @@
+"""CT volumes: loading (NIfTI / DICOM series), the middle-slice rule, a slice index, and phantoms.
+
+PolyCL (Ward et al., MELBA 2025, section 4.2) trains on 2D axial slices of abdominal CT: each
+scan's *middle 30 %* of slices is kept (the liver spans only part of a scan), slices are
+window-levelled (width 400 HU, level 40 HU, see :class:`fewlabel.transforms.ct.CTWindow`),
+scaled to [0, 1] and resized to 256 x 256. This module provides the volume side of that:
+
+- :func:`load_ct_volume` reads a NIfTI file or a folder holding one DICOM CT series through
+  MONAI's ``LoadImage`` and returns a channel-first :class:`~monai.data.MetaTensor` in HU.
+- :func:`middle_slices` is the middle-fraction rule on slice counts.
+- :func:`build_slice_index` turns a datalist of volumes into a per-slice table
+  (:class:`SliceIndex`: scan id, slice position, organ flag, image path) that PolyCL's example
+  selection (:func:`fewlabel.data.contrastive_selection.select_examples`) consumes.
+- :func:`write_ct_phantom` / :func:`write_ct_phantom_dicom` write a deterministic abdominal CT
+  phantom (HU, with a liver label) as NIfTI or as a DICOM CT series, for tests and demos.
+
+Axis convention
+---------------
+Every volume returned here is ``(1, X, Y, Z)`` -- MONAI's channel-first order with the voxel
+axes of the NIfTI / ITK convention (the DICOM reader swaps rows and columns to match) --
+re-oriented to ``axcodes`` (default ``"RAS"``): axis 1 runs from patient left to right, axis 2
+from posterior to anterior, axis 3 from inferior to superior. **The axial axis is the last one**
+(``vol[..., k]`` is axial slice ``k``, slice 0 the most inferior), whatever order the file stored
+its slices in. An axial slice ``vol[0, :, :, k]`` is ``(X, Y)``; ``vol[0, :, :, k].T`` is
+``(rows, columns)`` like a DICOM frame (with ``axcodes="LPS"`` it is then in the radiological
+display orientation: patient's right on the viewer's left, anterior at the top). Slice positions
+in a :class:`SliceIndex` are indices along this last axis in the same orientation.
+``axcodes=None`` keeps the voxel order as stored (then the axial axis is last only if the file
+stores it last, as axial CT files normally do).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from fewlabel.errors import DataError
+
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "ROUNDING",
+    "middle_slices",
+    "load_ct_volume",
+    "dicom_series_files",
+    "SliceIndex",
+    "build_slice_index",
+    "CTPhantom",
+    "make_ct_phantom",
+    "write_ct_phantom",
+    "write_ct_phantom_dicom",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: rounding modes of :func:`middle_slices`
+ROUNDING = ("half_up", "floor", "ceil")
+_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+_INDEX_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- middle slices
+def _middle_bounds(num_slices: int, fraction: float = 0.3, rounding: str = "half_up") -> tuple[int, int]:
+    """``(start, stop)`` of :func:`middle_slices` (see there)."""
+    if isinstance(num_slices, bool) or int(num_slices) != num_slices or num_slices < 1:
+        raise ValueError(f"num_slices must be a positive integer, got {num_slices!r}")
+    num_slices = int(num_slices)
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if rounding not in ROUNDING:
+        raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
+    exact = float(fraction) * num_slices
+    eps = 1e-9 * max(1.0, exact)  # 0.3 * 10 is 3.0000000000000004 in floating point
+    if rounding == "half_up":
+        count = math.floor(exact + 0.5 + eps)
+    elif rounding == "floor":
+        count = math.floor(exact + eps)
+    else:
+        count = math.ceil(exact - eps)
+    count = min(max(count, 1), num_slices)
+    start = (num_slices - count) // 2
+    return start, start + count
+
+
+def middle_slices(num_slices: int, fraction: float = 0.3, rounding: str = "half_up") -> np.ndarray:
+    """Indices of the central ``fraction`` of ``num_slices`` slices (PolyCL keeps the middle 30 %).
+
+    The count is ``fraction * num_slices`` rounded by ``rounding`` -- ``"half_up"`` (default:
+    nearest, .5 goes up), ``"floor"`` or ``"ceil"`` -- and clipped to ``[1, num_slices]``, so a
+    scan always keeps at least one slice. The kept block is centred: it starts at
+    ``(num_slices - count) // 2``, so when the slices left over are odd in number, the extra one
+    is left out at the end (high indices). Examples: 10 slices -> ``[3, 4, 5]``; 11 -> ``[4, 5, 6]``;
+    5 -> ``[1, 2]`` (1.5 rounds up to 2); 1 -> ``[0]``.
+
+    Args:
+        num_slices: number of slices of the scan along its axial axis (>= 1).
+        fraction: share of slices to keep, in (0, 1]; 1 keeps all.
+        rounding: ``"half_up"``, ``"floor"`` or ``"ceil"`` (see above).
+
+    Returns:
+        ``(count,)`` int64 array of consecutive slice indices in ``[0, num_slices)``.
+    """
+    start, stop = _middle_bounds(num_slices, fraction, rounding)
+    return np.arange(start, stop, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- loading
+_LOADERS: dict[str, Any] = {}
+
+
+def _loader(dtype: np.dtype | type | None) -> Any:
+    """One MONAI ``LoadImage`` per dtype (its constructor registers every default reader, which is
+    slow and, without a GPU, warns about nvImageCodec each time)."""
+    key = str(dtype)
+    if key not in _LOADERS:
+        import logging
+
+        from monai.transforms import LoadImage
+
+        log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+                _LOADERS[key] = LoadImage(image_only=True, ensure_channel_first=True, dtype=dtype)
+        finally:
+            log.setLevel(level)
+    return _LOADERS[key]
+def _is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in NIFTI_SUFFIXES)
+
+
+def dicom_series_files(folder: str | os.PathLike) -> list[str]:
+    """The files of the one DICOM image series in ``folder``, in ``InstanceNumber`` order.
+
+    Reads headers only (no pixel data). Files that are not DICOM (no ``DICM`` preamble, e.g. a
+    README) and DICOM files without an image (``DICOMDIR``, reports) are ignored. Sub-folders are
+    not searched.
+
+    Raises:
+        DataError: ``folder`` is missing or empty, holds no DICOM image files, holds a DICOM file
+            that cannot be parsed, holds more than one series (``SeriesInstanceUID``), or its
+            slices lack ``InstanceNumber`` / ``ImagePositionPatient``, repeat a position, or are
+            numbered out of their spatial order (MONAI stacks by ``InstanceNumber``; a
+            non-monotonic numbering would scramble the volume).
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"DICOM folder not found: {folder}. Check dataset_dir and the datalist.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"DICOM folder {folder} is empty; expected the files of one CT series.")
+    headers = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except InvalidDicomError:
+            continue  # not a DICOM file
+        except Exception as e:  # truncated header, bad element
+            raise DataError(f"cannot read DICOM file {f}: {e}. Re-export the series or remove the file.") from e
+        if "Rows" not in ds or "Columns" not in ds:
+            continue  # DICOMDIR, structured report, presentation state ...
+        headers.append((f, ds))
+    if not headers:
+        raise DataError(
+            f"no DICOM image files in {folder} ({len(files)} file(s), none a DICOM image). "
+            "Point the datalist at the folder that holds the CT series' .dcm files."
+        )
+    by_series: dict[str, list] = {}
+    for f, ds in headers:
+        by_series.setdefault(str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>")), []).append((f, ds))
+    if len(by_series) > 1:
+        listing = "; ".join(
+            f"{uid} ({len(v)} files, e.g. {v[0][0].name}"
+            + (f", '{v[0][1].SeriesDescription}'" if "SeriesDescription" in v[0][1] else "") + ")"
+            for uid, v in by_series.items()
+        )
+        raise DataError(
+            f"DICOM folder {folder} mixes {len(by_series)} series: {listing}. "
+            "Put each series in its own folder and list the CT series you mean."
+        )
+    for f, ds in headers:
+        for tag in ("InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient"):
+            if tag not in ds or ds[tag].value in (None, ""):
+                raise DataError(f"DICOM file {f} has no {tag}; cannot place it in the CT volume.")
+    headers.sort(key=lambda h: int(h[1].InstanceNumber))
+    if len(headers) > 1:
+        iop = np.asarray(headers[0][1].ImageOrientationPatient, dtype=float)
+        normal = np.cross(iop[:3], iop[3:])
+        pos = np.array([np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)) for _, ds in headers])
+        steps = np.diff(pos)
+        if np.any(np.isclose(steps, 0.0, atol=1e-4)):
+            k = int(np.flatnonzero(np.isclose(steps, 0.0, atol=1e-4))[0])
+            raise DataError(
+                f"DICOM folder {folder}: {headers[k][0].name} and {headers[k + 1][0].name} lie at the same slice "
+                "position (two acquisitions in one series?). Keep one of them."
+            )
+        if not (np.all(steps > 0) or np.all(steps < 0)):
+            raise DataError(
+                f"DICOM folder {folder}: InstanceNumber order does not follow the slice positions "
+                "(ImagePositionPatient); the stacked volume would be scrambled. Renumber or re-export the series."
+            )
+    return [os.fspath(f) for f, _ in headers]
+
+
+def load_ct_volume(path: str | os.PathLike, axcodes: str | None = "RAS",
+                   dtype: np.dtype | type | None = np.float32) -> MetaTensor:
+    """Load a CT volume from a NIfTI file or a DICOM series folder with MONAI's ``LoadImage``.
+
+    NIfTI (``.nii`` / ``.nii.gz``) is read with ``NibabelReader`` (``scl_slope`` / ``scl_inter``
+    applied); a folder with ``PydicomReader`` (``RescaleSlope`` / ``RescaleIntercept`` applied,
+    slices stacked in ``InstanceNumber`` order after :func:`dicom_series_files` has checked that
+    order). Values are whatever the file holds after rescaling -- Hounsfield units for CT.
+
+    Args:
+        path: a ``.nii`` / ``.nii.gz`` file, or a folder holding one DICOM CT series.
+        axcodes: orientation to bring the volume to (MONAI ``Orientation``; default ``"RAS"``,
+            so the last axis is the axial one, inferior -> superior); ``None`` keeps the stored
+            voxel order. See the module docstring.
+        dtype: array dtype (default float32); ``None`` keeps the file's dtype (for label maps).
+
+    Returns:
+        ``(1, X, Y, Z)`` :class:`~monai.data.MetaTensor` with ``affine`` (voxel -> RAS world,
+        mm), ``original_affine``, ``spatial_shape`` and ``filename_or_obj`` (``path``) in its meta.
+
+    Raises:
+        DataError: the path is missing, is not NIfTI or a folder, the folder holds no (or more
+            than one) DICOM series, or the file is truncated / corrupt / not 3D.
+    """
+    from monai.transforms import Orientation
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"CT volume not found: {p}. Check dataset_dir and the datalist.")
+    if p.is_dir():
+        files = dicom_series_files(p)
+        if len(files) < 2:
+            raise DataError(f"DICOM folder {p} holds a single image slice; a CT volume needs the whole series.")
+        from monai.data import PydicomReader
+
+        # only the checked files of the series: MONAI otherwise reads every file in the folder
+        regex = r"^.*[\\/](?:" + "|".join(re.escape(Path(f).name) for f in files) + ")$"
+        reader: Any = PydicomReader(fname_regex=regex)
+        source = "DICOM series"
+    elif _is_nifti(p):
+        from monai.data import NibabelReader
+
+        reader = NibabelReader()
+        source = "NIfTI file"
+    else:
+        raise DataError(
+            f"unsupported CT volume {p}: expected a .nii / .nii.gz file or a folder holding a DICOM series."
+        )
+    try:
+        img = _loader(dtype)(os.fspath(p), reader=reader)  # this reader only: no fall-back to other readers
+    except Exception as e:
+        raise DataError(
+            f"cannot read {source} {p}: {type(e).__name__}: {e}. The file is truncated or corrupt; "
+            "re-export it or remove it from the datalist."
+        ) from e
+    if img.ndim != 4:
+        raise DataError(f"{source} {p} is not a 3D volume: loaded shape {tuple(img.shape)} (channel first).")
+    if axcodes is not None:
+        img = Orientation(axcodes=axcodes, labels=None)(img)  # labels from the meta "space" (RAS)
+    img.meta["filename_or_obj"] = os.fspath(path)
+    return img
+
+
+# ----------------------------------------------------------------------------- slice index
+def _signature(path: str) -> list:
+    """What makes a cached index stale: size and modification time (of a folder: its files)."""
+    p = Path(path)
+    if p.is_dir():
+        files = [f for f in p.iterdir() if f.is_file()]
+        return [path, len(files), max((f.stat().st_mtime_ns for f in files), default=0)]
+    if p.is_file():
+        st = p.stat()
+        return [path, st.st_size, st.st_mtime_ns]
+    return [path, None, None]
+
+
+def _volume_dims(path: str) -> tuple[int, ...]:
+    """Spatial sizes of a volume from its header(s) only, in stored order."""
+    p = Path(path)
+    if p.is_dir():
+        import pydicom
+
+        files = dicom_series_files(p)
+        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+        return (int(ds.Columns), int(ds.Rows), len(files))
+    if not p.exists():
+        raise DataError(f"CT volume not found: {p}. Check dataset_dir and the datalist.")
+    import nibabel as nib
+
+    try:
+        return tuple(int(s) for s in nib.load(os.fspath(p)).shape[:3])
+    except Exception as e:
+        raise DataError(f"cannot read the header of {p}: {e}. The file is truncated or not NIfTI.") from e
+
+
+@dataclass
+class SliceIndex:
+    """Per-slice table of a CT datalist (the slices PolyCL trains on), built by :func:`build_slice_index`.
+
+    Every array has one entry per kept slice, ``N`` in all, grouped by scan in datalist order and
+    by increasing position within a scan.
+
+    Attributes:
+        scan_ids: ``(N,)`` str, the scan each slice comes from (``S(s)`` of the paper).
+        positions: ``(N,)`` int64, index of the slice along the volume's last (axial) axis as
+            :func:`load_ct_volume` returns it with the same ``axcodes`` (not within the kept range).
+        has_organ: ``(N,)`` bool, whether the label map shows the organ on that slice (``T(s)``).
+        images: ``(N,)`` str, the volume (file or DICOM folder) each slice comes from.
+        labels: ``(N,)`` str, the label volume of each slice.
+        num_slices: ``(N,)`` int64, how many axial slices the whole scan has.
+        params: the settings the index was built with (fraction, rounding, organ labels, axcodes ...).
+    """
+
+    scan_ids: np.ndarray
+    positions: np.ndarray
+    has_organ: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+    num_slices: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+    def records(self) -> list[dict[str, Any]]:
+        """One MONAI-datalist-style dict per slice:
+        ``{"image", "label", "scan", "slice", "has_organ", "num_slices"}`` (plain Python types)."""
+        return [
+            {"image": str(i), "label": str(lab), "scan": str(s), "slice": int(k), "has_organ": bool(o),
+             "num_slices": int(n)}
+            for i, lab, s, k, o, n in zip(self.images, self.labels, self.scan_ids, self.positions, self.has_organ,
+                                          self.num_slices)
+        ]
+
+    def _scans(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i in range(len(self)):
+            if not out or out[-1]["scan"] != self.scan_ids[i] or out[-1]["image"] != self.images[i]:
+                out.append({"scan": str(self.scan_ids[i]), "image": str(self.images[i]), "label": str(self.labels[i]),
+                            "num_slices": int(self.num_slices[i]), "positions": [], "organ_positions": []})
+            out[-1]["positions"].append(int(self.positions[i]))
+            if self.has_organ[i]:
+                out[-1]["organ_positions"].append(int(self.positions[i]))
+        return out
+
+    def to_json(self, path: str | os.PathLike, sources: list | None = None) -> Path:
+        """Write the index (one entry per scan, compact) to ``path`` as JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {"version": _INDEX_VERSION, "params": self.params, "sources": sources or [], "scans": self._scans()}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(blob, indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> SliceIndex:
+        """Read an index written by :meth:`to_json`."""
+        try:
+            blob = json.loads(Path(path).read_text())
+            return cls._from_scans(blob["scans"], blob.get("params", {}))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"cannot read slice index {path}: {e}. Delete it to rebuild it.") from e
+
+    @classmethod
+    def _from_scans(cls, scans: Sequence[Mapping[str, Any]], params: dict[str, Any]) -> SliceIndex:
+        cols: dict[str, list] = {k: [] for k in ("scan", "pos", "organ", "image", "label", "n")}
+        for sc in scans:
+            organ = set(sc["organ_positions"])
+            for k in sc["positions"]:
+                cols["scan"].append(sc["scan"])
+                cols["pos"].append(k)
+                cols["organ"].append(k in organ)
+                cols["image"].append(sc["image"])
+                cols["label"].append(sc["label"])
+                cols["n"].append(sc["num_slices"])
+        return cls(
+            scan_ids=np.asarray(cols["scan"], dtype=str), positions=np.asarray(cols["pos"], dtype=np.int64),
+            has_organ=np.asarray(cols["organ"], dtype=bool), images=np.asarray(cols["image"], dtype=str),
+            labels=np.asarray(cols["label"], dtype=str), num_slices=np.asarray(cols["n"], dtype=np.int64),
+            params=dict(params),
+        )
+
+
+def build_slice_index(
+    items: Iterable[Mapping[str, Any]],
+    label_key: str = "label",
+    organ_label: int | Sequence[int] = 1,
+    fraction: float = 0.3,
+    *,
+    image_key: str = "image",
+    scan_key: str = "scan",
+    rounding: str = "half_up",
+    axcodes: str | None = "RAS",
+    cache: str | os.PathLike | None = None,
+) -> SliceIndex:
+    """Per-slice table (scan id, slice position, organ flag, image path) of CT datalist items.
+
+    For each item ``{"image": volume, "label": label volume, "scan": id}`` the label volume is
+    loaded with :func:`load_ct_volume` (same ``axcodes`` as the images will be), the middle
+    ``fraction`` of its axial slices is kept (:func:`middle_slices`), and a slice is flagged
+    ``has_organ`` when any of its voxels equals one of ``organ_label``. The image itself is not
+    read: only its header (NIfTI) or DICOM headers, to check that image and label have the same
+    sizes (compared as sorted tuples, so it is orientation-agnostic).
+
+    Only labels are decoded, so rebuilding is cheap (about the cost of reading the label files).
+    With ``cache`` (e.g. ``datalist.json`` -> ``datalist.slices.json`` next to it) the index is
+    written there and reused while the settings and every file's size and modification time are
+    unchanged; otherwise it is rebuilt and the file rewritten.
+
+    Args:
+        items: datalist items; ``image`` and ``label`` paths (NIfTI files or DICOM folders) must
+            already be absolute or relative to the working folder (``load_datalist`` resolves them).
+        label_key: key of the label volume in each item (required: the organ flags come from it).
+        organ_label: label value(s) that make up the organ, e.g. ``(1, 2)`` for LiTS liver + tumour.
+        fraction: share of each scan's slices kept (PolyCL: 0.3); 1.0 keeps all.
+        image_key: key of the image volume.
+        scan_key: key of the scan id; if an item has none, the image file name (without NIfTI
+            suffix) is used. Ids are compared as strings.
+        rounding: rounding of the kept count, see :func:`middle_slices`.
+        axcodes: orientation the positions refer to, see :func:`load_ct_volume`.
+        cache: optional JSON path to reuse / write the index.
+
+    Returns:
+        A :class:`SliceIndex`; ``index.scan_ids`` and ``index.has_organ`` go straight to
+        :func:`~fewlabel.data.contrastive_selection.select_examples`.
+
+    Raises:
+        DataError: an item lacks the image or label key, a file is missing or unreadable, image
+            and label sizes differ, or two items share a scan id with different images.
+    """
+    items = list(items)
+    organ = sorted({int(v) for v in np.atleast_1d(np.asarray(organ_label)).tolist()})
+    params = {"label_key": label_key, "image_key": image_key, "scan_key": scan_key, "organ_label": organ,
+              "fraction": float(fraction), "rounding": rounding, "axcodes": axcodes}
+    _middle_bounds(1, fraction, rounding)  # validate the settings before any file is read
+
+    entries = []
+    for n, item in enumerate(items):
+        for key in (image_key, label_key):
+            if item.get(key) in (None, ""):
+                raise DataError(f"datalist item {n} ({dict(item)}) has no '{key}'; the slice index needs "
+                                f"both the image and its label volume.")
+        image, label = os.fspath(item[image_key]), os.fspath(item[label_key])
+        scan = item.get(scan_key)
+        if scan in (None, ""):
+            name = Path(image).name
+            scan = next((name[: -len(s)] for s in NIFTI_SUFFIXES if name.lower().endswith(s)), name)
+        entries.append((str(scan), image, label))
+    seen: dict[str, str] = {}
+    for scan, image, _ in entries:
+        if seen.setdefault(scan, image) != image:
+            raise DataError(f"scan id '{scan}' is used for two different volumes: {seen[scan]} and {image}. "
+                            "Scan ids must be unique per volume.")
+
+    sources = [[scan, _signature(image), _signature(label)] for scan, image, label in entries]
+    if cache is not None and Path(cache).is_file():
+        try:
+            blob = json.loads(Path(cache).read_text())
+            same = blob.get("params") == params and blob.get("sources") == sources
+            if blob.get("version") == _INDEX_VERSION and same:
+                return SliceIndex._from_scans(blob["scans"], params)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable cache: rebuild and overwrite
+
+    scans = []
+    for scan, image, label in entries:
+        lab = load_ct_volume(label, axcodes=axcodes, dtype=None)
+        dims_label = tuple(int(s) for s in lab.shape[1:])
+        dims_image = _volume_dims(image)
+        if sorted(dims_image) != sorted(dims_label):
+            raise DataError(f"image {image} has size {dims_image} but its label {label} has size {dims_label}; "
+                            "they must cover the same voxels.")
+        num = dims_label[-1]
+        start, stop = _middle_bounds(num, fraction, rounding)
+        arr = torch.as_tensor(lab)[0, ..., start:stop]
+        hit = torch.zeros(arr.shape, dtype=torch.bool)
+        for v in organ:
+            hit |= arr == v
+        flags = hit.flatten(0, -2).any(dim=0).numpy()
+        scans.append({"scan": scan, "image": image, "label": label, "num_slices": num,
+                      "positions": list(range(start, stop)),
+                      "organ_positions": [start + i for i in np.flatnonzero(flags).tolist()]})
+    index = SliceIndex._from_scans(scans, params)
+    if cache is not None:
+        index.to_json(cache, sources=sources)
+    return index
+
+
+# ----------------------------------------------------------------------------- phantoms
+class CTPhantom(NamedTuple):
+    """What the phantom writers return.
+
+    Attributes:
+        image: the NIfTI file or the DICOM series folder written.
+        label: the label NIfTI (1 = liver, 0 elsewhere), or None when none was written.
+        organ_slices: ``range`` of the axial slices (slice 0 most inferior, as
+            :func:`load_ct_volume` returns them with ``axcodes`` ``"RAS"`` or ``"LPS"``) that
+            contain the liver; every other slice has none.
+    """
+
+    image: Path
+    label: Path | None
+    organ_slices: range
+
+
+def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def make_ct_phantom(shape: Sequence[int] = (40, 96, 96), seed: int = 0) -> tuple[np.ndarray, np.ndarray, range]:
+    """Draw an abdominal CT phantom in Hounsfield units with a liver label.
+
+    Content (LPS patient axes: x to the patient's left, y posterior, z superior): air (-1000)
+    outside an elliptical body; a subcutaneous fat ring (about -100); soft tissue (about 40);
+    a vertebral body (cortex about 900, cancellous bone about 450) posterior in the midline; the
+    aorta (about 150) in front of it; a few bowel-gas pockets (about -900); and a liver (about
+    60 HU) on the patient's right, present only in one contiguous range of slices that starts
+    between 40 % and 50 % and ends between 80 % and 90 % of the scan (so PolyCL's middle 30 %
+    always holds both liver and liver-free slices). Gaussian noise (sigma 8 HU) inside the body.
+    Deterministic: the same ``(shape, seed)`` gives identical arrays.
+
+    Args:
+        shape: ``(Z, Y, X)`` slices, rows, columns; each at least 8.
+        seed: random seed.
+
+    Returns:
+        ``hu``: ``(Z, Y, X)`` int16 HU, with ``hu[k]`` the axial slice ``k`` (rows = y, columns = x,
+        as a DICOM frame), slice 0 the most inferior; ``label``: ``(Z, Y, X)`` uint8 (1 = liver);
+        ``organ_slices``: the range of ``k`` with liver.
+    """
+    nz, ny, nx = (int(s) for s in shape)
+    if min(nz, ny, nx) < 8:
+        raise ValueError(f"phantom shape must be at least 8 in every axis, got {tuple(shape)}")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij")
+    cy, cx = ny * (0.52 + rng.uniform(-0.02, 0.02)), nx * (0.5 + rng.uniform(-0.02, 0.02))
+    ry0, rx0 = ny * 0.32 * rng.uniform(0.95, 1.05), nx * 0.43 * rng.uniform(0.95, 1.05)
+    z0 = int(round(nz * rng.uniform(0.40, 0.50)))
+    z1 = max(int(round(nz * rng.uniform(0.80, 0.90))), z0 + 1)
+    liver_dx, liver_dy = rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03)
+    gas = [(rng.uniform(0, nz), rng.uniform(-0.15, 0.05), rng.uniform(0.05, 0.3), rng.uniform(0.03, 0.06))
+           for _ in range(3)]
+    hu = np.full((nz, ny, nx), -1000.0, dtype=np.float64)
+    label = np.zeros((nz, ny, nx), dtype=np.uint8)
+    for k in range(nz):
+        t = k / max(nz - 1, 1)
+        s = 1.0 + 0.06 * math.sin(math.pi * t)  # body widest mid-scan
+        ry, rx = ry0 * s, rx0 * s
+        body = _ellipse(yy, xx, cy, cx, ry, rx)
+        inner = _ellipse(yy, xx, cy, cx, ry - max(1.5, 0.07 * ry), rx - max(1.5, 0.07 * rx))
+        sl = hu[k]
+        sl[body] = -100.0
+        sl[inner] = 40.0
+        # spine: vertebral body posterior (high y) in the midline, aorta in front of it, slightly left (high x)
+        vy, vx, vr = cy + 0.62 * ry, cx, max(2.0, 0.09 * min(ry, rx))
+        sl[_ellipse(yy, xx, vy, vx, vr, vr)] = 900.0
+        sl[_ellipse(yy, xx, vy, vx, 0.7 * vr, 0.7 * vr)] = 450.0
+        ar = max(1.5, 0.45 * vr)
+        sl[_ellipse(yy, xx, vy - vr - 1.3 * ar, vx + 0.5 * vr, ar, ar)] = 150.0
+        if z0 <= k < z1:  # liver on the patient's right (low x), in front of the spine
+            u = (k - z0 + 0.5) / (z1 - z0)
+            grow = 0.55 + 0.45 * math.sin(math.pi * u)
+            liver = _ellipse(yy, xx, cy - (0.1 - liver_dy) * ry, cx - (0.45 + liver_dx) * rx,
+                             0.5 * ry * grow, 0.4 * rx * grow) & inner
+            if not liver.any():  # tiny shapes: keep the slice range exact
+                liver[int(round(cy)), int(round(cx - 0.45 * rx))] = True
+            sl[liver] = 60.0
+            label[k][liver] = 1
+        for gz, gy, gx, gr in gas:  # bowel gas on the patient's left, never in the liver
+            if abs(k - gz) < 2.5:
+                pocket = _ellipse(yy, xx, cy + gy * ry, cx + gx * rx, gr * ry, gr * rx) & inner & (label[k] == 0)
+                sl[pocket] = -900.0
+        noise = rng.normal(0.0, 8.0, size=(ny, nx))
+        sl[body] += noise[body]
+    return np.round(hu).astype(np.int16), label, range(z0, z1)
+
+
+def _lps_origin(shape_zyx: Sequence[int], spacing_zyx: Sequence[float]) -> np.ndarray:
+    """LPS position (mm) of voxel (x=0, y=0, z=0), chosen so that the volume is centred on 0."""
+    nz, ny, nx = shape_zyx
+    sz, sy, sx = spacing_zyx
+    return np.array([-(nx - 1) / 2 * sx, -(ny - 1) / 2 * sy, -(nz - 1) / 2 * sz])
+
+
+def _phantom_affine(shape_zyx: Sequence[int], spacing_zyx: Sequence[float]) -> np.ndarray:
+    """RAS affine of the phantom stored as (X, Y, Z) with x to the left, y posterior, z superior."""
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    o = _lps_origin(shape_zyx, spacing_zyx)
+    return np.array([[-sx, 0, 0, -o[0]], [0, -sy, 0, -o[1]], [0, 0, sz, o[2]], [0, 0, 0, 1]], dtype=np.float64)
+
+
+def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
+    sp = tuple(float(s) for s in spacing)
+    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise ValueError(f"spacing must be three positive (z, y, x) millimetre values, got {spacing!r}")
+    return sp  # type: ignore[return-value]
+
+
+def _save_nifti(array_zyx: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.ascontiguousarray(array_zyx.transpose(2, 1, 0)), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, os.fspath(path))
+
+
+def _default_label_path(path: Path) -> Path:
+    name = path.name
+    for s in NIFTI_SUFFIXES[::-1]:  # ".nii.gz" before ".nii"
+        if name.lower().endswith(s):
+            return path.with_name(name[: -len(s)] + "_label" + s)
+    return path.with_name(name + "_label.nii.gz")
+
+
+def write_ct_phantom(
+    path: str | os.PathLike,
+    shape: Sequence[int] = (40, 96, 96),
+    seed: int = 0,
+    spacing: Sequence[float] = (2.5, 3.5, 3.5),
+    label_path: str | os.PathLike | None = None,
+) -> CTPhantom:
+    """Write the CT phantom of :func:`make_ct_phantom` as a NIfTI volume in HU plus its label NIfTI.
+
+    The volume is int16 HU stored as ``(X, Y, Z)`` with an affine (sform and qform, code 1) whose
+    voxel axes point to the patient's left, posterior and superior -- the layout a DICOM series
+    converts to -- centred on the origin. The label (uint8, 1 = liver) has the same affine.
+
+    Args:
+        path: output ``.nii.gz`` (or ``.nii``) file; parent folders are created.
+        shape: ``(Z, Y, X)`` slices, rows, columns.
+        seed: random seed (same seed, same files).
+        spacing: ``(z, y, x)`` voxel size in mm: slice spacing, row spacing, column spacing.
+        label_path: where to write the label; default ``<name>_label.nii.gz`` beside ``path``.
+
+    Returns:
+        :class:`CTPhantom` (image path, label path, liver slice range).
+    """
+    path = Path(path)
+    spacing = _check_spacing(spacing)
+    hu, label, organ = make_ct_phantom(shape, seed)
+    affine = _phantom_affine(hu.shape, spacing)
+    label_path = Path(label_path) if label_path is not None else _default_label_path(path)
+    _save_nifti(hu, affine, path)
+    _save_nifti(label, affine, label_path)
+    return CTPhantom(path, label_path, organ)
+
+
+def write_ct_phantom_dicom(
+    folder: str | os.PathLike,
+    shape: Sequence[int] = (40, 96, 96),
+    seed: int = 0,
+    spacing: Sequence[float] = (2.5, 3.5, 3.5),
+    label_path: str | os.PathLike | None = None,
+    series_uid: str | None = None,
+    series_number: int = 1,
+) -> CTPhantom:
+    """Write the phantom of :func:`write_ct_phantom` (same ``shape`` / ``seed`` / ``spacing``) as a DICOM CT series.
+
+    One CT Image Storage file per slice (``IM0001.dcm`` ...), explicit VR little endian, stored
+    values ``HU + 1024`` as unsigned 16 bit with ``RescaleSlope`` 1 and ``RescaleIntercept``
+    -1024 (``RescaleType`` HU), ``ImageOrientationPatient`` axial ``[1, 0, 0, 0, 1, 0]``,
+    ``ImagePositionPatient`` per slice, ``PixelSpacing`` ``[y, x]``, ``SliceThickness``, and
+    study / series / instance UIDs derived from the seed. Slices are numbered head first, as
+    scanners usually do: ``InstanceNumber`` 1 is the most *superior* slice, so a reader must use
+    the geometry, not the numbering, to orient the volume. Loaded with :func:`load_ct_volume`
+    it gives the same array and affine as the NIfTI phantom.
+
+    Args:
+        folder: output folder (created; existing ``IM*.dcm`` files are not removed).
+        shape, seed, spacing: as :func:`write_ct_phantom`.
+        label_path: if given, also write the label NIfTI there.
+        series_uid: ``SeriesInstanceUID`` to use (default derived from the seed); with
+            ``series_number`` it lets a test put two series in one folder.
+        series_number: ``SeriesNumber``; also prefixes file names when not 1 (``S2_IM0001.dcm``).
+
+    Returns:
+        :class:`CTPhantom` (the folder, the label path or None, liver slice range).
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder = Path(folder)
+    spacing = _check_spacing(spacing)
+    hu, label, organ = make_ct_phantom(shape, seed)
+    nz, ny, nx = hu.shape
+    sz, sy, sx = spacing
+    origin = _lps_origin(hu.shape, spacing)
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = [f"fewlabel-ct-phantom-{seed}-{nz}x{ny}x{nx}-{sz}-{sy}-{sx}"]
+    study_uid = generate_uid(entropy_srcs=tag + ["study"])
+    series_uid = series_uid or generate_uid(entropy_srcs=tag + ["series", str(series_number)])
+    frame_uid = generate_uid(entropy_srcs=tag + ["frame"])
+    prefix = "" if series_number == 1 else f"S{series_number}_"
+    for k in range(nz):
+        instance = nz - k  # head first: instance 1 is the top slice
+        sop_uid = generate_uid(entropy_srcs=[series_uid, str(k)])
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = _CT_IMAGE_STORAGE
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.Modality = "CT"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.Manufacturer = "fewlabel phantom"
+        ds.PatientName = f"Phantom^{seed}"
+        ds.PatientID = f"phantom-{seed}"
+        ds.PatientPosition = "HFS"
+        ds.StudyID = "1"
+        ds.SeriesNumber = series_number
+        ds.SeriesDescription = "fewlabel CT phantom"
+        ds.InstanceNumber = instance
+        ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * sz)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.SliceLocation = float(origin[2] + k * sz)
+        ds.PixelSpacing = [sy, sx]
+        ds.SliceThickness = sz
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = ny, nx
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+        ds.PixelRepresentation = 0
+        ds.RescaleIntercept = -1024
+        ds.RescaleSlope = 1
+        ds.RescaleType = "HU"
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.PixelData = (hu[k].astype(np.int32) + 1024).clip(0, 65535).astype("<u2").tobytes()
+        ds.save_as(folder / f"{prefix}IM{instance:04d}.dcm", enforce_file_format=True)
+    if label_path is not None:
+        label_path = Path(label_path)
+        _save_nifti(label, _phantom_affine(hu.shape, spacing), label_path)
+    return CTPhantom(folder, label_path, organ)
