@@ -1,5 +1,7 @@
 """Losses: focal-Tversky and the pixel losses the papers ablate, all with ignored pixels; SLiPPA's composite loss;
-contrastive losses (NT-Xent, InfoNCE with explicit positives/negatives)."""
+contrastive losses: InfoNCE with explicit positives/negatives (``contrastive_loss``), SimCLR's NT-Xent
+(``NTXentLoss``), PolyCL's anchor/positive/negative loss of its equation 4 (``PolyCLLoss``, tau = 1/M by default) and
+the supervised contrastive baseline (``SupConLoss``, Khosla et al. 2020, L_out)."""
 
 from .composite import (
     CLASS_WEIGHT_SCHEMES,
@@ -11,7 +13,7 @@ from .composite import (
     class_weights,
     pixel_counts,
 )
-from .contrastive import NTXentLoss, contrastive_loss
+from .contrastive import NTXentLoss, PolyCLLoss, SupConLoss, contrastive_loss
 from .focal_tversky import LOSSES, FocalTverskyLoss, MaskedCrossEntropyLoss, MaskedFocalLoss, build_loss
 
 __all__ = [
@@ -29,5 +31,7 @@ __all__ = [
     "pixel_counts",
     "cached_class_weights",
     "NTXentLoss",
+    "PolyCLLoss",
+    "SupConLoss",
     "contrastive_loss",
 ]
