@@ -244,7 +244,8 @@ class ContrastiveEncoder(nn.Module):
     Args:
         network: the segmentation network (e.g. ``build_network("unetplusplus", 3, 1)``).
         projection_dim: output features (SimCLR: 128).
-        hidden_dim: hidden width of the head (default: the encoder's deepest channels, as SimCLR).
+        hidden_dim: hidden width of the head (default None: the encoder's deepest channels, as SimCLR);
+            0: no hidden layer, the head is one linear layer (PolyCL's ``g``, ``projection_dim=256``).
         feature_dim: channels of the deepest feature map; read from ``network.encoder.out_channels``
             when None.
 
@@ -270,12 +271,15 @@ class ContrastiveEncoder(nn.Module):
             feature_dim = int(channels[-1]) if isinstance(channels, (list, tuple)) else int(channels)
         if projection_dim < 1 or feature_dim < 1:
             raise ValueError(f"projection_dim and feature_dim must be >= 1, got {projection_dim}, {feature_dim}")
-        hidden = int(hidden_dim or feature_dim)
         self.encoder = encoder
         self.feature_dim = int(feature_dim)
-        self.projection = nn.Sequential(
-            nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, int(projection_dim))
-        )
+        if hidden_dim == 0:  # PolyCL's g: one fully connected layer after the pooling
+            self.projection = nn.Sequential(nn.Linear(self.feature_dim, int(projection_dim)))
+        else:
+            hidden = int(hidden_dim or feature_dim)
+            self.projection = nn.Sequential(
+                nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, int(projection_dim))
+            )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled deepest encoder features ``(B, feature_dim)`` (the representation SimCLR evaluates)."""

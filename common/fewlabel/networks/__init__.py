@@ -1,6 +1,7 @@
 """Networks: a by-name factory over segmentation_models_pytorch and the architectures no library provides."""
 
 from .factory import ARCHITECTURES, build_network, medsass_unet
+from .polycl import PolyCLUNet, build_polycl_unet
 from .resunetpp import ResUNetPlusPlus
 from .transfer import (
     encoder_prefixes,
@@ -16,7 +17,7 @@ from .transfer import (
 from .unet3plus import UNet3Plus
 
 __all__ = [
-    "ARCHITECTURES", "build_network", "medsass_unet", "UNet3Plus", "ResUNetPlusPlus", "encoder_prefixes",
+    "ARCHITECTURES", "build_network", "medsass_unet", "UNet3Plus", "ResUNetPlusPlus", "PolyCLUNet", "build_polycl_unet", "encoder_prefixes",
     "encoder_state_dict",
     "freeze_non_encoder", "head_prefixes", "init_from_pretrained", "prepare_pretraining", "load_pretrained", "load_state_file", "trainable_parameters",
 ]

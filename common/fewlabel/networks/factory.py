@@ -66,7 +66,14 @@ def _vit_unet(**kwargs: Any) -> nn.Module:
     return ViTUNet(**kwargs)
 
 
-ARCHITECTURES = (*_SMP, "unet3plus", "resunetplusplus", "medsass_unet", "vit_unet")
+def _polycl(backbone: str, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+    from fewlabel.networks.polycl import build_polycl_unet
+
+    return build_polycl_unet(backbone, in_channels, out_channels, **kwargs)
+
+
+ARCHITECTURES = (*_SMP, "unet3plus", "resunetplusplus", "medsass_unet", "vit_unet", "polycl_unet", "polycl_resunet",
+                 "polycl_transunet")
 
 
 def build_network(
@@ -81,7 +88,8 @@ def build_network(
         out_channels: output channels (1 for a binary sigmoid output, K classes otherwise).
         encoder_name: encoder of the CNN architectures (any ``smp.encoders.get_encoder_names()``);
             default ``resnet34`` for the smp ones, ``unet3plus`` and ``resunetplusplus``,
-            ``resnet50`` for ``medsass_unet``.
+            ``resnet50`` for ``medsass_unet``; not used by ``polycl_*`` (PolyCL's own encoders:
+            ``polycl_unet``, ``polycl_resunet``, ``polycl_transunet``, see :mod:`fewlabel.networks.polycl`).
         encoder_weights_path: optional local weights for the encoder (e.g. ImageNet weights a user
             downloaded: a torchvision/timm backbone state dict, or a network's ``encoder.*`` weights);
             loaded with :func:`fewlabel.networks.transfer.load_encoder_weights`. ``None`` or ``""``:
@@ -107,6 +115,11 @@ def build_network(
         net = medsass_unet(in_channels, out_channels, encoder_name=encoder_name or "resnet50", **kwargs)
     elif key == "vitunet":
         net = _vit_unet(in_channels=in_channels, out_channels=out_channels, **kwargs)
+    elif key in ("polyclunet", "polyclresunet", "polycltransunet"):
+        if encoder_name:
+            raise ValueError(f"'{arch}' has its own encoder (fewlabel.networks.polycl); encoder_name is not used, "
+                             f"got '{encoder_name}'")
+        net = _polycl(key.removeprefix("polycl"), in_channels, out_channels, **kwargs)
     else:
         raise ValueError(f"unknown architecture '{arch}', expected one of {ARCHITECTURES}")
     if encoder_weights_path:
