@@ -6,8 +6,10 @@ and a cache of image embeddings.
   models) and :class:`SamTeacher` (embed, predict, pseudo_label).
 - :mod:`fewlabel.sam.cache`: :class:`EmbeddingCache` (memory / disk, keyed by image + weights).
 - :mod:`fewlabel.sam.inferer`: fast (student) and accurate (student -> SAM) inference.
+- :mod:`fewlabel.sam.box_refine`: PolyCL's refinement, one SAM box prompt per connected component.
 """
 
+from .box_refine import MERGE_MODES, REFINED_LOGIT, SamBoxRefineInferer, component_boxes, refine_with_sam
 from .cache import EmbeddingCache, KeySource
 from .prompts import (
     MASK_PROMPT_EPS,
@@ -57,4 +59,9 @@ __all__ = [
     "INFERENCE_MODES",
     "SamRefineInferer",
     "build_inferer",
+    "MERGE_MODES",
+    "REFINED_LOGIT",
+    "SamBoxRefineInferer",
+    "component_boxes",
+    "refine_with_sam",
 ]
