@@ -7,6 +7,8 @@ and a cache of image embeddings.
 - :mod:`fewlabel.sam.cache`: :class:`EmbeddingCache` (memory / disk, keyed by image + weights).
 - :mod:`fewlabel.sam.inferer`: fast (student) and accurate (student -> SAM) inference.
 - :mod:`fewlabel.sam.box_refine`: PolyCL's refinement, one SAM box prompt per connected component.
+- :mod:`fewlabel.sam.propagate`: SAM 2 propagation of one annotated slice through a volume (import it
+  directly: it imports ``sam2`` and Hydra, which the rest of the package does not need).
 """
 
 from .box_refine import MERGE_MODES, REFINED_LOGIT, SamBoxRefineInferer, component_boxes, refine_with_sam
