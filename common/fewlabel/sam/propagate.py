@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from fewlabel.errors import CheckpointError
+from fewlabel.sam.teacher import state_dict_mismatch
 
 __all__ = [
     "SAM2_CONFIGS",
@@ -352,10 +353,6 @@ def _build_model(config_file: str, overrides: Sequence[str], apply_postprocessin
     )
 
 
-def _few(items: Sequence[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
-
 def _guess_config(sd: Mapping[str, Any]) -> str | None:
     w = sd.get("image_encoder.trunk.patch_embed.proj.weight")
     if not isinstance(w, torch.Tensor):
@@ -369,25 +366,9 @@ def _guess_config(sd: Mapping[str, Any]) -> str | None:
 
 
 def _check_state_dict(sd: Mapping[str, Any], model: torch.nn.Module, path: Path, config: str) -> None:
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-        raise CheckpointError(f"{path} is not a state dict (name -> tensor); cannot load it as SAM 2 '{config}'")
-    model_sd = model.state_dict()
-    missing = [k for k in model_sd if k not in sd]
-    unexpected = [k for k in sd if k not in model_sd]
-    shapes = [
-        f"{k} {tuple(sd[k].shape)} in the file vs {tuple(v.shape)} in the model"
-        for k, v in model_sd.items()
-        if k in sd and sd[k].shape != v.shape
-    ]
-    if not (missing or unexpected or shapes):
+    parts = state_dict_mismatch(sd, model, path, f"SAM 2 '{config}'")
+    if not parts:
         return
-    parts = []
-    if shapes:
-        parts.append(f"{len(shapes)} tensors differ in shape: {_few(shapes, 3)}")
-    if missing:
-        parts.append(f"{len(missing)} model keys are missing from the file: {_few(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} file keys are not in the model: {_few(unexpected)}")
     guess = _guess_config(sd)
     hint = f" The file looks like a '{guess}' checkpoint: pass config='{guess}'." if guess and guess != config else ""
     raise CheckpointError(f"{path} does not fit SAM 2 config '{config}': " + "; ".join(parts) + "." + hint)

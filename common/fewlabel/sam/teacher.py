@@ -240,11 +240,16 @@ def _few(items: Sequence[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def _check_state_dict(sd: Mapping[str, Any], sam: Sam, path: Path, model_type: str) -> None:
-    """Raise a :class:`CheckpointError` naming a few mismatched keys when ``sd`` does not fit ``sam``."""
+def state_dict_mismatch(sd: Mapping[str, Any], model: torch.nn.Module, path: Path, what: str) -> list[str]:
+    """How a checkpoint's state dict ``sd`` fails to fit ``model``: a few shape mismatches, missing and
+    unexpected keys, one sentence each (empty when it fits). Shared by the SAM and SAM 2 loaders.
+
+    Raises:
+        CheckpointError: ``sd`` is not a ``name -> tensor`` mapping (``what`` names the model in the message).
+    """
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-        raise CheckpointError(f"{path} is not a state dict (name -> tensor); cannot load it as SAM '{model_type}'")
-    model_sd = sam.state_dict()
+        raise CheckpointError(f"{path} is not a state dict (name -> tensor); cannot load it as {what}")
+    model_sd = model.state_dict()
     missing = [k for k in model_sd if k not in sd]
     unexpected = [k for k in sd if k not in model_sd]
     shapes = [
@@ -252,8 +257,6 @@ def _check_state_dict(sd: Mapping[str, Any], sam: Sam, path: Path, model_type: s
         for k, v in model_sd.items()
         if k in sd and sd[k].shape != v.shape
     ]
-    if not (missing or unexpected or shapes):
-        return
     parts = []
     if shapes:
         parts.append(f"{len(shapes)} tensors differ in shape: {_few(shapes, 3)}")
@@ -261,6 +264,14 @@ def _check_state_dict(sd: Mapping[str, Any], sam: Sam, path: Path, model_type: s
         parts.append(f"{len(missing)} model keys are missing from the file: {_few(missing)}")
     if unexpected:
         parts.append(f"{len(unexpected)} file keys are not in the model: {_few(unexpected)}")
+    return parts
+
+
+def _check_state_dict(sd: Mapping[str, Any], sam: Sam, path: Path, model_type: str) -> None:
+    """Raise a :class:`CheckpointError` naming a few mismatched keys when ``sd`` does not fit ``sam``."""
+    parts = state_dict_mismatch(sd, sam, path, f"SAM '{model_type}'")
+    if not parts:
+        return
     guess = ""
     w = sd.get("image_encoder.patch_embed.proj.weight")
     if isinstance(w, torch.Tensor) and w.ndim == 4 and int(w.shape[0]) in _WIDTH_TO_TYPE:
