@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from monai.inferers import SimpleInferer
 from PIL import Image
 
 from conftest import REPO
@@ -83,6 +84,13 @@ def test_inference_modes_write_masks_at_the_original_size(trained, mode):
               inference_mode=mode, output_dir=str(out))
     masks = sorted(out.glob("*_mask.png"))
     assert masks
+    # the switch picks the inferer in inference.json and in evaluate.json alike
+    expected = SamRefineInferer if mode == "accurate" else SimpleInferer
+    for names, key in ((("inference.json",), "inferer"), (("train.json", "evaluate.json"), "validate#inferer")):
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLE / "configs" / n) for n in names])
+        parser.update({**sam, "inference_mode": mode})
+        assert type(parser.get_parsed_content(key)) is expected, names
     size = tuple(SMOKE["demo_kwargs"]["size"])
     for m in masks:
         arr = np.asarray(Image.open(m))
@@ -164,8 +172,6 @@ def test_accurate_inferer_returns_sam_logits_for_the_student_prompts(tmp_path):
 
 
 def test_build_inferer_modes_and_errors(tmp_path):
-    from monai.inferers import SimpleInferer
-
     assert isinstance(build_inferer("fast", None), SimpleInferer)  # no checkpoint needed for the student alone
     with pytest.raises(ValueError, match="inference_mode"):
         build_inferer("precise")
