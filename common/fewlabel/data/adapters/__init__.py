@@ -33,6 +33,19 @@ Adapters (name: dataset, options):
   ``thickness_at_width``, ``force``.
 - ``kvasir_seg``: Kvasir-SEG polyps, JPEG masks thresholded to binary PNGs, seeded random
   80/10/10 split; ``fractions``, ``seed``, ``write_masks``, ``threshold``, ``force``.
+- ``lits``: LiTS liver CT volumes (NIfTI, 0/1/2 = background/liver/tumour), seeded scan-level split
+  100/5/25 (extra scans to training, fewer scans scale the counts); ``counts``, ``seed``.
+- ``msd_liver`` (alias ``msd_task03``): Medical Segmentation Decathlon Task03_Liver, a seeded
+  random subset of scans, all in testing unless ``fractions`` is given; ``num_scans``,
+  ``fractions``, ``seed``.
+- ``totalsegmentator``: TotalSegmentator CT + one organ mask, subjects without the organ dropped,
+  a seeded random subset, all in testing unless ``fractions`` or ``split="official"`` (meta.csv);
+  ``num_scans``, ``fractions``, ``split``, ``require_organ``, ``organ``, ``seed``.
+
+The CT adapters (``lits``, ``msd_liver``, ``totalsegmentator``) add ``"scan"`` to each item (the
+volume's id, equal to ``patient``) and a top-level ``"organ_labels"`` list: the label values that
+make up the organ (``[1, 2]`` for liver + tumour), as :func:`fewlabel.data.ct.build_slice_index`
+takes them.
 """
 
 from __future__ import annotations
@@ -49,9 +62,12 @@ from fewlabel.data.adapters.m2caiseg import build_m2caiseg
 from fewlabel.data.adapters.isic2017 import build_isic2017
 from fewlabel.data.adapters.kvasir_seg import build_kvasir_seg
 from fewlabel.data.adapters.l3d import build_l3d
+from fewlabel.data.adapters.lits import build_lits
+from fewlabel.data.adapters.msd_liver import build_msd_liver
 from fewlabel.data.adapters.p2ilf import build_p2ilf
 from fewlabel.data.adapters.tiles import build_tiles
 from fewlabel.data.adapters.tissuenet import build_tissuenet
+from fewlabel.data.adapters.totalsegmentator import build_totalsegmentator
 from fewlabel.data.datalist import save_datalist
 
 __all__ = [
@@ -67,6 +83,9 @@ __all__ = [
     "build_p2ilf",
     "build_l3d",
     "build_kvasir_seg",
+    "build_lits",
+    "build_msd_liver",
+    "build_totalsegmentator",
 ]
 
 ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -80,6 +99,10 @@ ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
     "p2ilf": build_p2ilf,
     "l3d": build_l3d,
     "kvasir_seg": build_kvasir_seg,
+    "lits": build_lits,
+    "msd_liver": build_msd_liver,
+    "msd_task03": build_msd_liver,
+    "totalsegmentator": build_totalsegmentator,
 }
 
 
