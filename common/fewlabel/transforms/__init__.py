@@ -23,4 +23,21 @@ from .io import (
 )
 from .masking import MaskCorruption, MaskCorruptiond, mask_ratio
 from .landmarks import SaveLandmarksd, landmarks_record, render_landmarks, scale_paths
-from .ct import CTWindow, CTWindowd, KeepMiddleSlices, KeepMiddleSlicesd, LoadCTVolume, LoadCTVolumed, NotHUWarning
+from .ct import (
+    CTWindow,
+    CTWindowd,
+    KeepMiddleSlices,
+    KeepMiddleSlicesd,
+    LoadCTSlice,
+    LoadCTSliced,
+    LoadCTVolume,
+    LoadCTVolumed,
+    NotHUWarning,
+)
+from .ct_io import (
+    SaveCTSegmentation,
+    SaveCTSegmentationd,
+    restore_original_orientation,
+    save_dicom_seg,
+    save_nifti_segmentation,
+)

@@ -42,6 +42,8 @@ __all__ = [
     "KeepMiddleSlicesd",
     "LoadCTVolume",
     "LoadCTVolumed",
+    "LoadCTSlice",
+    "LoadCTSliced",
 ]
 
 #: what :class:`CTWindow` does with NaN / Inf voxels
@@ -263,4 +265,48 @@ class LoadCTVolumed(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.loader(d[key])  # type: ignore[arg-type]
+        return d
+
+
+class LoadCTSlice(Transform):
+    """Read one slice of a slice stack written by :func:`fewlabel.data.ct_slices.cache_ct_slices`.
+
+    ``__call__(path, index)`` memory-maps the ``(Z, H, W)`` ``.npy`` stack and returns slice
+    ``index`` as a ``(1, H, W)`` float32 :class:`~monai.data.MetaTensor` (HU for image stacks,
+    0 / 1 for organ masks), with ``filename_or_obj`` ``"<stack>#<index>"`` in its meta.
+
+    Raises:
+        DataError: the stack is missing, unreadable or truncated, or ``index`` is out of range
+            (the message names the stack and says to delete it so that it is rebuilt).
+    """
+
+    def __call__(self, path: str | os.PathLike, index: int) -> MetaTensor:
+        try:
+            stack = np.load(os.fspath(path), mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read the slice stack {path}: {e}. Delete it (and its .json) to have it "
+                            "rebuilt from the CT volume.") from e
+        if stack.ndim != 3 or not 0 <= int(index) < stack.shape[0]:
+            raise DataError(f"slice stack {path} has shape {stack.shape}; slice {index} is not in it. Delete the "
+                            "stack to have it rebuilt.")
+        arr = np.array(stack[int(index)], dtype=np.float32)[None]
+        return MetaTensor(torch.from_numpy(arr), meta={"filename_or_obj": f"{os.fspath(path)}#{int(index)}"})
+
+
+class LoadCTSliced(MapTransform):
+    """Dictionary-based twin of :class:`LoadCTSlice`: replace each key's stack path by its slice ``data[index_key]``.
+
+    Use ``keys=["image", "label"]`` on the records of :func:`~fewlabel.data.ct_slices.cache_ct_slices`
+    (``allow_missing_keys=True`` for unlabelled slices).
+    """
+
+    def __init__(self, keys: KeysCollection, index_key: str = "index", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.index_key = index_key
+        self.loader = LoadCTSlice()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key], int(d[self.index_key]))  # type: ignore[arg-type]
         return d

@@ -1,0 +1,597 @@
+"""Writing CT segmentations: NIfTI in the input file's geometry, and DICOM SEG for a DICOM series.
+
+A CT bundle loads its input with :func:`fewlabel.data.ct.load_ct_volume` (or
+:class:`fewlabel.transforms.ct.LoadCTVolume`), so its prediction is a ``(1, X, Y, Z)`` mask in the
+loaded orientation (``"RAS"`` by default: axial axis last, slice 0 the most inferior) whose meta
+holds ``affine`` (that orientation), ``original_affine`` (the file's own voxel order),
+``spatial_shape`` (the file's shape) and ``filename_or_obj`` (the NIfTI file or the DICOM folder).
+This module writes such a mask back in the form a viewer or PACS expects:
+
+- :func:`restore_original_orientation` undoes the re-orientation exactly (a transpose and flips,
+  no resampling), so the mask lies on the file's stored voxel grid with ``original_affine``.
+- :func:`save_nifti_segmentation` writes a NIfTI label map with the source file's affine (sform
+  and qform with their codes, as nibabel reads them) and shape; for a DICOM source, the affine
+  :func:`~fewlabel.data.ct.load_ct_volume` gives that series.
+- :func:`save_dicom_seg` writes a binary DICOM Segmentation (highdicom) of one segment that
+  references the source series, one frame per source slice, matched to the slices by their
+  geometry (``ImagePositionPatient`` / ``ImageOrientationPatient`` / ``PixelSpacing``).
+- :class:`SaveCTSegmentation` / :class:`SaveCTSegmentationd` do both as MONAI transforms.
+
+Both writers need the mask on the grid of the loaded volume (same shape and affine, or the
+file's own grid); a prediction made at another size must first be mapped back (e.g. with MONAI's
+``Invertd``). Nothing here resamples.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+
+from fewlabel.data.ct import NIFTI_SUFFIXES, dicom_series_files, load_ct_volume
+
+__all__ = [
+    "restore_original_orientation",
+    "save_nifti_segmentation",
+    "save_dicom_seg",
+    "SaveCTSegmentation",
+    "SaveCTSegmentationd",
+]
+
+#: tolerance (mm in affines, voxels in grid positions) for "the same geometry"
+AFFINE_ATOL = 1e-4
+_GRID_ATOL = 1e-2
+_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: default SeriesNumber of the DICOM SEG series
+DICOM_SEG_SERIES_NUMBER = 300
+#: type 2 (required, may be empty) attributes highdicom copies from the source images into the SEG
+_TYPE2_COPIED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                 "StudyDate", "StudyTime", "ReferringPhysicianName")
+
+
+# ----------------------------------------------------------------------------- reference geometry
+@dataclass
+class _Reference:
+    """Geometry of a loaded volume, from its meta.
+
+    ``affine``: voxel -> world of the loaded orientation; ``original_affine``: of the file's voxel
+    order; ``spatial_shape``: the file's ``(X, Y, Z)`` (None if unknown); ``shape``: the loaded
+    volume's ``(X, Y, Z)`` (None if only a meta dict was given); ``source``: file or folder.
+    """
+
+    affine: np.ndarray
+    original_affine: np.ndarray
+    spatial_shape: tuple[int, ...] | None
+    shape: tuple[int, ...] | None
+    source: str | None
+    space: str
+
+
+def _single(value: Any) -> Any:
+    """Unwrap a collated batch of one (list / tuple of length 1)."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def _matrix(value: Any, name: str, source: str | None) -> np.ndarray:
+    arr = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    if arr.ndim == 3 and arr.shape[0] == 1:  # collated batch of one
+        arr = arr[0]
+    if arr.shape != (4, 4) or not np.isfinite(arr).all():
+        raise ValueError(f"meta '{name}' of {source or 'the reference'} must be a finite 4x4 matrix, "
+                         f"got shape {arr.shape}")
+    return arr
+
+
+def _reference(obj: Any, what: str = "reference") -> _Reference:
+    """Read the geometry of a loaded volume: a MetaTensor, its meta dict, or a path to load."""
+    shape = None
+    if isinstance(obj, (str, os.PathLike)):
+        obj = load_ct_volume(obj, axcodes="RAS")
+    if isinstance(obj, MetaTensor):
+        meta: Mapping[str, Any] = obj.meta
+        shape = tuple(int(s) for s in obj.shape[-3:])
+    elif isinstance(obj, Mapping):
+        meta = obj
+    else:
+        raise ValueError(f"{what} must be a MetaTensor, its meta dict, or a CT volume path; got {type(obj).__name__} "
+                         "without meta (pass reference=the loaded volume).")
+    source = _single(meta.get("filename_or_obj"))
+    source = None if source is None else os.fspath(source)
+    for key in ("affine", "original_affine"):
+        if key not in meta:
+            raise ValueError(f"{what} ({source or 'no file name'}) has no '{key}' in its meta: it was not loaded "
+                             "with fewlabel.data.ct.load_ct_volume / LoadCTVolume, or its meta was dropped.")
+    sp = meta.get("spatial_shape")
+    if sp is not None:
+        sp_arr = np.asarray(sp.detach().cpu() if isinstance(sp, torch.Tensor) else sp).reshape(-1)
+        sp = tuple(int(s) for s in sp_arr[-3:])
+    return _Reference(
+        affine=_matrix(meta["affine"], "affine", source),
+        original_affine=_matrix(meta["original_affine"], "original_affine", source),
+        spatial_shape=sp,
+        shape=shape,
+        source=source,
+        space=str(_single(meta.get("space", "RAS"))),
+    )
+
+
+def _mask_tensor(mask: Any, source: str | None) -> torch.Tensor:
+    """``(1, X, Y, Z)`` or ``(X, Y, Z)`` tensor / array -> plain ``(X, Y, Z)`` tensor (dtype kept)."""
+    if isinstance(mask, MetaTensor):
+        t = mask.as_tensor()
+    elif isinstance(mask, torch.Tensor):
+        t = mask
+    else:
+        t = torch.as_tensor(np.asarray(mask))
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 3:
+        raise ValueError(f"mask for {source or 'the reference'} must be (1, X, Y, Z) or (X, Y, Z), got shape "
+                         f"{tuple(t.shape)}")
+    return t.detach().cpu()
+
+
+# ----------------------------------------------------------------------------- orientation
+def _reorientation(ref: _Reference, loaded_shape: Sequence[int]) -> tuple[list[int], list[bool], np.ndarray]:
+    """The transpose and flips that take the loaded grid to the file's voxel order.
+
+    Returns ``(axes, flips, affine)``: output axis ``j`` is loaded axis ``axes[j]``, reversed where
+    ``flips[j]``; ``affine`` is the affine of the result (``ref.affine`` composed with that map).
+
+    Raises:
+        ValueError: ``affine`` and ``original_affine`` differ by more than a transpose and flips of
+            this grid (resampled, cropped or shifted mask).
+    """
+    vox = np.linalg.solve(ref.affine, ref.original_affine)  # file voxel -> loaded voxel
+    lin = vox[:3, :3]
+    perm = np.rint(lin)
+    if not (np.allclose(lin, perm, atol=_GRID_ATOL) and np.all(np.abs(perm).sum(0) == 1)
+            and np.all(np.abs(perm).sum(1) == 1)):
+        raise ValueError(
+            f"the mask's affine is not a transpose/flip of original_affine for {ref.source}: its grid was resampled "
+            "(map the prediction back to the loaded volume's grid first, e.g. with Invertd).\n"
+            f"affine:\n{ref.affine}\noriginal_affine:\n{ref.original_affine}")
+    axes = [int(np.flatnonzero(perm[:, j])[0]) for j in range(3)]
+    flips = [bool(perm[axes[j], j] < 0) for j in range(3)]
+    step = np.zeros((4, 4))
+    step[3, 3] = 1.0
+    for j, (a, f) in enumerate(zip(axes, flips)):
+        step[a, j] = -1.0 if f else 1.0
+        step[a, 3] = loaded_shape[a] - 1 if f else 0.0
+    return axes, flips, ref.affine @ step
+
+
+def restore_original_orientation(mask: torch.Tensor | np.ndarray, reference: Any = None) -> MetaTensor:
+    """Bring a mask in the loaded orientation back to the file's stored voxel order.
+
+    The inverse of the ``Orientation`` step of :func:`~fewlabel.data.ct.load_ct_volume`, done as
+    an exact transpose and flips (no interpolation, values and dtype kept).
+
+    Args:
+        mask: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` tensor / array / MetaTensor of any dtype, in the
+            orientation of the loaded volume (its meta ``affine``).
+        reference: where the geometry comes from: the loaded volume (MetaTensor), its meta dict,
+            or a path to load; default the mask's own meta (it must be a MetaTensor then).
+
+    Returns:
+        ``(1, X', Y', Z')`` :class:`~monai.data.MetaTensor` in the file's voxel order, with a copy of
+        the reference meta whose ``affine`` is ``original_affine`` and ``spatial_shape`` the new
+        shape. Its affine equals ``original_affine`` to ``1e-4``.
+
+    Raises:
+        ValueError: no geometry (plain array without ``reference``), the mask's size is not the
+            loaded volume's (message names both shapes and the file), or the two affines are not
+            related by a transpose and flips of the grid (a resampled mask).
+    """
+    ref_obj = mask if reference is None else reference
+    ref = _reference(ref_obj, "reference" if reference is not None else "mask")
+    t = _mask_tensor(mask, ref.source)
+    shape = tuple(int(s) for s in t.shape)
+    if ref.shape is not None and shape != ref.shape:
+        raise ValueError(f"mask shape {shape} does not match the loaded volume {ref.source}: {ref.shape} (X, Y, Z).")
+    axes, flips, affine = _reorientation(ref, shape)
+    out_shape = tuple(shape[a] for a in axes)
+    if ref.spatial_shape is not None and out_shape != ref.spatial_shape:
+        loaded = [0, 0, 0]
+        for j, a in enumerate(axes):
+            loaded[a] = ref.spatial_shape[j]
+        raise ValueError(f"mask shape {shape} does not match the volume {ref.source}: loaded shape {tuple(loaded)}, "
+                         f"stored shape {ref.spatial_shape} (X, Y, Z).")
+    if not np.allclose(affine, ref.original_affine, atol=AFFINE_ATOL):
+        raise ValueError(f"restored affine of the mask for {ref.source} does not match original_affine "
+                         f"(tolerance {AFFINE_ATOL}): the mask was shifted or cropped.\nrestored:\n{affine}\n"
+                         f"original_affine:\n{ref.original_affine}")
+    out = t.permute(*axes)
+    flip_dims = [j for j, f in enumerate(flips) if f]
+    if flip_dims:
+        out = torch.flip(out, dims=flip_dims)
+    src_meta = dict(ref_obj.meta) if isinstance(ref_obj, MetaTensor) else (
+        dict(ref_obj) if isinstance(ref_obj, Mapping) else {})
+    src_meta.update(affine=torch.as_tensor(ref.original_affine, dtype=torch.float64),
+                    spatial_shape=np.asarray(out_shape), filename_or_obj=ref.source)
+    return MetaTensor(out.contiguous()[None], meta=src_meta)
+
+
+# ----------------------------------------------------------------------------- NIfTI
+def _label_values(arr: np.ndarray, dtype: np.dtype | type, source: str | None) -> np.ndarray:
+    """Check a label array holds whole numbers that fit ``dtype`` and cast it."""
+    dtype = np.dtype(dtype)
+    if arr.dtype == np.bool_:
+        return arr.astype(dtype)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise ValueError(f"mask for {source} holds non-integer values; threshold or argmax the prediction "
+                             "to class indices before saving.")
+    if dtype.kind in "ui" and arr.size:
+        lo, hi = arr.min(), arr.max()
+        info = np.iinfo(dtype)
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"mask for {source} has values in [{lo}, {hi}], outside the range of {dtype.name}; "
+                             "pass a wider dtype.")
+    return arr.astype(dtype)
+
+
+def _is_nifti_path(path: str | None) -> bool:
+    return path is not None and any(path.lower().endswith(s) for s in NIFTI_SUFFIXES)
+
+
+def _nifti_like_source(data: np.ndarray, affine: np.ndarray, source: str | None) -> Any:
+    """A ``Nifti1Image`` of ``data`` whose header geometry copies the source NIfTI (if it is one).
+
+    For a NIfTI source the sform and qform are copied with their codes, so nibabel reads back the
+    source's affine; otherwise ``affine`` is written as both (code 1, scanner).
+    """
+    import nibabel as nib
+
+    img = nib.Nifti1Image(data, None)
+    if _is_nifti_path(source) and os.path.isfile(str(source)):
+        src = nib.load(str(source))
+        if tuple(src.shape[:3]) != data.shape:
+            raise ValueError(f"mask restored to shape {data.shape} does not match the source NIfTI {source}: "
+                             f"{tuple(src.shape[:3])}.")
+        if not np.allclose(src.affine, affine, atol=AFFINE_ATOL):
+            raise ValueError(f"source NIfTI {source} has another affine than the one it was loaded with "
+                             f"(file changed since loading?):\n{src.affine}\nvs original_affine\n{affine}")
+        hdr = src.header
+        img.header.set_zooms(hdr.get_zooms()[:3])
+        img.set_qform(hdr.get_qform(), code=int(hdr["qform_code"]))
+        img.set_sform(hdr.get_sform(), code=int(hdr["sform_code"]))
+    else:
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_intent("label")
+    return img
+
+
+def save_nifti_segmentation(mask: torch.Tensor | np.ndarray, reference: Any, path: str | os.PathLike,
+                            dtype: np.dtype | type = np.uint8) -> Path:
+    """Write a segmentation as NIfTI with exactly the input file's affine and shape.
+
+    The mask is brought back to the file's voxel order (:func:`restore_original_orientation`),
+    so nibabel reads the result with the same ``affine`` and ``shape`` as the source NIfTI (sform
+    and qform copied with their codes). For a DICOM series source the NIfTI gets the affine
+    :func:`~fewlabel.data.ct.load_ct_volume` gives that series (its ``original_affine``, RAS,
+    sform / qform code 1) and its stored shape ``(columns, rows, slices)``.
+
+    Args:
+        mask: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` torch / numpy / MetaTensor in the loaded orientation
+            of ``reference``: bool, 0/1 or class indices (whole numbers; floats must be integral).
+        reference: the loaded volume (MetaTensor with meta ``affine``, ``original_affine``,
+            ``spatial_shape``, ``filename_or_obj``), its meta dict, or the source path (loaded
+            with ``axcodes="RAS"``).
+        path: output ``.nii.gz`` / ``.nii``; parent folders are created.
+        dtype: stored integer dtype (default uint8; values must fit it).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: the mask's size differs from the reference (both shapes named), values are not
+            whole numbers or do not fit ``dtype``, or the geometry cannot be restored exactly.
+    """
+    import nibabel as nib
+
+    restored = restore_original_orientation(mask, reference)
+    source = restored.meta.get("filename_or_obj")
+    data = _label_values(restored[0].as_tensor().numpy(), dtype, source)
+    img = _nifti_like_source(np.ascontiguousarray(data), np.asarray(restored.affine, dtype=np.float64), source)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, os.fspath(path))
+    return path
+
+
+# ----------------------------------------------------------------------------- DICOM SEG
+def _series_datasets(source_dir: str | os.PathLike) -> list[Any]:
+    """Headers of the series in ``source_dir`` sorted along the slice normal (inferior first for axial CT)."""
+    import pydicom
+
+    files = dicom_series_files(source_dir)  # DataError naming the folder when there is no series
+    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    for ds in datasets:  # type 2 patient / study attributes highdicom copies: empty when absent (in memory only)
+        for keyword in _TYPE2_COPIED:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+    iop = np.asarray(datasets[0].ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    return sorted(datasets, key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))))
+
+
+def _frame_indices(ds: Any, world_to_voxel: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask voxel indices ``(ix, iy, iz)``, each ``(rows, columns)``, of every pixel of source frame ``ds``.
+
+    Pixel (row ``r``, column ``c``) lies at ``IPP + c * dx * IOP[:3] + r * dy * IOP[3:]`` (LPS, mm)
+    with ``PixelSpacing = [dy, dx]``; ``world_to_voxel`` maps LPS to the mask's voxel grid.
+    """
+    iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+    dy, dx = (float(v) for v in ds.PixelSpacing)
+    lin, off = world_to_voxel[:3, :3], world_to_voxel[:3, 3]
+    origin = lin @ np.asarray(ds.ImagePositionPatient, dtype=np.float64) + off
+    step_c, step_r = lin @ (dx * iop[:3]), lin @ (dy * iop[3:])
+    exact = np.stack([origin, step_c, step_r])
+    if not np.allclose(exact, np.rint(exact), atol=_GRID_ATOL):
+        raise ValueError(f"the mask's voxel grid does not line up with the pixels of {where} (mask resampled or "
+                         "reference from another series); map the prediction back to the loaded series first.")
+    origin, step_c, step_r = (np.rint(v).astype(np.int64) for v in (origin, step_c, step_r))
+    rows = np.arange(int(ds.Rows), dtype=np.int64)[:, None, None]
+    cols = np.arange(int(ds.Columns), dtype=np.int64)[None, :, None]
+    idx = origin + rows * step_r + cols * step_c  # (rows, columns, 3)
+    return idx[..., 0], idx[..., 1], idx[..., 2]
+
+
+def _frames_from_mask(mask: np.ndarray, ref: _Reference, datasets: Sequence[Any], folder: str) -> np.ndarray:
+    """Resample nothing: pick, for each source slice, the mask voxels on its pixels -> ``(N, rows, columns)``."""
+    affine = ref.affine if ref.space.upper() == "LPS" else _LPS_FROM_RAS @ ref.affine
+    world_to_voxel = np.linalg.inv(affine)
+    series = (int(datasets[0].Columns), int(datasets[0].Rows), len(datasets))
+    if mask.size != int(np.prod(series)):
+        raise ValueError(f"mask shape {mask.shape} does not match the DICOM series in {folder}: "
+                         f"{series[0]} columns x {series[1]} rows x {series[2]} slices.")
+    frames = np.zeros((len(datasets), series[1], series[0]), dtype=mask.dtype)
+    for n, ds in enumerate(datasets):
+        where = f"{folder} (SOPInstanceUID {ds.SOPInstanceUID})"
+        ix, iy, iz = _frame_indices(ds, world_to_voxel, where)
+        inside = all((i.min() >= 0 and i.max() < s) for i, s in zip((ix, iy, iz), mask.shape))
+        if not inside:
+            raise ValueError(f"mask shape {mask.shape} does not cover slice {where}: the mask is not on the grid of "
+                             f"the series ({series[0]} columns x {series[1]} rows x {series[2]} slices).")
+        frames[n] = mask[ix, iy, iz]
+    return frames
+
+
+def _binary(arr: np.ndarray, source: str) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        return arr
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        found = np.unique(arr)[:10].tolist()
+        raise ValueError(f"DICOM SEG of {source} is binary (one segment) but the mask holds values {found}; "
+                         "pass mask == class_index.")
+    return arr.astype(bool)
+
+
+def save_dicom_seg(
+    mask: torch.Tensor | np.ndarray,
+    source_dir: str | os.PathLike,
+    path: str | os.PathLike,
+    reference: Any = None,
+    segment_label: str = "Liver",
+    algorithm_name: str = "fewlabel",
+    algorithm_version: str | None = None,
+    series_description: str | None = None,
+    manufacturer: str = "fewlabel",
+    manufacturer_model_name: str = "fewlabel CT segmentation",
+    device_serial_number: str = "0",
+    series_number: int = DICOM_SEG_SERIES_NUMBER,
+    segmented_property_category: Any = None,
+    segmented_property_type: Any = None,
+    omit_empty_frames: bool = True,
+) -> Path:
+    """Write a binary DICOM Segmentation (one segment) of a DICOM CT series with highdicom.
+
+    Source images are the series' headers (pydicom, no pixel data) sorted along the slice normal
+    (type 2 patient / study attributes they lack, e.g. ``PatientBirthDate``, are set empty in
+    memory, as the standard allows, because highdicom copies them);
+    frame ``n`` is the mask on the pixels of source slice ``n``, found from that slice's
+    ``ImagePositionPatient`` / ``ImageOrientationPatient`` / ``PixelSpacing`` and the mask's
+    affine (never from ``InstanceNumber``), so rows and columns, slice order and flips follow the
+    geometry. The SEG shares the source's study and patient and references the source series
+    (``ReferencedSeriesSequence``) and, per frame, its source instance.
+
+    Empty frames are left out by default (``omit_empty_frames``, highdicom's default); when the
+    whole mask is empty, every frame is written (all zero) so the SEG is still a valid instance
+    that says "no liver" on every referenced slice.
+
+    Args:
+        mask: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` bool / 0-1 array, tensor or MetaTensor in the
+            orientation of ``reference``.
+        source_dir: folder holding the source DICOM series.
+        path: output file (``.dcm``); parent folders are created.
+        reference: the loaded volume whose grid the mask is on (MetaTensor or its meta dict);
+            default ``load_ct_volume(source_dir, "RAS")`` (reads the series again).
+        segment_label: the segment's label.
+        algorithm_name, algorithm_version: algorithm identification (family Artificial
+            Intelligence); version defaults to ``fewlabel.__version__``.
+        series_description: default ``"<segment_label> segmentation (<algorithm_name>)"``.
+        manufacturer, manufacturer_model_name, device_serial_number, series_number: equipment
+            and series attributes of the SEG.
+        segmented_property_category, segmented_property_type: coded concepts; default
+            ``Anatomical Structure`` (SCT 91723000, from CID 7150) and ``Liver`` (SCT 10200004).
+        omit_empty_frames: leave out slices without foreground (ignored for an empty mask).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DataError: ``source_dir`` is missing or holds no (or more than one) DICOM series.
+        ValueError: the mask's size does not match the series (folder and shapes named), it is not
+            binary, or its grid does not line up with the source slices.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    import fewlabel
+
+    folder = os.fspath(source_dir)
+    datasets = _series_datasets(folder)
+    ref = _reference(load_ct_volume(folder, axcodes="RAS") if reference is None else reference)
+    arr = _binary(_mask_tensor(mask, folder).numpy(), folder)
+    if ref.shape is not None and tuple(arr.shape) != ref.shape:
+        raise ValueError(f"mask shape {tuple(arr.shape)} does not match the DICOM series in {folder}: "
+                         f"loaded shape {ref.shape} (X, Y, Z).")
+    frames = _frames_from_mask(arr, ref, datasets, folder)
+    empty = not frames.any()
+    version = algorithm_version or str(getattr(fewlabel, "__version__", "unknown"))
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=segment_label,
+        segmented_property_category=segmented_property_category or codes.cid7150.AnatomicalStructure,
+        segmented_property_type=segmented_property_type or codes.SCT.Liver,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=version),
+    )
+    seg = hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=frames.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=int(series_number),
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=manufacturer,
+        manufacturer_model_name=manufacturer_model_name,
+        software_versions=version,
+        device_serial_number=device_serial_number,
+        series_description=series_description or f"{segment_label} segmentation ({algorithm_name})",
+        omit_empty_frames=bool(omit_empty_frames) and not empty,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path
+
+
+# ----------------------------------------------------------------------------- transforms
+def _stem(source: str) -> str:
+    """NIfTI file name without ``.nii`` / ``.nii.gz``, or the DICOM folder's name."""
+    name = Path(source.rstrip("/\\")).name
+    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name if Path(source).is_dir() else Path(name).stem
+
+
+class SaveCTSegmentation(Transform):
+    """Write a CT segmentation as ``<stem><suffix>.nii.gz`` and, for a DICOM source, ``<stem><suffix>.dcm``.
+
+    Input: the predicted ``(1, X, Y, Z)`` :class:`~monai.data.MetaTensor` (class indices; bool,
+    0/1 or integers) in the orientation of the loaded CT volume, whose meta carries that volume's
+    ``filename_or_obj``, ``affine``, ``original_affine`` and ``spatial_shape`` (as
+    :class:`~fewlabel.transforms.ct.LoadCTVolume` gives them). ``stem`` is the NIfTI file name
+    without ``.nii`` / ``.nii.gz`` or the DICOM folder's name. The NIfTI is always written
+    (:func:`save_nifti_segmentation`); the DICOM SEG (:func:`save_dicom_seg`, mask must be binary)
+    when the source is a DICOM folder and ``dicom_seg`` is ``"auto"`` or ``True``.
+
+    The mask is returned unchanged (same object); the written paths are recorded in its meta as
+    ``meta["saved_files"]``: a list of strings, the NIfTI first, then the SEG if written.
+
+    Args:
+        output_dir: output folder (created).
+        suffix: added to the stem (default ``"_seg"``).
+        dicom_seg: ``"auto"`` (SEG for DICOM sources only), ``True`` (required: a NIfTI source is
+            a ValueError naming the file) or ``False`` (never).
+        segment_label: SEG segment label.
+        dtype: NIfTI dtype (default uint8).
+        algorithm_name, algorithm_version, series_description, manufacturer: passed to
+            :func:`save_dicom_seg`.
+        omit_empty_frames: passed to :func:`save_dicom_seg`.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, suffix: str = "_seg", dicom_seg: bool | str = "auto",
+                 segment_label: str = "Liver", dtype: np.dtype | type = np.uint8, algorithm_name: str = "fewlabel",
+                 algorithm_version: str | None = None, series_description: str | None = None,
+                 manufacturer: str = "fewlabel", omit_empty_frames: bool = True) -> None:
+        if dicom_seg not in ("auto", True, False):
+            raise ValueError(f"dicom_seg must be 'auto', True or False, got {dicom_seg!r}")
+        self.output_dir = Path(output_dir)
+        self.suffix = suffix
+        self.dicom_seg = dicom_seg
+        self.dtype = dtype
+        self.seg_kwargs: dict[str, Any] = dict(
+            segment_label=segment_label, algorithm_name=algorithm_name, algorithm_version=algorithm_version,
+            series_description=series_description, manufacturer=manufacturer, omit_empty_frames=omit_empty_frames)
+
+    def save(self, mask: torch.Tensor, reference: Any = None) -> list[Path]:
+        """Write the files for ``mask`` (geometry from ``reference``, default the mask's meta); return their paths."""
+        ref = _reference(mask if reference is None else reference, "prediction")
+        if not ref.source:
+            raise ValueError("the prediction's meta has no filename_or_obj: cannot name the output nor find the "
+                             "source series; keep the meta of LoadCTVolume on the prediction.")
+        is_dicom = os.path.isdir(ref.source)
+        if self.dicom_seg is True and not is_dicom:
+            raise ValueError(f"dicom_seg=True but the source {ref.source} is not a DICOM series folder; a DICOM SEG "
+                             "needs the source DICOM images (use dicom_seg='auto' or False for NIfTI input).")
+        geometry = mask if reference is None else reference
+        stem = _stem(ref.source) + self.suffix
+        written = [save_nifti_segmentation(mask, geometry, self.output_dir / f"{stem}.nii.gz", dtype=self.dtype)]
+        if is_dicom and self.dicom_seg in ("auto", True):
+            written.append(save_dicom_seg(mask, ref.source, self.output_dir / f"{stem}.dcm", reference=geometry,
+                                          **self.seg_kwargs))
+        return written
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        written = self.save(mask)
+        if isinstance(mask, MetaTensor):
+            mask.meta["saved_files"] = [os.fspath(p) for p in written]
+        return mask
+
+
+class SaveCTSegmentationd(MapTransform):
+    """Dictionary-based twin of :class:`SaveCTSegmentation`.
+
+    For each key, writes the files of ``d[key]`` and stores their paths (strings, NIfTI first) in
+    ``d[f"{key}{files_postfix}"]`` (default ``"pred_files"`` for key ``"pred"``) as well as in the
+    mask's meta ``"saved_files"``. The masks themselves are not changed.
+
+    Args:
+        keys: prediction key(s) (default ``"pred"``).
+        output_dir, suffix, dicom_seg, segment_label, dtype, algorithm_name, algorithm_version,
+            series_description, manufacturer, omit_empty_frames: as :class:`SaveCTSegmentation`.
+        reference_key: take the geometry (meta) from ``d[reference_key]`` (e.g. ``"image"``)
+            instead of the prediction's own meta.
+        files_postfix: postfix of the key receiving the written paths.
+    """
+
+    def __init__(self, keys: KeysCollection = "pred", output_dir: str | os.PathLike = ".", suffix: str = "_seg",
+                 dicom_seg: bool | str = "auto", segment_label: str = "Liver", dtype: np.dtype | type = np.uint8,
+                 algorithm_name: str = "fewlabel", algorithm_version: str | None = None,
+                 series_description: str | None = None, manufacturer: str = "fewlabel",
+                 omit_empty_frames: bool = True, reference_key: str | None = None, files_postfix: str = "_files",
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.saver = SaveCTSegmentation(output_dir, suffix, dicom_seg, segment_label, dtype, algorithm_name,
+                                        algorithm_version, series_description, manufacturer, omit_empty_frames)
+        self.reference_key = reference_key
+        self.files_postfix = files_postfix
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        reference = d[self.reference_key] if self.reference_key is not None else None
+        for key in self.key_iterator(d):
+            written = [os.fspath(p) for p in self.saver.save(d[key], reference)]
+            if isinstance(d[key], MetaTensor):
+                d[key].meta["saved_files"] = written
+            d[f"{key}{self.files_postfix}"] = written
+        return d
