@@ -58,16 +58,19 @@ def resolve_datalist(
         dataset_dir: the user's dataset folder; empty or ``None`` means the demo phantoms.
         datalist: the datalist file, relative to ``dataset_dir`` unless absolute (made by
             ``fewlabel datalist DATASET SRC_DIR -o DATASET_DIR/datalist.json``).
-        demo: demo phantom kind used when no dataset is given.
-        demo_kwargs: arguments of :func:`fewlabel.data.phantoms.write_demo_dataset`.
+        demo: demo phantom kind used when no dataset is given; ``"ct"``: CT volume phantoms
+            (:func:`fewlabel.data.ct_slices.write_ct_demo_dataset`).
+        demo_kwargs: arguments of :func:`fewlabel.data.phantoms.write_demo_dataset` (or of the CT writer).
 
     Raises:
         DataError: ``dataset_dir`` or the datalist does not exist (the message says how to make one).
     """
     if not dataset_dir:
+        from fewlabel.data.ct_slices import write_ct_demo_dataset
         from fewlabel.data.phantoms import write_demo_dataset
 
-        path = write_demo_dataset(demo, **(demo_kwargs or {}))
+        kwargs = demo_kwargs or {}
+        path = write_ct_demo_dataset(**kwargs) if demo == "ct" else write_demo_dataset(demo, **kwargs)
         logger.info("no dataset_dir given: using the '%s' demo phantoms at %s", demo, path)
         return str(path)
     root = Path(dataset_dir)

@@ -16,12 +16,15 @@ from fewlabel.data.ct import (
     SliceIndex,
     build_slice_index,
     dicom_series_files,
+    list_ct_volumes,
     load_ct_volume,
     make_ct_phantom,
     middle_slices,
+    organ_flags,
     write_ct_phantom,
     write_ct_phantom_dicom,
 )
+from fewlabel.data.ct_slices import cache_ct_slices, slice_tables, write_ct_demo_dataset
 from fewlabel.data.contrastive_selection import STRATEGIES, Triplets, select_examples
 from fewlabel.data.statistics import class_pixel_shares
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
@@ -52,4 +55,9 @@ __all__ = [
     "middle_slices",
     "write_ct_phantom",
     "write_ct_phantom_dicom",
+    "organ_flags",
+    "list_ct_volumes",
+    "cache_ct_slices",
+    "slice_tables",
+    "write_ct_demo_dataset",
 ]

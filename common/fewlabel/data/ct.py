@@ -53,8 +53,10 @@ __all__ = [
     "middle_slices",
     "load_ct_volume",
     "dicom_series_files",
+    "list_ct_volumes",
     "SliceIndex",
     "build_slice_index",
+    "organ_flags",
     "CTPhantom",
     "make_ct_phantom",
     "write_ct_phantom",
@@ -139,6 +141,41 @@ def _loader(dtype: np.dtype | type | None) -> Any:
 def _is_nifti(path: Path) -> bool:
     name = path.name.lower()
     return any(name.endswith(s) for s in NIFTI_SUFFIXES)
+
+
+def list_ct_volumes(folder: str | os.PathLike) -> list[dict[str, str]]:
+    """Inference inputs in ``folder``: every NIfTI file and every sub-folder holding DICOM files.
+
+    Looks at ``folder`` itself (a folder of DICOM files is one series), its NIfTI files and its
+    direct sub-folders (one DICOM series each); sorted by name. Returns ``[{"image": path}, ...]``.
+
+    Raises:
+        DataError: ``folder`` is missing or holds no NIfTI file and no DICOM file.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DataError(f"input folder not found: {root}. Pass --dataset_dir <folder of .nii.gz files or DICOM series>.")
+
+    def has_dicom(d: Path) -> bool:
+        for f in d.iterdir():
+            if f.is_file() and (f.suffix.lower() == ".dcm" or _has_dicm_preamble(f)):
+                return True
+        return False
+
+    if has_dicom(root):
+        return [{"image": str(root)}]
+    found = [p for p in sorted(root.iterdir()) if (p.is_file() and _is_nifti(p)) or (p.is_dir() and has_dicom(p))]
+    if not found:
+        raise DataError(f"{root} holds no NIfTI volume (.nii / .nii.gz) and no DICOM series folder.")
+    return [{"image": str(p)} for p in found]
+
+
+def _has_dicm_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
 
 
 def dicom_series_files(folder: str | os.PathLike) -> list[str]:
@@ -401,6 +438,19 @@ class SliceIndex:
         )
 
 
+def organ_flags(label: torch.Tensor | np.ndarray, organ_label: int | Sequence[int]) -> np.ndarray:
+    """Whether each slice of ``label`` holds the organ: ``(..., Z)`` label map -> ``(Z,)`` bool.
+
+    A slice (the last axis indexes slices) is flagged when any of its voxels equals one of
+    ``organ_label`` -- PolyCL's ``T(s)``.
+    """
+    arr = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
+    hit = torch.zeros(arr.shape, dtype=torch.bool)
+    for v in np.atleast_1d(np.asarray(organ_label)).tolist():
+        hit |= arr == int(v)
+    return hit.reshape(-1, arr.shape[-1]).any(dim=0).numpy()
+
+
 def build_slice_index(
     items: Iterable[Mapping[str, Any]],
     label_key: str = "label",
@@ -492,11 +542,7 @@ def build_slice_index(
                             "they must cover the same voxels.")
         num = dims_label[-1]
         start, stop = _middle_bounds(num, fraction, rounding)
-        arr = torch.as_tensor(lab)[0, ..., start:stop]
-        hit = torch.zeros(arr.shape, dtype=torch.bool)
-        for v in organ:
-            hit |= arr == v
-        flags = hit.flatten(0, -2).any(dim=0).numpy()
+        flags = organ_flags(torch.as_tensor(lab)[0, ..., start:stop], organ)
         scans.append({"scan": scan, "image": image, "label": label, "num_slices": num,
                       "positions": list(range(start, stop)),
                       "organ_positions": [start + i for i in np.flatnonzero(flags).tolist()]})

@@ -211,7 +211,8 @@ class PolyCLLoss(_Loss):
         reduction: ``"mean"`` (over anchors), ``"sum"`` or ``"none"`` (``(B,)``).
 
     Call ``loss(anchor, positive, negative)`` with three ``(B, D)`` floating tensors, row ``i`` of each
-    from the ``i``-th triplet; any scale (cosine similarity), any float dtype (computed in float32).
+    from the ``i``-th triplet (or ``loss(stacked)`` with their ``(3B, D)`` concatenation);
+    any scale (cosine similarity), any float dtype (computed in float32).
     Returns a float32 scalar (or ``(B,)``) >= 0.
 
     Raises:
@@ -225,8 +226,24 @@ class PolyCLLoss(_Loss):
         super().__init__(reduction=reduction)
         self.temperature = _check_temperature(temperature, allow_none=True)
 
-    def forward(self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        """``anchor``, ``positive``, ``negative``: ``(B, D)`` projections of the triplets."""
+    def forward(
+        self, anchor: torch.Tensor, positive: torch.Tensor | None = None, negative: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``anchor``, ``positive``, ``negative``: ``(B, D)`` projections of the triplets.
+
+        Stacked form: ``loss(z)`` with one ``(3B, D)`` tensor (rows: the ``B`` anchors, their positives,
+        their negatives, as :class:`fewlabel.engines.polycl.TripletBatch` stacks the images); this is how
+        ``SupervisedTrainer`` calls it (``loss(pred, None)``).
+        """
+        if positive is None and negative is None:
+            _check_features("anchor", anchor, 2)
+            if anchor.shape[0] % 3:
+                raise ValueError(
+                    f"a stacked triplet batch needs 3B rows (anchors, positives, negatives), got {anchor.shape[0]}"
+                )
+            anchor, positive, negative = anchor.chunk(3)
+        elif positive is None or negative is None:
+            raise ValueError("pass both positive and negative, or neither (one stacked (3B, D) tensor)")
         for name, x in (("anchor", anchor), ("positive", positive), ("negative", negative)):
             _check_features(name, x, 2)
         if not anchor.shape == positive.shape == negative.shape:

@@ -1,4 +1,4 @@
-"""Metrics: per-class IoU / Dice reports from MONAI's metric functions; landmark precision, Dice and G (P2ILF)."""
+"""Metrics: per-class IoU / Dice reports from MONAI's metric functions; per-volume Dice / Hausdorff (PolyCL); landmark precision, Dice and G (P2ILF)."""
 
 from .landmarks import (
     LANDMARK_NAMES,
@@ -10,11 +10,16 @@ from .landmarks import (
     symmetric_distance,
 )
 from .report import SegmentationReport, SegmentationScores, format_table
+from .volume import VolumeReport, VolumeScores, format_volume_table, volume_scores
 
 __all__ = [
     "SegmentationReport",
     "SegmentationScores",
     "format_table",
+    "VolumeReport",
+    "VolumeScores",
+    "format_volume_table",
+    "volume_scores",
     "LANDMARK_NAMES",
     "LandmarkScores",
     "symmetric_distance",

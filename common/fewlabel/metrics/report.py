@@ -26,7 +26,7 @@ from monai.handlers import from_engine
 from monai.metrics import compute_dice, compute_iou
 from monai.networks import one_hot
 
-__all__ = ["SegmentationScores", "SegmentationReport", "format_table"]
+__all__ = ["ReportHandler", "SegmentationScores", "SegmentationReport", "format_table"]
 
 logger = logging.getLogger("fewlabel.metrics")
 
@@ -145,7 +145,49 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-class SegmentationReport:
+class ReportHandler:
+    """Base of the report handlers: reset ``scores`` at start, update every iteration, write at the end.
+
+    Subclasses set ``self.scores`` (with ``reset`` / ``compute``) and implement ``_update(engine)`` and
+    ``_table(result) -> str``; :meth:`_write` saves ``<name>.json`` and ``<name>.md`` in ``output_dir``
+    and puts ``metric_keys`` of the result into ``engine.state.metrics`` as ``<name>_<key>``.
+    """
+
+    metric_keys: tuple[str, ...] = ()
+
+    def __init__(self, output_dir: str | os.PathLike, scores: Any, output_transform: Callable | None = None,
+                 name: str = "metrics", title: str = "") -> None:
+        self.output_dir = Path(output_dir)
+        self.scores = scores
+        self.output_transform = output_transform or from_engine(["pred", "label"])
+        self.name = name
+        self.title = title or name
+        self.result: dict[str, Any] | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda e: self.scores.reset())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _update(self, engine: Engine) -> None:
+        raise NotImplementedError
+
+    def _table(self, result: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def _write(self, engine: Engine) -> None:
+        self.result = self.scores.compute()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / f"{self.name}.json").write_text(json.dumps(self.result, indent=2))
+        table = self._table(self.result)
+        (self.output_dir / f"{self.name}.md").write_text(table)
+        for key in self.metric_keys:
+            if key in self.result:
+                engine.state.metrics[f"{self.name}_{key}"] = self.result[key]
+        logger.info("%s written to %s\n%s", self.name, self.output_dir, table)
+
+
+class SegmentationReport(ReportHandler):
     """Ignite handler: score every iteration's predictions and write ``<name>.json`` / ``<name>.md`` at the end.
 
     Args:
@@ -158,34 +200,19 @@ class SegmentationReport:
         class_shares, underrepresented_below: see :class:`SegmentationScores`.
     """
 
+    metric_keys = ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground", "mean_iou_underrepresented")
+
     def __init__(
         self, output_dir: str | os.PathLike, class_names: Sequence[str],
         output_transform: Callable | None = None, name: str = "metrics", title: str = "",
         class_shares: dict[str, float] | None = None, underrepresented_below: float = 0.01,
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.scores = SegmentationScores(class_names, class_shares, underrepresented_below)
-        self.output_transform = output_transform or from_engine(["pred", "label"])
-        self.name = name
-        self.title = title or name
-        self.result: dict[str, Any] | None = None
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda e: self.scores.reset())
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
-        engine.add_event_handler(Events.COMPLETED, self._write)
+        super().__init__(output_dir, SegmentationScores(class_names, class_shares, underrepresented_below),
+                         output_transform, name, title)
 
     def _update(self, engine: Engine) -> None:
         pred, label = self.output_transform(engine.state.output)
         self.scores.update(pred, label)
 
-    def _write(self, engine: Engine) -> None:
-        self.result = self.scores.compute()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / f"{self.name}.json").write_text(json.dumps(self.result, indent=2))
-        table = format_table(self.result, self.title)
-        (self.output_dir / f"{self.name}.md").write_text(table)
-        for key in ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground", "mean_iou_underrepresented"):
-            if key in self.result:
-                engine.state.metrics[f"{self.name}_{key}"] = self.result[key]
-        logger.info("%s written to %s\n%s", self.name, self.output_dir, table)
+    def _table(self, result: dict[str, Any]) -> str:
+        return format_table(result, self.title)

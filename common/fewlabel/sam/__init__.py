@@ -37,7 +37,18 @@ from .teacher import (
 )
 from .inferer import INFERENCE_MODES, SamRefineInferer, build_inferer
 
+
+
+def tiny_sam2_checkpoint(path: str, seed: int = 0) -> str:
+    """:func:`fewlabel.sam.propagate.tiny_sam2_checkpoint` (a tiny random SAM 2 file for tests and demos),
+    importable without loading ``sam2`` until it is called."""
+    from .propagate import tiny_sam2_checkpoint as make
+
+    return make(path, seed=seed)
+
+
 __all__ = [
+    "tiny_sam2_checkpoint",
     "EmbeddingCache",
     "KeySource",
     "MASK_PROMPT_EPS",

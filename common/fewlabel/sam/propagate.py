@@ -59,6 +59,9 @@ from fewlabel.errors import CheckpointError
 from fewlabel.sam.teacher import state_dict_mismatch
 
 __all__ = [
+    "PROMPT_SOURCES",
+    "Sam2Propagation",
+    "build_sam2_propagation",
     "SAM2_CONFIGS",
     "TINY_SAM2_OVERRIDES",
     "TEMP_PREFIX",
@@ -329,6 +332,68 @@ def propagate_from_label(
         predictor, vol_z, s_r, lab_z[s_r] != 0, threshold=threshold, slices=s, value_range=value_range, tmp_dir=tmp_dir
     )
     return np.moveaxis(mask, 0, slice_axis), s_r
+
+
+#: where :class:`Sam2Propagation` takes the informative slices and the reference mask from
+PROMPT_SOURCES = ("prediction", "ground_truth")
+
+
+class Sam2Propagation:
+    """The SAM 2 step of a volume pipeline: a coarse 3D mask in, the propagated 3D mask out.
+
+    ``__call__(volume, reference)`` runs :func:`propagate_from_label` on ``(Z, H, W)`` arrays:
+    the informative slices of ``reference`` form the pseudo-video, its middle informative slice is
+    the prompt. ``reference`` is the segmentation network's mask (``prompt="prediction"``, what a
+    deployed model has) or the ground truth (``prompt="ground_truth"``, the paper's equations, for
+    evaluation); which one is the caller's choice (the volume inferer passes the label when this
+    attribute says ``"ground_truth"``). A reference with no foreground gives an empty mask (and
+    counts in :attr:`no_prompt`): there is nothing to propagate.
+
+    Args:
+        predictor: a SAM 2 video predictor (:func:`build_sam2_propagator`).
+        prompt: ``"prediction"`` or ``"ground_truth"`` (see above).
+        threshold: logit threshold of SAM 2's masks (0: probability 0.5).
+        value_range: intensity range of the volume mapped to 0-255 frames (``(0, 1)`` after
+            :class:`fewlabel.transforms.CTWindow`); None: each volume's min-max.
+        tmp_dir: parent folder of the temporary frame folder (default: the system's).
+
+    Attributes:
+        no_prompt: volumes seen whose reference had no foreground.
+        reference_slices: the reference slice of each volume propagated (None when none).
+    """
+
+    def __init__(self, predictor: Any, prompt: str = "prediction", threshold: float = 0.0,
+                 value_range: tuple[float, float] | None = (0.0, 1.0),
+                 tmp_dir: str | os.PathLike | None = None) -> None:
+        if prompt not in PROMPT_SOURCES:
+            raise ValueError(f"prompt must be one of {PROMPT_SOURCES}, got '{prompt}'")
+        self.predictor = predictor
+        self.prompt = prompt
+        self.threshold = float(threshold)
+        self.value_range = value_range
+        self.tmp_dir = tmp_dir
+        self.no_prompt = 0
+        self.reference_slices: list[int | None] = []
+
+    def __call__(self, volume: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor) -> np.ndarray:
+        """``volume`` ``(Z, H, W)`` float, ``reference`` ``(Z, H, W)`` mask -> ``(Z, H, W)`` bool mask."""
+        ref = reference.detach().cpu().numpy() if isinstance(reference, torch.Tensor) else np.asarray(reference)
+        if not np.any(ref):
+            self.no_prompt += 1
+            self.reference_slices.append(None)
+            return np.zeros(ref.shape, dtype=bool)
+        mask, s_r = propagate_from_label(self.predictor, volume, ref, slice_axis=0, threshold=self.threshold,
+                                         value_range=self.value_range, tmp_dir=self.tmp_dir)
+        self.reference_slices.append(int(s_r))
+        return mask
+
+
+def build_sam2_propagation(
+    checkpoint: str | os.PathLike, config: str = "sam2.1_hiera_t", device: str | torch.device = "cpu",
+    prompt: str = "prediction", threshold: float = 0.0,
+) -> Sam2Propagation:
+    """:func:`build_sam2_propagator` wrapped as a :class:`Sam2Propagation` step (for configs)."""
+    return Sam2Propagation(build_sam2_propagator(checkpoint, config, device), prompt=prompt, threshold=threshold)
 
 
 # --------------------------------------------------------------------------------------------
