@@ -59,6 +59,17 @@ PROTOCOLS: dict[str, tuple[Stage, ...]] = {
         Stage("continuous", ("train.json", "mine.json")),
         Stage("evaluate", ("train.json", "mine.json", "evaluate.json")),
     ),
+    # section 3.1's three example-selection strategies, fine-tuning from PolyCL-M (the bundle default), and
+    # Tables 4-7's evaluations: the network alone, + SAM box refinement, + SAM 2 propagation
+    "polycl_liver_ct_segmentation": (
+        Stage("pretrain_S", ("train.json", "pretrain.json"), {"pretrain_method": "S"}),
+        Stage("pretrain_O", ("train.json", "pretrain.json"), {"pretrain_method": "O"}),
+        Stage("pretrain_M", ("train.json", "pretrain.json"), {"pretrain_method": "M"}),
+        Stage("finetune", ("train.json",), {"from_pretrained": True}),
+        Stage("evaluate_sam", ("train.json", "evaluate.json"), {"refine": "sam"}),
+        Stage("evaluate_sam2", ("train.json", "evaluate.json"), {"propagate": "sam2"}),
+        Stage("evaluate", ("train.json", "evaluate.json")),
+    ),
 }
 
 

@@ -51,6 +51,11 @@ def _stages(bundle: Path) -> tuple[list, tuple[str, ...]]:
     return train, (evaluate[-1] if evaluate else ("train.json", "evaluate.json"))
 
 
+def _predictions(folder: Path) -> list[Path]:
+    """What an inference run wrote: 2D bundles ``<stem>_mask.png``, CT bundles ``<stem>_seg.nii.gz``."""
+    return sorted(folder.glob("*_mask.png")) + sorted(folder.glob("*_seg.nii.gz"))
+
+
 def _run(bundle: Path, configs: list[str], **overrides) -> None:
     run(config_file=configs, meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=str(bundle / "configs" / "logging.conf"), **overrides)
@@ -89,7 +94,7 @@ def test_properties_of_train_and_inference(bundle, tmp_path):
 
     def save_weights(workflow):  # the checkpoint a stage writes, which a later stage may start from
         net = workflow.parser.get_parsed_content("network_def", instantiate=True)
-        torch.save({"model": net.state_dict()}, tmp_path / workflow.parser["ckpt_name"])
+        torch.save({"model": net.state_dict()}, tmp_path / workflow.parser.get_parsed_content("ckpt_name"))
 
     save_weights(train)
     for stage_def in _stages(bundle)[0]:
@@ -161,7 +166,7 @@ def test_train_then_infer_then_evaluate_on_demo_data(bundle, tmp_path):
 
     _run(bundle, _cfg(bundle, "inference.json"), **{k: v for k, v in smoke.items() if k != "epochs"},
          ckpt_path=str(ckpt), output_dir=str(tmp_path / "pred"))
-    written = sorted((tmp_path / "pred").glob("*_mask.png"))
+    written = _predictions(tmp_path / "pred")
     assert written, "inference wrote no predictions"
 
     _run(bundle, _cfg(bundle, *eval_configs), **smoke, ckpt_dir=str(ckpt_dir), output_dir=str(tmp_path / "eval"))
@@ -183,7 +188,7 @@ def test_cli_run_from_the_bundle_folder(bundle, tmp_path):
         args += [f"--{k}", json.dumps(v)]
     proc = subprocess.run(args, cwd=bundle, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert list((tmp_path / "pred").glob("*_mask.png"))
+    assert _predictions(tmp_path / "pred")
 
 
 @pytest.mark.slow
