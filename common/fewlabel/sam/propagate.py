@@ -71,6 +71,7 @@ __all__ = [
     "propagate_volume",
     "propagate_from_label",
     "build_sam2_propagator",
+    "build_random_sam2",
     "save_tiny_sam2",
     "tiny_sam2_checkpoint",
 ]
@@ -514,6 +515,11 @@ def build_sam2_propagator(
     model = _build_model(config_file, overrides, apply_postprocessing)
     _check_state_dict(state_dict, model, path, config)
     model.load_state_dict(state_dict, strict=True)
+    return _frozen(model, device)
+
+
+def _frozen(model: torch.nn.Module, device: str | torch.device) -> Any:
+    """Hole filling off without the CUDA extension, on ``device``, eval mode, no gradients."""
     if importlib.util.find_spec("sam2._C") is None:
         model.fill_hole_area = 0  # hole filling needs the CUDA extension; SAM 2 would warn and skip it
     model = model.to(device)
@@ -521,6 +527,13 @@ def build_sam2_propagator(
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def build_random_sam2(config: str = "sam2.1_hiera_t", device: str | torch.device = "cpu") -> Any:
+    """A released SAM 2 architecture (a :data:`SAM2_CONFIGS` key) with **random weights**, set up as
+    :func:`build_sam2_propagator` sets up a loaded one. Its masks mean nothing: for measuring time and
+    memory only (the compute does not depend on the weight values)."""
+    return _frozen(_build_model(_config_file(config), [], True), device)
 
 
 def save_tiny_sam2(path: str | os.PathLike, seed: int = 0) -> Path:
