@@ -136,3 +136,41 @@ def test_inference_writes_nifti_with_the_input_geometry_and_dicom_seg_for_dicom_
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
         assert seg.StudyInstanceUID == source.StudyInstanceUID
         assert seg.get_segment_description(1).SegmentLabel == "Liver"
+
+
+def test_quick_demo_reports_every_row_and_writes_predictions(tmp_path):
+    from fewlabel.demo import run_demo
+
+    summary = run_demo(BUNDLE, output_dir=tmp_path, quick=True)
+    assert set(summary["rows"]) == {"supervised", "polycl_S", "polycl_O", "polycl_M", "polycl_M_sam", "polycl_M_sam2"}
+    assert all(0.0 <= row["dice"] <= 1.0 for row in summary["rows"].values())
+    assert any(name.endswith("_seg.dcm") for name in summary["predictions"])
+    assert (tmp_path / BUNDLE / "table.md").read_text().count("\n") == 8
+
+
+def test_multi_gpu_pretraining_shards_the_triplets_over_two_processes(tmp_path):
+    """``multi_gpu_pretrain.json`` under torchrun (gloo on CPU here): each rank takes its share of the triples."""
+    import os
+    import subprocess
+    import sys
+
+    files = [str(CONFIGS / n) for n in ("train.json", "pretrain.json", "multi_gpu_pretrain.json")]
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+            "--config_file", json.dumps(files), "--meta_file", str(CONFIGS / "metadata.json"),
+            "--logging_file", str(CONFIGS / "logging.conf"), "--ckpt_dir", str(tmp_path / "models"),
+            "--output_dir", str(tmp_path / "out"), "--epochs", "1", "--pretrain_batch_size", "4"]
+    for k, v in SMALL.items():
+        args += [f"--{k}", json.dumps(v)]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    state = torch.load(tmp_path / "models" / "pretrained_M.pt", map_location="cpu", weights_only=True)
+    assert state and not any(k.startswith("module.") for k in state), "saved the DDP wrapper's keys"
+    iterations = [line for line in proc.stdout.splitlines() if "Iter:" in line]
+    from fewlabel.data import cache_ct_slices, slice_tables
+    from fewlabel.engines import TripletSampler
+
+    records = cache_ct_slices(load_datalist(run_stage_datalist(), "training"), size=(32, 32), progress=False,
+                              organ_labels=[1, 2])
+    per_rank = -(-len(TripletSampler(*slice_tables(records), "M")) // 2)  # half the anchors per rank
+    steps = per_rank // 4 if per_rank % 4 == 1 else -(-per_rank // 4)  # a last batch of one is dropped
+    assert iterations and f"Iter: 1/{steps}" in iterations[0]
