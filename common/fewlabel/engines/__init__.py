@@ -8,6 +8,7 @@ from .pseudo_labels import PseudoLabelStatsHandler, ThresholdPseudoLabels
 from .sam_mining import MinedBatches, MiningLoss, MiningStatsHandler, PlaceholderLabeld, mine_pseudo_labels, mixed_items
 from .simclr import ContrastiveEncoder, SimCLRPairs
 from .polycl import SupConPairs, TripletBatch, TripletDataset, TripletSampler
+from .resume import TrainingState
 from .slice_inference import SliceBySliceInferer, VolumeBatch, build_volume_inferer
 from .video_landmarks import run_video
 
@@ -15,4 +16,4 @@ __all__ = ["DenoisingPairs", "CheckpointLoader", "PseudoLabelStatsHandler", "Thr
            "LandmarkEvaluation", "stage_table", "run_video", "ContrastiveEncoder", "SimCLRPairs", "MinedBatches",
            "MiningLoss", "MiningStatsHandler", "PlaceholderLabeld", "mine_pseudo_labels", "mixed_items", "SupConPairs",
            "TripletBatch", "TripletDataset", "TripletSampler", "SliceBySliceInferer", "VolumeBatch",
-           "build_volume_inferer"]
+           "build_volume_inferer", "TrainingState"]

@@ -63,8 +63,9 @@ class TripletSampler(Sampler):
             ``num_replicas``-th of them; the list is padded by repetition to a multiple of
             ``num_replicas`` so that all replicas run the same number of steps.
 
-    Epochs. ``set_epoch(e)`` selects the draw; without it, each ``iter()`` advances the epoch by
-    one (ignite creates one iterator per epoch), starting at 0.
+    Epochs. Each ``iter()`` uses the draw of :attr:`epoch` (starting at 0) and then advances it by one
+    (ignite creates one iterator per epoch); ``set_epoch(e)`` sets the epoch the next iterator uses
+    (as ``DistributedSampler.set_epoch``; a resumed run restores it).
 
     Raises:
         ValueError: no anchor has a valid positive and negative (the message says why, e.g. a
@@ -110,12 +111,10 @@ class TripletSampler(Sampler):
             logger.info("PolyCL-%s: %d of %d anchor slices have no valid positive or negative and are skipped "
                         "(the same slices every epoch).", self.strategy, self.skipped, n)
         self.epoch = 0
-        self._explicit_epoch = False
 
     def set_epoch(self, epoch: int) -> None:
         """Use the draw of ``epoch`` for the next iteration (as ``DistributedSampler.set_epoch``)."""
         self.epoch = int(epoch)
-        self._explicit_epoch = True
 
     def triplets(self, epoch: int) -> np.ndarray:
         """``(K, 3)`` int64 triples of ``epoch`` for this replica (the order they are yielded in)."""
@@ -132,9 +131,7 @@ class TripletSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         epoch = self.epoch
-        if not self._explicit_epoch:
-            self.epoch += 1
-        self._explicit_epoch = False
+        self.epoch += 1
         for a, p, n in self.triplets(epoch).tolist():
             yield (a, p, n)
 
