@@ -193,16 +193,81 @@ def test_cli_run_from_the_bundle_folder(bundle, tmp_path):
 
 @pytest.mark.slow
 def test_multi_gpu_config_trains_with_two_processes(bundle, tmp_path):
-    """``multi_gpu_train.json`` under torchrun: gloo on CPU processes here, NCCL on GPUs."""
+    """``multi_gpu_train.json`` under torchrun: gloo on CPU processes here, NCCL on GPUs; each rank draws its
+    own part of the training data."""
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
             "--config_file", json.dumps(_cfg(bundle, "train.json", "multi_gpu_train.json")),
             "--meta_file", _cfg(bundle, "metadata.json")[0], "--logging_file", _cfg(bundle, "logging.conf")[0],
             "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "eval")]
     for k, v in {**_smoke(bundle), "epochs": 2, "batch_size": 2}.items():
         args += [f"--{k}", json.dumps(v)]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    # a last config records which samples each rank draws in epoch 1 (before the trainer runs)
+    record = tmp_path / "record.json"
+    imports = json.loads((bundle / "configs" / "train.json").read_text()).get("imports", [])
+    record.write_text(json.dumps({"imports": imports + ["$import _rank_recorder"],
+                                  "run": [f"$_rank_recorder.attach(@train#trainer, '{tmp_path / 'ranks'}')",
+                                          "$@train#trainer.run()"]}))
+    args[args.index("--config_file") + 1] = json.dumps(_cfg(bundle, "train.json", "multi_gpu_train.json") + [str(record)])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    n = ranks[0]["dataset_len"]
+    a, b = set(ranks[0]["indices"]), set(ranks[1]["indices"])
+    assert len(ranks[0]["indices"]) == len(ranks[1]["indices"]), "ranks must run the same number of steps"
+    assert a | b == set(range(n)), "some training samples were drawn by no rank"
+    # disjoint, except the at most world_size - 1 samples repeated to give both ranks the same length
+    assert len(a & b) <= 2 * -(-n // 2) - n, f"ranks drew the same samples: {sorted(a & b)[:10]}"
     parser = ConfigParser()
     parser.read_config(_cfg(bundle, "train.json"))
     state = torch.load(tmp_path / "models" / parser["ckpt_name"], map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state.get("model", state)), "saved the DDP wrapper's keys"
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_weights(bundle, tmp_path):
+    """Determinism: ``train.json`` twice with the same seed on the CPU gives the same weights, bit for bit."""
+    smoke = {**_smoke(bundle), "epochs": 2}
+    parser = ConfigParser()
+    parser.read_config(_cfg(bundle, "train.json"))
+    name = f"resume_{parser['ckpt_name']}"  # the final state of the run (TrainingState), network included
+    states = []
+    for run_id in ("a", "b"):
+        _run(bundle, _cfg(bundle, "train.json"), **smoke, ckpt_dir=str(tmp_path / run_id),
+             output_dir=str(tmp_path / f"out_{run_id}"))
+        states.append(torch.load(tmp_path / run_id / name, map_location="cpu", weights_only=True)["network"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0]), "the same seed gave different weights"
+
+
+@pytest.mark.slow
+def test_every_training_stage_runs_with_two_processes(bundle, tmp_path):
+    """Pre-training / mining stages under torchrun too: with the bundle's ``multi_gpu_pretrain.json`` when the
+    stage is a contrastive pre-training that has one, else with ``multi_gpu_train.json``."""
+    stages = _stages(bundle)[0]  # in protocol order: a stage may start from an earlier one's checkpoint
+    if all(s.configs == ("train.json",) for s in stages):
+        pytest.skip(f"{bundle.name} has no training stage besides train.json (covered above)")
+    models = tmp_path / "models"
+    for stage in stages:
+        extra = "multi_gpu_pretrain.json" if "pretrain.json" in stage.configs and \
+            (bundle / "configs" / "multi_gpu_pretrain.json").is_file() else "multi_gpu_train.json"
+        args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+                "--config_file", json.dumps(_cfg(bundle, *stage.configs, extra)),
+                "--meta_file", _cfg(bundle, "metadata.json")[0], "--logging_file", _cfg(bundle, "logging.conf")[0],
+                "--ckpt_dir", str(models), "--output_dir", str(tmp_path / stage.name)]
+        for k, v in {**_smoke(bundle), "epochs": 1, "batch_size": 2, **stage.overrides}.items():
+            args += [f"--{k}", json.dumps(v)]
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+        assert proc.returncode == 0, f"{stage.name}: " + (proc.stdout + proc.stderr)[-3000:]
+        parser = ConfigParser()
+        parser.read_config(_cfg(bundle, *stage.configs))
+        parser.update(stage.overrides)
+        ckpt = models / parser.get_parsed_content("ckpt_name")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        assert not any(k.startswith("module.") for k in state.get("model", state)), f"{stage.name}: DDP keys saved"
+        for pseudo in (tmp_path / stage.name).rglob("pseudo_datalist.json"):  # one-time mining, split over ranks
+            items = json.loads(pseudo.read_text())["training"]
+            labels = [it["label"] for it in items]
+            assert items and len(set(labels)) == len(labels), "two items share a pseudo-label file"
+            assert all(Path(pseudo.parent / lab).is_file() for lab in labels)
+            assert not list(pseudo.parent.glob(".*.rank*")), "a rank's part file was left behind"

@@ -53,6 +53,7 @@ the student and never given to the optimizer (:func:`check_teacher_separate` che
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -61,6 +62,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
@@ -708,7 +710,10 @@ def mine_pseudo_labels(
     teacher's binary mask is resized back to the image file's size (nearest) and written as a
     0/1 uint8 PNG ``OUT_DIR/masks/<stem>.png`` (so the training pipeline loads and resizes it
     like a ground-truth label: ``transform`` must map the whole image by a resize, no crop).
-    Images with an empty student prediction get an all-zero mask and ``valid = 0``.
+    Images with an empty student prediction get an all-zero mask and ``valid = 0``. Under
+    ``torch.distributed`` each rank mines every ``world_size``-th image (file names are fixed from
+    the whole list first, so no two ranks write one file), rank 0 gathers the entries and writes
+    the datalist, and every rank returns once it exists.
 
     Args:
         student: the trained student (1 output channel, logits).
@@ -744,50 +749,84 @@ def mine_pseudo_labels(
         first = next(iter(student.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
     miner = MinedBatches(student, teacher, "continuous", num_points, threshold, prompt_mode, seed=seed, amp=amp)
-    used: set[str] = set()
-    results: list[dict[str, Any]] = []
-    no_prompt = 0
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
+    names = _unique_stems(items, image_key)  # over all items, so every rank names a file the same way
+    rank, world = _rank_and_world()
+    mine = list(range(rank, len(items), world))  # under torch.distributed each rank mines its share
+    results: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(mine), batch_size):
+        idx = mine[start : start + batch_size]
+        chunk = [items[i] for i in idx]
         loaded = [transform({k: v for k, v in it.items() if k != "label"}) for it in chunk]
         tensors = [_plain(d[image_key]).float() for d in loaded]
         sizes = {tuple(t.shape) for t in tensors}
         if len(sizes) > 1:
-            names = ", ".join(f"{it.get(image_key)} {tuple(t.shape)}" for it, t in zip(chunk, tensors))
-            raise ValueError(f"images of one batch differ in size ({names}); pass spatial_size or a resizing transform")
+            listing = ", ".join(f"{it.get(image_key)} {tuple(t.shape)}" for it, t in zip(chunk, tensors))
+            raise ValueError(f"images of one batch differ in size ({listing}); pass spatial_size or a resizing transform")
         images = torch.stack(tensors).to(device)
         masks, valid = miner.pseudo_labels(images)
-        for it, data, mask, ok in zip(chunk, loaded, masks, valid.tolist()):
+        for i, it, data, mask, ok in zip(idx, chunk, loaded, masks, valid.tolist()):
             size = _original_size(data[image_key])
             m = mask[None].float()
             if tuple(m.shape[-2:]) != size:
                 m = F.interpolate(m, size=size, mode="nearest-exact")
             array = (m[0, 0] > 0.5).to(torch.uint8).cpu().numpy()
-            stem = Path(str(it.get(image_key, f"image_{start}"))).stem or f"image_{len(results)}"
-            name, n = stem, 1
-            while name in used:
-                name, n = f"{stem}_{n}", n + 1
-            used.add(name)
-            path = masks_dir / f"{name}.png"
+            path = masks_dir / f"{names[i]}.png"
             tmp = path.with_name(f".{path.name}.tmp")
             Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
             os.replace(tmp, path)
-            no_prompt += not ok
             entry = {k: v for k, v in it.items() if k != "label"}
             entry.update({"label": str(path.resolve()), "is_labelled": 0, "valid": int(ok)})
-            results.append(entry)
-    logger.info(
-        "one-time SAM mining: %d pseudo-labels written to %s; %d images had no prompt (valid = 0)",
-        len(results), masks_dir, no_prompt,
-    )
-    datalist = {
-        "name": "SAM pseudo-labels",
-        "labels": {"0": "background", "1": "foreground"},
-        "training": results,
-        "mining": {
-            "schedule": "one_time", "num_points": int(num_points), "threshold": float(threshold),
-            "prompt_mode": prompt_mode, "teacher": str(getattr(teacher, "model_type", type(teacher).__name__)),
-            "images": len(results), "no_prompt": int(no_prompt), "seed": int(seed),
-        },
-    }
-    return save_datalist(datalist, out / datalist_name)
+            results[i] = entry
+    if world > 1:  # gather the ranks' entries; rank 0 writes the one datalist
+        part = out / f".{datalist_name}.rank{rank}"
+        part.write_text(json.dumps({str(i): e for i, e in results.items()}))
+        dist.barrier()
+        if rank == 0:
+            for r in range(1, world):
+                other = out / f".{datalist_name}.rank{r}"
+                results.update({int(i): e for i, e in json.loads(other.read_text()).items()})
+                other.unlink()
+            part.unlink()
+    ordered = [results[i] for i in sorted(results)]
+    no_prompt = sum(1 for e in ordered if not e["valid"])
+    path = out / datalist_name
+    if rank == 0:
+        logger.info(
+            "one-time SAM mining: %d pseudo-labels written to %s; %d images had no prompt (valid = 0)",
+            len(ordered), masks_dir, no_prompt,
+        )
+        datalist = {
+            "name": "SAM pseudo-labels",
+            "labels": {"0": "background", "1": "foreground"},
+            "training": ordered,
+            "mining": {
+                "schedule": "one_time", "num_points": int(num_points), "threshold": float(threshold),
+                "prompt_mode": prompt_mode, "teacher": str(getattr(teacher, "model_type", type(teacher).__name__)),
+                "images": len(ordered), "no_prompt": int(no_prompt), "seed": int(seed),
+            },
+        }
+        path = save_datalist(datalist, path)
+    if world > 1:
+        dist.barrier()  # the other ranks read the datalist rank 0 has just written
+    return path
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _unique_stems(items: Sequence[Mapping[str, Any]], image_key: str) -> list[str]:
+    """A file stem per item, from its image name; repeats get ``_1``, ``_2`` ..."""
+    used: set[str] = set()
+    names = []
+    for k, it in enumerate(items):
+        stem = Path(str(it.get(image_key, f"image_{k}"))).stem or f"image_{k}"
+        name, n = stem, 1
+        while name in used:
+            name, n = f"{stem}_{n}", n + 1
+        used.add(name)
+        names.append(name)
+    return names
+
