@@ -210,6 +210,10 @@ def dicom_series_files(folder: str | os.PathLike) -> list[str]:
         except Exception as e:  # truncated header, bad element
             raise DataError(f"cannot read DICOM file {f}: {e}. Re-export the series or remove the file.") from e
         if "Rows" not in ds or "Columns" not in ds:
+            sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+            if sop is not None and "Image Storage" in str(getattr(sop, "name", "")):
+                raise DataError(f"DICOM file {f} is an image ({sop.name}) without its image attributes: the file is "
+                                "truncated or incomplete. Re-export the series or remove the file.")
             continue  # DICOMDIR, structured report, presentation state ...
         headers.append((f, ds))
     if not headers:

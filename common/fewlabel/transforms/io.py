@@ -17,7 +17,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fewlabel.errors import DataError
 
@@ -50,10 +50,10 @@ def read_image_2d(path: str | os.PathLike) -> np.ndarray:
             if im.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1"):
                 im = im.convert("RGBA" if "A" in im.mode else ("L" if im.mode in ("1",) else "RGB"))
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except Exception as e:  # Pillow raises many types on broken files (OSError, struct.error, zlib.error, ...)
         raise DataError(
-            f"cannot read image {path}: {e}. The file is truncated or not an image; re-export or remove it "
-            "from the datalist."
+            f"cannot read image {path}: {type(e).__name__}: {e}. The file is truncated or not an image; re-export "
+            "or remove it from the datalist."
         ) from e
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise DataError(f"image {path} contains NaN or Inf values; fix or remove it from the datalist.")

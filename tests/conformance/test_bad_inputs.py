@@ -1,0 +1,194 @@
+"""Bad input, for every bundle's inference config: each case ends in a clear error naming the file and the
+problem, or follows a documented policy -- never a crash deep in a library or a silent wrong result.
+
+Cases (the README's table lists them with the behaviour): truncated image files (PNG, JPEG; NIfTI, DICOM for
+CT), a folder with no images, a ``--dataset_dir`` that does not exist, a missing checkpoint, a checkpoint of
+another architecture; and inputs that must work: RGBA and 16-bit PNGs, a constant image, an image smaller
+than the network's input (resized), NaN in a CT volume (error naming the file).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+from PIL import Image
+
+from conftest import BUNDLES
+from fewlabel.data import write_ct_phantom, write_ct_phantom_dicom
+from fewlabel.errors import CheckpointError, DataError
+
+CT = "polycl_liver_ct_segmentation"
+ids = [b.name for b in BUNDLES]
+
+
+def _overrides(bundle: Path) -> dict:
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    return {k: v for k, v in smoke.items() if k in ("image_size", "channels", "encoder_name")}
+
+
+def _checkpoint(bundle: Path, path: Path, **extra) -> Path:
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({**_overrides(bundle), **extra})
+    torch.save({"model": parser.get_parsed_content("network_def", instantiate=True).state_dict()}, path)
+    return path
+
+
+def _infer(bundle: Path, folder: Path | str, ckpt: Path, out: Path) -> list[Path]:
+    run(config_file=str(bundle / "configs" / "inference.json"), dataset_dir=str(folder), output_dir=str(out),
+        ckpt_path=str(ckpt), **_overrides(bundle))
+    return sorted(out.glob("*"))
+
+
+def _our_error(excinfo: pytest.ExceptionInfo) -> BaseException:
+    """The fewlabel error behind MONAI's wrapping (config evaluation re-raises with ``from``)."""
+    e: BaseException | None = excinfo.value
+    while e is not None and not isinstance(e, (DataError, CheckpointError)):
+        e = e.__cause__
+    assert e is not None, f"no DataError / CheckpointError in the chain of {excinfo.value!r}"
+    return e
+
+
+def _rgb(path: Path, size=(48, 40), mode="RGB", value=None) -> Path:
+    rng = np.random.default_rng(0)
+    shape = (size[1], size[0], len(mode)) if mode != "I;16" else (size[1], size[0])
+    arr = rng.integers(0, 255, shape).astype(np.uint8) if value is None else np.full(shape, value, np.uint8)
+    if mode == "I;16":
+        arr = (arr.astype(np.uint16) * 257)
+        Image.fromarray(arr).save(path)
+    else:
+        Image.fromarray(arr, mode=mode).save(path)
+    return path
+
+
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _bad_folder(bundle: Path, case: str, root: Path) -> tuple[Path, str]:
+    """A dataset folder for ``case``; returns it and the file the error must name."""
+    folder = root / case
+    folder.mkdir()
+    if bundle.name == CT:
+        if case == "truncated":
+            ph = write_ct_phantom(folder / "scan.nii.gz", shape=(12, 24, 20))
+            ph.label.unlink()
+            return folder, str(_truncate(ph.image))
+        if case == "corrupt_dicom":
+            ph = write_ct_phantom_dicom(folder / "series", shape=(12, 24, 20))
+            victim = sorted(Path(ph.image).glob("*.dcm"))[5]
+            victim.write_bytes(victim.read_bytes()[:200])  # the file meta survives, the dataset does not
+            return folder, str(victim)
+        if case == "nan":
+            ph = write_ct_phantom(folder / "scan.nii.gz", shape=(12, 24, 20))
+            ph.label.unlink()
+            img = nib.load(str(ph.image))
+            arr = np.asarray(img.dataobj).astype(np.float32)
+            arr[5, 5, 5] = np.nan
+            nib.save(nib.Nifti1Image(arr, img.affine), str(ph.image))
+            return folder, str(ph.image)
+        raise ValueError(case)
+    if case == "truncated":
+        _rgb(folder / "good.png")
+        return folder, str(_truncate(_rgb(folder / "broken.png")))
+    if case == "truncated_jpeg":
+        img = folder / "broken.jpg"
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3)).astype(np.uint8)).save(img, quality=90)
+        return folder, str(_truncate(img))
+    raise ValueError(case)
+
+
+ERROR_CASES = {"truncated": None, "truncated_jpeg": "2d", "corrupt_dicom": "ct", "nan": "ct"}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_broken_files_stop_with_an_error_naming_the_file(bundle, case, tmp_path):
+    kind = ERROR_CASES[case]
+    if kind == "ct" and bundle.name != CT or kind == "2d" and bundle.name == CT:
+        pytest.skip(f"{case} is not an input of {bundle.name}")
+    folder, culprit = _bad_folder(bundle, case, tmp_path)
+    ckpt = _checkpoint(bundle, tmp_path / "model.pt")
+    with pytest.raises(Exception) as excinfo:
+        _infer(bundle, folder, ckpt, tmp_path / "out")
+    err = _our_error(excinfo)
+    assert isinstance(err, DataError) and culprit in str(err), str(err)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_empty_or_missing_dataset_folder_is_an_error_naming_it(bundle, tmp_path):
+    ckpt = _checkpoint(bundle, tmp_path / "model.pt")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    for folder in (tmp_path / "empty", tmp_path / "does_not_exist"):
+        with pytest.raises(Exception) as excinfo:
+            _infer(bundle, folder, ckpt, tmp_path / "out")
+        err = _our_error(excinfo)
+        assert isinstance(err, DataError) and str(folder) in str(err), str(err)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_missing_or_foreign_checkpoint_is_an_error_naming_it(bundle, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    if bundle.name == CT:
+        write_ct_phantom(folder / "scan.nii.gz", shape=(12, 24, 20)).label.unlink()
+    else:
+        _rgb(folder / "a.png")
+    with pytest.raises(Exception) as excinfo:
+        _infer(bundle, folder, tmp_path / "missing.pt", tmp_path / "out")
+    err = _our_error(excinfo)
+    assert isinstance(err, CheckpointError) and "missing.pt" in str(err)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": torch.nn.Conv2d(3, 2, 3).state_dict()}, foreign)
+    with pytest.raises(Exception) as excinfo:
+        _infer(bundle, folder, foreign, tmp_path / "out")
+    err = _our_error(excinfo)
+    assert "foreign.pt" in str(err)
+
+
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if b.name != CT], ids=[i for i in ids if i != CT])
+def test_16_bit_grey_image_in_an_rgb_bundle_is_an_error_naming_it_and_the_fix(bundle, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    grey = _rgb(folder / "grey16.png", mode="I;16")
+    with pytest.raises(Exception) as excinfo:
+        _infer(bundle, folder, _checkpoint(bundle, tmp_path / "model.pt"), tmp_path / "out")
+    err = _our_error(excinfo)
+    assert isinstance(err, DataError) and str(grey) in str(err) and "channel_policy" in str(err)
+
+
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if b.name != CT], ids=[i for i in ids if i != CT])
+def test_rgba_constant_and_tiny_images_are_segmented(bundle, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _rgb(folder / "rgba.png", mode="RGBA")
+    _rgb(folder / "constant.png", value=128)
+    _rgb(folder / "tiny.png", size=(9, 7))
+    ckpt = _checkpoint(bundle, tmp_path / "model.pt")
+    written = _infer(bundle, folder, ckpt, tmp_path / "out")
+    for stem in ("rgba", "constant", "tiny"):
+        masks = [p for p in written if p.name.startswith(stem) and p.name.endswith("_mask.png")]
+        assert masks, f"no mask for {stem}.png (wrote {[p.name for p in written]})"
+        mask = np.asarray(Image.open(masks[0]))
+        source = Image.open(folder / f"{stem}.png")
+        assert mask.shape[:2] == (source.height, source.width)  # back at the input's size
+
+
+def test_constant_ct_volume_is_segmented(tmp_path):
+    bundle = next(b for b in BUNDLES if b.name == CT)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    nib.save(nib.Nifti1Image(np.full((20, 24, 12), -50, np.int16), affine), str(folder / "flat.nii.gz"))
+    written = _infer(bundle, folder, _checkpoint(bundle, tmp_path / "model.pt"), tmp_path / "out")
+    seg = nib.load(str(next(p for p in written if p.name == "flat_seg.nii.gz")))
+    assert seg.shape == (20, 24, 12) and np.allclose(seg.affine, affine)
