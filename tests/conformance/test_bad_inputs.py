@@ -192,3 +192,55 @@ def test_constant_ct_volume_is_segmented(tmp_path):
     written = _infer(bundle, folder, _checkpoint(bundle, tmp_path / "model.pt"), tmp_path / "out")
     seg = nib.load(str(next(p for p in written if p.name == "flat_seg.nii.gz")))
     assert seg.shape == (20, 24, 12) and np.allclose(seg.affine, affine)
+
+
+def _demo_copy(bundle: Path, root: Path) -> Path:
+    """The bundle's own demo dataset (smoke size), written into ``root`` so that the test may break it."""
+    from fewlabel.data import write_ct_demo_dataset, write_demo_dataset
+
+    train = json.loads((bundle / "configs" / "train.json").read_text())
+    kwargs = json.loads((bundle / "configs" / "smoke.json").read_text()).get("demo_kwargs", train.get("demo_kwargs"))
+    if train["demo_dataset"] == "ct":
+        return write_ct_demo_dataset(root, **kwargs)
+    return write_demo_dataset(train["demo_dataset"], root, **kwargs)
+
+
+def _train(bundle: Path, datalist: Path, tmp_path: Path) -> None:
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    run(config_file=str(bundle / "configs" / "train.json"), **smoke, dataset_dir=str(datalist.parent),
+        ckpt_dir=str(tmp_path / "models"), output_dir=str(tmp_path / "out"), slice_cache=str(tmp_path / "slices"))
+
+
+@pytest.mark.parametrize("case", ["truncated_image", "label_out_of_range", "label_size", "missing_datalist"])
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_training_on_a_broken_dataset_stops_naming_the_file(bundle, case, tmp_path):
+    datalist = _demo_copy(bundle, tmp_path / "data")
+    item = json.loads(datalist.read_text())["training"][0]
+    image, label = datalist.parent / item["image"], datalist.parent / item["label"]
+    if case == "truncated_image":
+        culprit = image if image.is_file() else sorted(image.glob("*.dcm"))[3]
+        _truncate(culprit) if culprit.suffix != ".dcm" else culprit.write_bytes(culprit.read_bytes()[:200])
+    elif case == "label_out_of_range":
+        if bundle.name == CT:
+            pytest.skip("CT labels are read as organ / not organ (organ_labels); other values are background")
+        if '"binary": true' in (bundle / "configs" / "train.json").read_text():
+            pytest.skip("binary masks: any non-zero value is foreground (LoadLabel2D binary=True, for 0/255 masks)")
+        culprit = label
+        arr = np.asarray(Image.open(label)).copy()
+        arr[0, 0] = 200
+        Image.fromarray(arr).save(label)
+    elif case == "label_size":
+        culprit = label
+        if bundle.name == CT:
+            write_ct_phantom(tmp_path / "other.nii.gz", shape=(12, 24, 20), label_path=label)
+        else:
+            arr = np.asarray(Image.open(label))
+            Image.fromarray(arr[: arr.shape[0] // 2]).save(label)
+    else:
+        culprit = datalist
+        datalist.unlink()
+    with pytest.raises(Exception) as excinfo:
+        _train(bundle, datalist, tmp_path)
+    err = _our_error(excinfo)
+    assert isinstance(err, DataError), repr(err)
+    assert str(culprit) in str(err) or culprit.name in str(err), str(err)
