@@ -69,8 +69,11 @@ def resolve_datalist(
         from fewlabel.data.ct_slices import write_ct_demo_dataset
         from fewlabel.data.phantoms import write_demo_dataset
 
+        from fewlabel.data.cache import rank_zero_first
+
         kwargs = demo_kwargs or {}
-        path = write_ct_demo_dataset(**kwargs) if demo == "ct" else write_demo_dataset(demo, **kwargs)
+        with rank_zero_first():  # under torchrun one process writes the demo data, the others read it
+            path = write_ct_demo_dataset(**kwargs) if demo == "ct" else write_demo_dataset(demo, **kwargs)
         logger.info("no dataset_dir given: using the '%s' demo phantoms at %s", demo, path)
         return str(path)
     root = Path(dataset_dir)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fewlabel.data.cache import cache_dir
+from fewlabel.data.cache import cache_dir, rank_zero_first
 from fewlabel.data.ct import (
     NIFTI_SUFFIXES,
     _middle_bounds,
@@ -143,8 +143,9 @@ def cache_ct_slices(
     from tqdm.auto import tqdm
 
     records: list[dict[str, Any]] = []
-    for item in tqdm(items, desc="CT slices", unit="scan", disable=not progress or len(items) < 2):
-        records.extend(_scan_records(item, root, params, organ, image_key, label_key, scan_key))
+    with rank_zero_first():  # under torch.distributed rank 0 writes the stacks, the other ranks read them
+        for item in tqdm(items, desc="CT slices", unit="scan", disable=not progress or len(items) < 2):
+            records.extend(_scan_records(item, root, params, organ, image_key, label_key, scan_key))
     return records
 
 
@@ -179,7 +180,7 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
     np.save(tmp, array)
     os.replace(tmp, path)
 
@@ -211,7 +212,7 @@ def _write_stacks(image: str, label: str | None, paths: dict[str, Path], params:
     _atomic_save(paths["image"], hu.round().clamp(-32768, 32767).to(torch.int16).numpy())
     meta = {"image": image, "label": label, "num_slices": num, "positions": list(range(start, stop)),
             "has_organ": flags, "params": params}
-    tmp = paths["meta"].with_name(paths["meta"].name + ".tmp")
+    tmp = paths["meta"].with_name(f"{paths['meta'].name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, paths["meta"])
     return meta
