@@ -244,3 +244,30 @@ def test_training_on_a_broken_dataset_stops_naming_the_file(bundle, case, tmp_pa
     err = _our_error(excinfo)
     assert isinstance(err, DataError), repr(err)
     assert str(culprit) in str(err) or culprit.name in str(err), str(err)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_evaluation_on_a_broken_test_image_stops_naming_the_file(bundle, tmp_path):
+    from fewlabel.protocols import PROTOCOLS
+
+    datalist = _demo_copy(bundle, tmp_path / "data")
+    item = json.loads(datalist.read_text())["testing"][0]
+    image = datalist.parent / item["image"]
+    culprit = image if image.is_file() else sorted(image.glob("*.dcm"))[3]
+    _truncate(culprit) if culprit.suffix != ".dcm" else culprit.write_bytes(culprit.read_bytes()[:200])
+    configs = next((s.configs for s in reversed(PROTOCOLS.get(bundle.name, ())) if "evaluate.json" in s.configs
+                    and not s.overrides), ("train.json", "evaluate.json"))
+    files = [str(bundle / "configs" / c) for c in configs]
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    models = tmp_path / "models"
+    models.mkdir()
+    parser = ConfigParser()
+    parser.read_config(files)
+    data = {"dataset_dir": str(datalist.parent), "finetune_dataset_dir": str(datalist.parent)}  # SLiPPA's stage 2
+    parser.update({**smoke, "ckpt_dir": str(models), **data})
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    torch.save({"model": net.state_dict()}, models / parser.get_parsed_content("ckpt_name"))
+    with pytest.raises(Exception) as excinfo:
+        run(config_file=files, **smoke, **data, ckpt_dir=str(models), output_dir=str(tmp_path / "out"))
+    err = _our_error(excinfo)
+    assert isinstance(err, DataError) and (str(culprit) in str(err) or culprit.name in str(err)), str(err)
