@@ -165,7 +165,7 @@ def test_train_then_infer_then_evaluate_on_demo_data(bundle, tmp_path):
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())
 
     _run(bundle, _cfg(bundle, "inference.json"), **{k: v for k, v in smoke.items() if k != "epochs"},
-         ckpt_path=str(ckpt), output_dir=str(tmp_path / "pred"))
+         ckpt_dir=str(ckpt_dir), ckpt_path=str(ckpt), output_dir=str(tmp_path / "pred"))  # nothing in the bundle
     written = _predictions(tmp_path / "pred")
     assert written, "inference wrote no predictions"
 
