@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose, EnsureTyped
 
-from _timing import save_result
+from _timing import save_result, warn_if_loaded
 
 from fewlabel.data import cache_ct_slices, load_datalist, slice_tables, write_ct_demo_dataset
 from fewlabel.engines import TripletBatch, TripletDataset, TripletSampler
@@ -333,21 +333,10 @@ def _print_loading(r: dict[str, Any]) -> None:
     print(f"[data] max |cache - re-read| after windowing: {r['max_abs_difference_windowed']:.2e}")
 
 
-def _warn_if_loaded(threads: int) -> None:
-    """Say so when other processes keep the CPUs busy: with more torch threads than idle cores, OpenMP's
-    barriers wait for descheduled threads, and models made of many small operations slow down many-fold
-    (on this 2-core machine: tiny SAM 2 ~60x with 2 threads next to one busy process, not with 1)."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if threads > 1 and load > 0.5:
-        print(f"note: 1-min load average {load:.1f} on {cores} cores before the run: other processes compete for "
-              f"the CPUs; with {threads} torch threads small-operation workloads can slow down many-fold. Compare "
-              "with --threads 1.", flush=True)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    _warn_if_loaded(args.threads)
+    warn_if_loaded(args.threads)
     start = time.perf_counter()
     result: dict[str, Any] = {
         "mode": "quick" if args.quick else "default",

@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from _timing import save_result
+from _timing import save_result, warn_if_loaded
 
 RESULT_MARKER = "BENCH_RESULT_JSON "
 UNET_CHANNELS = [32, 64, 128, 256, 512]  # the paper's U-Net (train.json's channels)
@@ -432,24 +432,13 @@ def _print(dev: str, rows: dict[str, dict[str, Any]], estimate: dict[str, Any] |
         print(f"[{dev}]   s/frame by number of earlier frames in the memory bank: {bank}")
 
 
-def _warn_if_loaded(threads: int) -> None:
-    """Say so when other processes keep the CPUs busy: with more torch threads than idle cores, OpenMP's
-    barriers wait for descheduled threads, and models made of many small operations slow down many-fold
-    (on this 2-core machine: tiny SAM 2 ~60x with 2 threads next to one busy process, not with 1)."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if threads > 1 and load > 0.5:
-        print(f"note: 1-min load average {load:.1f} on {cores} cores before the run: other processes compete for "
-              f"the CPUs; with {threads} torch threads small-operation workloads can slow down many-fold. Compare "
-              "with --threads 1.", flush=True)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.worker is not None:
         print(RESULT_MARKER + json.dumps(_worker(json.loads(args.worker))), flush=True)
         return {}
     torch.set_num_threads(args.threads)
-    _warn_if_loaded(args.threads)
+    warn_if_loaded(args.threads)
     start = time.perf_counter()
     ref = args.slices // 2
     result: dict[str, Any] = {

@@ -38,6 +38,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from fewlabel.errors import CheckpointError
+from fewlabel.networks.transfer import read_weights_file
 
 __all__ = ["TrainingState"]
 
@@ -213,11 +214,7 @@ class TrainingState:
                 f"resume=true but there is no training state at {self.path}: a run saves it at the end of every "
                 "epoch; run without --resume to start from the beginning."
             )
-        try:
-            blob = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"cannot read the training state {self.path} ({type(e).__name__}: {e}); "
-                                  "delete it and start without --resume.") from e
+        blob = read_weights_file(self.path, "the training state", "Delete it and start without --resume.")
         t = self.trainer
         assert t is not None
         parts = self._parts()
@@ -230,8 +227,6 @@ class TrainingState:
             if name.startswith("evaluator") and "_" not in name:
                 obj.state.best_metric = blob[name]["best_metric"]
                 obj.state.best_metric_epoch = blob[name]["best_metric_epoch"]
-            elif name == "network":
-                obj.load_state_dict(blob[name])
             else:
                 obj.load_state_dict(blob[name])
         if max_epochs is not None:

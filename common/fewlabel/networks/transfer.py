@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -70,6 +71,25 @@ def trainable_parameters(network: nn.Module) -> Iterator[nn.Parameter]:
     return (p for p in network.parameters() if p.requires_grad)
 
 
+def read_weights_file(path: str | os.PathLike, what: str = "weights file", hint: str = "") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with a clear error.
+
+    Only tensors and plain Python values load (a pickled payload is refused, never run).
+
+    Raises:
+        CheckpointError: the file cannot be read (truncated, corrupt, not a PyTorch file, or holding
+            objects ``weights_only`` refuses); the message names ``what``, the file and ``hint``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt zip, truncated file, pickled objects weights_only refuses, ...
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(
+            f"cannot read {what} {os.fspath(path)}: the file is corrupt, truncated or not a PyTorch weights file "
+            f"({type(e).__name__}: {detail}). {hint}".strip()
+        ) from e
+
+
 def load_state_file(path: str | os.PathLike, hint: str = "") -> dict[str, torch.Tensor]:
     """Read a weights file safely (``weights_only=True``, on CPU) into a flat state dict.
 
@@ -81,13 +101,7 @@ def load_state_file(path: str | os.PathLike, hint: str = "") -> dict[str, torch.
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"weights file not found: {path}. {hint}".strip())
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or not a torch file
-        raise CheckpointError(
-            f"cannot read weights file {path} ({type(e).__name__}: {e}); it is corrupt, truncated or not a "
-            f"PyTorch state dict. {hint}".strip()
-        ) from e
+    state = read_weights_file(path, "weights file", hint)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from fewlabel.errors import CheckpointError
+from fewlabel.networks.transfer import read_weights_file
 from fewlabel.sam.teacher import state_dict_mismatch
 
 __all__ = [
@@ -479,13 +480,7 @@ def build_sam2_propagator(
             "facebook/sam2.1-hiera-tiny etc.) and pass the file's path as the checkpoint; tests and demos "
             "can use fewlabel.sam.propagate.save_tiny_sam2(path) with config='tiny'."
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt zip, truncated file, pickled objects weights_only refuses, ...
-        detail = " ".join(str(e).split())[:300]
-        raise CheckpointError(
-            f"cannot read SAM 2 checkpoint {path}: the file is corrupt or not a PyTorch weights file ({detail})"
-        ) from e
+    payload = read_weights_file(path, "SAM 2 checkpoint")
 
     is_tiny_file = isinstance(payload, Mapping) and payload.get("format") == _TINY_FORMAT
     if config == "tiny":

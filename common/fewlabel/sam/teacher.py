@@ -41,6 +41,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from fewlabel.errors import CheckpointError
+from fewlabel.networks.transfer import read_weights_file
 from fewlabel.sam.prompts import SamPrompt, make_prompts
 
 if TYPE_CHECKING:
@@ -332,13 +333,7 @@ def build_sam_teacher(
     if not path.is_file():
         raise CheckpointError(_missing_checkpoint_message(path))
     identity = _file_identity(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt zip, truncated file, pickled objects weights_only refuses, ...
-        detail = " ".join(str(e).split())[:300]
-        raise CheckpointError(
-            f"cannot read SAM checkpoint {path}: the file is corrupt or not a PyTorch weights file ({detail})"
-        ) from e
+    payload = read_weights_file(path, "SAM checkpoint")
 
     is_tiny_file = isinstance(payload, Mapping) and payload.get("format") == _TINY_FORMAT
     if model_type == "tiny":
