@@ -4,6 +4,8 @@
     fewlabel datalist DATASET SRC_DIR -o OUT.json   turn a published dataset layout into a datalist
     fewlabel seeds BUNDLE --seeds 0,1,2,3,4 [--key value]  a bundle's protocol per seed, mean ± std
     fewlabel mask-search [--ratios ..] [--sizes ..] [--seeds ..]   SurgicalSemiSeg's Figure 4 grid
+    fewlabel sweep SPEC.yaml [--run_dir DIR] [--address RAY] [--key value]   a grid x seeds on Ray, then a report
+    fewlabel report RUN_DIR                          a sweep's tables and plots (report/report.md)
     fewlabel video VIDEO --ckpt_path models/model.pt  SLiPPA landmarks on a video: overlay video + per-frame JSON
     fewlabel bundles                                 list the bundles and their stages
 """
@@ -18,7 +20,7 @@ import fire
 
 from fewlabel.errors import FewLabelError
 
-__all__ = ["main", "demo", "datalist", "seeds", "mask_search", "video", "bundles"]
+__all__ = ["main", "demo", "datalist", "seeds", "mask_search", "sweep", "report", "video", "bundles"]
 
 
 def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
@@ -77,6 +79,56 @@ def mask_search(**kwargs) -> None:
     _search(**kwargs)
 
 
+def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num_cpus: int | None = None,
+          cpus_per_run: float = 1, gpus_per_run: float | None = None, only: str | None = None, force: bool = False,
+          report: bool = True, dry_run: bool = False, **overrides) -> None:
+    """Run a sweep (a bundle's stages over a grid of overrides and seeds) on Ray and write its report.
+
+    Args:
+        spec: the sweep's YAML file, e.g. ``bundles/medsass_binary_segmentation/sweeps/table3_thresholding.yaml``.
+        run_dir: output folder (default ``outputs/sweeps/<spec name>``); restarting with the same folder
+            runs only unfinished runs.
+        address: a running Ray cluster's address; without it a local Ray instance runs the sweep.
+        num_cpus: CPUs of the local instance (default all).
+        cpus_per_run, gpus_per_run: Ray resources of each run (default 1 CPU; 1 GPU when the cluster has GPUs).
+        only: run only these runs or cells (shell patterns of ``<cell>/seed_<s>``, comma-separated).
+        force: rerun the selected runs even when finished.
+        report: write ``<run_dir>/report/report.md`` at the end.
+        dry_run: list the runs and their commands; run nothing.
+        overrides: config overrides for every run (``--dataset_dir /data/ISIC2017 --epochs 50``).
+    """
+    from fewlabel.bundle import bundle_root
+    from fewlabel.sweep import load_spec, run_sweep, select_runs
+
+    parsed = load_spec(spec)
+    if dry_run:
+        parsed.overrides = {**parsed.overrides, **overrides}
+        root = bundle_root(parsed.bundle)
+        for run in select_runs(parsed.runs(run_dir or f"outputs/sweeps/{parsed.name}"), only):
+            print(f"# {run.key}")
+            for stage in run.active_stages():
+                print("  " + " ".join(run.command(stage, root)) + f"   # overrides: {run.stage_overrides(stage)}")
+        return
+    result = run_sweep(parsed, run_dir, address, num_cpus, cpus_per_run, gpus_per_run, only=only, force=force,
+                       report=report, **overrides)
+    print(f"sweep: {result['done']} of {result['total']} runs done, {len(result['failed'])} failed; "
+          f"folder {result['run_dir']}" + (f"; report {result['report']}" if result.get("report") else ""))
+    if result["failed"]:
+        sys.exit(1)
+
+
+def report(run_dir: str, output_dir: str | None = None) -> None:
+    """Write a sweep's report: Markdown tables (mean ± std over seeds, best in bold) and PNG plots.
+
+    Args:
+        run_dir: the sweep's folder (holds ``sweep.yaml`` and ``runs/``).
+        output_dir: where ``report.md`` and the pictures go (default ``RUN_DIR/report``).
+    """
+    from fewlabel.sweep import make_report
+
+    print(f"report: {make_report(run_dir, output_dir)}")
+
+
 def video(video_path: str, ckpt_path: str, output_dir: str = "outputs/video",
           bundle: str = "slippa_liver_landmark_segmentation", **overrides) -> None:
     """Segment a laparoscopic video frame by frame with a landmark bundle: writes ``<stem>_overlay.mp4``
@@ -108,7 +160,8 @@ def bundles() -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     try:
-        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "mask-search": mask_search, "video": video,
+        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "mask-search": mask_search, "sweep": sweep,
+                   "report": report, "video": video,
                    "bundles": bundles},
                   name="fewlabel")
     except FewLabelError as e:

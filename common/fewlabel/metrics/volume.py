@@ -146,14 +146,16 @@ class VolumeReport(ReportHandler):
         title: heading of the Markdown table and the plot.
         percentile, spacing: see :func:`volume_scores`.
         plot: also write ``<name>.png``: Dice and Hausdorff per volume.
+        examples: volumes whose most-labelled slice (image, label, prediction) is kept in
+            ``<name>_examples.npz`` (see :class:`ReportHandler`).
     """
 
     metric_keys = ("mean_dice", "mean_hausdorff")
 
     def __init__(self, output_dir: str | os.PathLike, output_transform: Callable | None = None, name: str = "metrics",
                  title: str = "", percentile: float | None = None, spacing: Sequence[float] | None = None,
-                 plot: bool = True) -> None:
-        super().__init__(output_dir, VolumeScores(percentile, spacing), output_transform, name, title)
+                 plot: bool = True, examples: int = 4) -> None:
+        super().__init__(output_dir, VolumeScores(percentile, spacing), output_transform, name, title, examples)
         self.plot = bool(plot)
 
     def _update(self, engine: Engine) -> None:

@@ -1,0 +1,234 @@
+"""A sweep specification: a bundle, its stages, a grid (or list) of config overrides, seeds, a report layout.
+
+A spec is a YAML (or JSON) file::
+
+    bundle: surgical_semiseg_laparoscopy_segmentation
+    stages:                       # optional; default: the bundle's protocol (fewlabel.protocols.PROTOCOLS)
+      - {name: pretrain, configs: [train.json, pretrain.json]}
+      - {name: finetune, configs: [train.json], overrides: {from_pretrained: true}}
+      - {name: evaluate, configs: [train.json, evaluate.json], skip_if: {}}
+    overrides: {epochs: 100}      # every stage of every cell
+    grid: {mask_ratio: [0.2, 0.4], mask_size: [32, 64]}   # every combination ...
+    cells: [{mask_shape: circle}] # ... and / or an explicit list of cells
+    seeds: [0, 1, 2, 3, 4]
+    report: {...}                 # see fewlabel.sweep.report
+
+Each (cell, seed) is one *run*: the stages in order, each an ordinary ``python -m monai.bundle run``
+of the stage's config files plus one JSON file holding the run's overrides, with outputs in
+``<run_dir>/runs/<cell>/seed_<s>/<stage>/`` and weights in ``.../models/``. The command lines are in the
+run's ``run.json``, so any run can be repeated alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fewlabel.errors import FewLabelError
+
+__all__ = ["SpecError", "SweepStage", "SweepSpec", "Run", "load_spec", "cell_name"]
+
+
+class SpecError(FewLabelError, ValueError):
+    """A sweep specification that cannot be run (the message names the file and the field)."""
+
+
+@dataclass(frozen=True)
+class SweepStage:
+    """One ``monai.bundle run`` of a run: its output sub-folder, config files and fixed overrides.
+
+    ``skip_if`` / ``only_if`` map parameter names to values: the stage is skipped for runs whose
+    parameters match all of ``skip_if`` (or do not match all of ``only_if``) - e.g. no pre-training
+    stage for the supervised baseline ``{from_pretrained: false}``.
+    """
+
+    name: str
+    configs: tuple[str, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    skip_if: dict[str, Any] = field(default_factory=dict)
+    only_if: dict[str, Any] = field(default_factory=dict)
+
+    def applies(self, params: dict[str, Any]) -> bool:
+        """Whether this stage runs for a run with ``params`` (its overrides merged)."""
+        if self.skip_if and all(params.get(k) == v for k, v in self.skip_if.items()):
+            return False
+        return all(params.get(k) == v for k, v in self.only_if.items())
+
+
+def cell_name(params: dict[str, Any]) -> str:
+    """Folder name of a cell: ``key-value`` pairs joined by ``_`` (unsafe characters replaced), or ``default``."""
+    name = "_".join(f"{k}-{v}" for k, v in params.items()) or "default"
+    return re.sub(r"[^A-Za-z0-9.+=-]+", "_", name.replace("#", "."))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (cell, seed) of a sweep: where it runs and which commands make it."""
+
+    bundle: str
+    cell: str
+    params: dict[str, Any]
+    seed: int
+    folder: Path
+    stages: tuple[SweepStage, ...]
+    overrides: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """``<cell>/seed_<s>``: the run's folder relative to ``<run_dir>/runs``."""
+        return f"{self.cell}/seed_{self.seed}"
+
+    def stage_overrides(self, stage: SweepStage) -> dict[str, Any]:
+        """The overrides one stage gets: output and weights folders, the sweep's, the cell's, the seed, the stage's."""
+        return {"ckpt_dir": str(self.folder / "models"), "output_dir": str(self.folder / stage.name),
+                **self.overrides, **self.params, "seed": self.seed, **stage.overrides}
+
+    def active_stages(self) -> list[SweepStage]:
+        merged = {**self.overrides, **self.params}
+        return [s for s in self.stages if s.applies(merged)]
+
+    def command(self, stage: SweepStage, bundle_root: str | Path) -> list[str]:
+        """The ``monai.bundle run`` command of ``stage``: its configs, then ``<stage>.overrides.json``."""
+        root = Path(bundle_root)
+        files = [str(root / "configs" / c) for c in stage.configs] + [str(self.folder / f"{stage.name}.overrides.json")]
+        return [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(files),
+                "--meta_file", str(root / "configs" / "metadata.json"),
+                "--logging_file", str(root / "configs" / "logging.conf"), "--bundle_root", str(root)]
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep specification (see the module docstring); ``source`` is the file it came from."""
+
+    bundle: str
+    stages: tuple[SweepStage, ...]
+    grid: dict[str, list[Any]]
+    cells: list[dict[str, Any]]
+    seeds: list[int]
+    overrides: dict[str, Any]
+    report: dict[str, Any]
+    source: str = ""
+    name: str = "sweep"
+
+    def cell_params(self) -> list[dict[str, Any]]:
+        """Every cell's parameters: the grid's combinations, then the explicit cells (duplicates dropped)."""
+        out: list[dict[str, Any]] = []
+        if self.grid:
+            out += [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
+        out += [dict(c) for c in self.cells]
+        if not out:
+            out = [{}]
+        seen, unique = set(), []
+        for p in out:
+            key = cell_name(p)
+            if key not in seen:
+                seen.add(key)
+                unique.append(p)
+        return unique
+
+    def runs(self, run_dir: str | Path) -> list[Run]:
+        """All runs, cell-major then seed, with folders under ``run_dir/runs``."""
+        base = Path(run_dir).resolve() / "runs"
+        return [Run(self.bundle, cell_name(p), p, s, base / cell_name(p) / f"seed_{s}", self.stages, self.overrides)
+                for p in self.cell_params() for s in self.seeds]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "bundle": self.bundle,
+                "stages": [{"name": s.name, "configs": list(s.configs), "overrides": s.overrides,
+                            "skip_if": s.skip_if, "only_if": s.only_if} for s in self.stages],
+                "grid": self.grid, "cells": self.cells, "seeds": self.seeds, "overrides": self.overrides,
+                "report": self.report}
+
+
+_KEYS = {"name", "bundle", "stages", "grid", "cells", "seeds", "overrides", "report"}
+
+
+def _stage(item: Any, where: str) -> SweepStage:
+    if not isinstance(item, dict) or "name" not in item or "configs" not in item:
+        raise SpecError(f"{where}: each stage needs 'name' and 'configs' (a list of the bundle's config files), got {item!r}")
+    configs = item["configs"]
+    configs = (configs,) if isinstance(configs, str) else tuple(configs)
+    unknown = set(item) - {"name", "configs", "overrides", "skip_if", "only_if"}
+    if unknown:
+        raise SpecError(f"{where}: stage '{item['name']}' has unknown fields {sorted(unknown)}")
+    return SweepStage(str(item["name"]), configs, dict(item.get("overrides") or {}),
+                      dict(item.get("skip_if") or {}), dict(item.get("only_if") or {}))
+
+
+def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
+    """Read and check a sweep spec (YAML or JSON file, or an already-parsed dict).
+
+    Raises:
+        SpecError: unreadable file, unknown fields, an unknown bundle or config file, an empty grid
+            axis, no seeds; the message names the file and the field.
+    """
+    from fewlabel.bundle import bundle_root
+    from fewlabel.protocols import PROTOCOLS
+
+    if isinstance(path, dict):
+        raw, where, name = path, "sweep spec", str(path.get("name", "sweep"))
+    else:
+        where = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise SpecError(f"sweep spec {p} does not exist (bundles ship theirs in bundles/<bundle>/sweeps/)")
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise SpecError(f"sweep spec {p} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise SpecError(f"sweep spec {p} must be a mapping with at least 'bundle'")
+        name = str(raw.get("name", p.stem))
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise SpecError(f"{where}: unknown fields {sorted(unknown)}; known: {sorted(_KEYS)}")
+    bundle = raw.get("bundle")
+    if not bundle:
+        raise SpecError(f"{where}: 'bundle' (a folder name under bundles/) is required")
+    try:
+        root = Path(bundle_root(bundle))
+    except FileNotFoundError as e:
+        raise SpecError(f"{where}: {e}") from e
+    if raw.get("stages"):
+        stages = tuple(_stage(s, where) for s in raw["stages"])
+    elif bundle in PROTOCOLS:
+        stages = tuple(SweepStage(s.name, s.configs, dict(s.overrides)) for s in PROTOCOLS[bundle])
+    else:
+        raise SpecError(f"{where}: no 'stages' given and bundle '{bundle}' has no default protocol")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}: stage names must be unique, got {names}")
+    for s in stages:
+        for c in s.configs:
+            if not (root / "configs" / c).is_file():
+                raise SpecError(f"{where}: stage '{s.name}' names {c}, which is not in {root / 'configs'}")
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise SpecError(f"{where}: 'grid' must map config keys to lists of values")
+    grid = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in grid.items()}
+    for k, v in grid.items():
+        if not v:
+            raise SpecError(f"{where}: grid axis '{k}' has no values")
+    cells = raw.get("cells") or []
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise SpecError(f"{where}: 'cells' must be a list of mappings of config overrides")
+    seeds = raw.get("seeds", [0])
+    seeds = [seeds] if isinstance(seeds, int) else seeds
+    try:
+        seeds = [int(s) for s in seeds]
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{where}: 'seeds' must be a list of integers, got {raw.get('seeds')!r}") from e
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SpecError(f"{where}: 'seeds' must be a non-empty list of distinct integers")
+    report = raw.get("report") or {}
+    if not isinstance(report, dict):
+        raise SpecError(f"{where}: 'report' must be a mapping (see fewlabel.sweep.report)")
+    return SweepSpec(bundle, stages, grid, [dict(c) for c in cells], seeds, dict(raw.get("overrides") or {}),
+                     report, where, name)
