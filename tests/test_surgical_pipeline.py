@@ -28,25 +28,6 @@ def test_denoising_pairs_corrupt_inputs_and_keep_clean_targets():
 
 
 @pytest.mark.slow
-def test_mask_search_runs_cells_once_and_draws_figure(tmp_path):
-    from fewlabel.search import mask_search
-
-    smoke = json.loads((REPO / "bundles" / BUNDLE / "configs" / "smoke.json").read_text())
-    fig = mask_search(ratios="0.2,0.4", sizes="16", variants="circle/black", variant_at="0.4,16", seeds="0",
-                      output_dir=tmp_path, **smoke)
-    assert fig.is_file() and fig.stat().st_size > 10_000
-    grid = json.loads((tmp_path / "grid" / BUNDLE / "summary.json").read_text())
-    assert [c["params"] for c in grid["cells"]] == [{"mask_ratio": 0.2, "mask_size": 16}, {"mask_ratio": 0.4, "mask_size": 16}]
-    cell = tmp_path / "grid" / BUNDLE / "mask_ratio-0.2_mask_size-16" / "seed_0"
-    commands = json.loads((cell / "cell.json").read_text())["commands"]
-    assert len(commands) == 3 and "pretrain.json" in commands[0] and "--mask_ratio '0.2'" in commands[0]
-    stamp = (cell / "evaluate" / "metrics.json").stat().st_mtime_ns
-    mask_search(ratios="0.2,0.4", sizes="16", variants="circle/black", variant_at="0.4,16", seeds="0",
-                output_dir=tmp_path, **smoke)
-    assert (cell / "evaluate" / "metrics.json").stat().st_mtime_ns == stamp  # finished cells are not rerun
-
-
-@pytest.mark.slow
 def test_quick_surgical_demo_reports_both_initialisations(tmp_path):
     from fewlabel.cli import demo
 

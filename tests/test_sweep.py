@@ -76,6 +76,21 @@ def test_spec_default_stages_are_the_bundle_protocol_and_skip_rules_apply(tmp_pa
     assert [s.name for s in pretrained.active_stages()] == ["pretrain", "finetune", "evaluate_sam"]
 
 
+def test_stage_scoped_keys_and_excluded_keys(tmp_path):
+    spec = load_spec({"bundle": "slippa_liver_landmark_segmentation", "stages": [
+        {"name": "stage1", "configs": ["train.json"]},
+        {"name": "finetune", "configs": ["train.json", "finetune.json"], "exclude": ["learning_rate", "loss_preset"]}],
+        "overrides": {"finetune:epochs": 3, "epochs": 9},
+        "cells": [{"learning_rate": 0.01, "loss_preset": "candidate3", "finetune:loss_preset": "finetune_ce"}]})
+    (run,) = spec.runs(tmp_path)
+    stage1, finetune = (run.stage_overrides(s) for s in spec.stages)
+    assert stage1["learning_rate"] == 0.01 and stage1["loss_preset"] == "candidate3" and stage1["epochs"] == 9
+    assert not any(":" in k for k in stage1)
+    # the fine-tuning stage keeps finetune.json's learning rate, gets its own loss and epochs
+    assert "learning_rate" not in finetune and finetune["loss_preset"] == "finetune_ce" and finetune["epochs"] == 3
+    assert run.cell == "learning_rate-0.01_loss_preset-candidate3_finetune_loss_preset-finetune_ce"
+
+
 @pytest.mark.parametrize("content, message", [
     ({"stages": TINY_STAGES}, "'bundle'"),
     ({"bundle": "no_such_bundle"}, "no_such_bundle"),
@@ -367,3 +382,41 @@ def test_a_failing_run_is_retried_once_and_reported(tmp_path):
     report = (run_dir / "report" / "report.md").read_text()
     assert "`arch-no_such_arch/seed_0`: run arch-no_such_arch/seed_0: stage 'train' exited" in report
     assert not _wait_gone(before, run_dir)
+
+
+@pytest.mark.slow
+def test_sweep_on_a_running_ray_cluster(tmp_path):
+    """``--address``: the runs go to a Ray cluster started separately (here a head node on this machine)."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"), RAY_AUTH_MODE="disabled")
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "1",
+                             "--port", str(port), "--include-dashboard", "false"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spec = _write_spec(tmp_path / "one.yaml", name="one", bundle=MEDSASS, stages=TINY_STAGES[:1], seeds=[0],
+                       cells=[{"learning_rate": 0.001}], report={"metric": "mean_iou", "overlays": False})
+    run_dir = tmp_path / "run"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        done = subprocess.run([sys.executable, "-m", "fewlabel.cli", "sweep", str(spec), "--run_dir", str(run_dir),
+                               "--address", f"127.0.0.1:{port}", "--report", "false"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 of 1 runs done" in done.stdout
+        attempt = json.loads((run_dir / "runs" / "learning_rate-0.001" / "seed_0" / "attempts.jsonl")
+                             .read_text().splitlines()[0])
+        assert attempt["ray_cluster"].endswith(f":{port}")  # ran in a worker of that cluster
+        assert (run_dir / "runs" / "learning_rate-0.001" / "seed_0" / "models" / "model.pt").is_file()
+        assert head.poll() is None  # the sweep leaves the cluster running
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()

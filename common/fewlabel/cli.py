@@ -3,7 +3,6 @@
     fewlabel demo [BUNDLE] [--output_dir DIR]       run a bundle's demo (all bundles if none named)
     fewlabel datalist DATASET SRC_DIR -o OUT.json   turn a published dataset layout into a datalist
     fewlabel seeds BUNDLE --seeds 0,1,2,3,4 [--key value]  a bundle's protocol per seed, mean ± std
-    fewlabel mask-search [--ratios ..] [--sizes ..] [--seeds ..]   SurgicalSemiSeg's Figure 4 grid
     fewlabel sweep SPEC.yaml [--run_dir DIR] [--address RAY] [--key value]   a grid x seeds on Ray, then a report
     fewlabel report RUN_DIR                          a sweep's tables and plots (report/report.md)
     fewlabel video VIDEO --ckpt_path models/model.pt  SLiPPA landmarks on a video: overlay video + per-frame JSON
@@ -14,13 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 
 import fire
 
 from fewlabel.errors import FewLabelError
 
-__all__ = ["main", "demo", "datalist", "seeds", "mask_search", "sweep", "report", "video", "bundles"]
+__all__ = ["main", "demo", "datalist", "seeds", "sweep", "report", "video", "bundles"]
 
 
 def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
@@ -57,26 +57,22 @@ def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) ->
 
 
 def seeds(bundle: str, seeds: str = "0,1,2,3,4", output_dir: str = "outputs/seeds", **overrides) -> None:
-    """Run ``bundle``'s protocol (e.g. MedSASS: pre-train, then zero-label evaluation) once per seed
-    and print the mean and standard deviation of its metrics (also in ``summary.json`` / ``summary.md``).
+    """Run ``bundle``'s protocol (e.g. MedSASS: pre-train, then zero-label evaluation) once per seed,
+    as a sweep on a local Ray instance, and print the mean and standard deviation of its metrics
+    (the report is ``<output_dir>/<bundle>/report/report.md``).
 
     Args:
         bundle: bundle folder name.
         seeds: comma-separated seeds (the papers average five).
-        output_dir: one sub-folder per seed; seeds already finished are not rerun.
+        output_dir: the sweep goes to ``<output_dir>/<bundle>``; seeds already finished are not rerun.
         overrides: config overrides for every stage, e.g. ``--dataset_dir /data/ISIC2017 --epochs 50``.
     """
     from fewlabel.protocols import run_seeds
 
-    run_seeds(bundle, str(seeds), output_dir, **overrides)
-
-
-def mask_search(**kwargs) -> None:
-    """SurgicalSemiSeg's mask-parameter search (Figure 4): ``fewlabel mask-search --ratios 0.2,0.4,0.6
-    --sizes 32,64 --seeds 0,1,2 --dataset_dir /data/cholecseg8k``; see :func:`fewlabel.search.mask_search`."""
-    from fewlabel.search import mask_search as _search
-
-    _search(**kwargs)
+    result = run_seeds(bundle, str(seeds), output_dir, **overrides)
+    print(f"{bundle}: {len(result['seeds'])} seeds; report {result['report']}")
+    for name, v in result["metrics"].items():
+        print(f"  {name}: {v['mean']:.4f} ± {v['std']:.4f} (n={v['n']})")
 
 
 def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num_cpus: int | None = None,
@@ -107,7 +103,7 @@ def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num
         for run in select_runs(parsed.runs(run_dir or f"outputs/sweeps/{parsed.name}"), only):
             print(f"# {run.key}")
             for stage in run.active_stages():
-                print("  " + " ".join(run.command(stage, root)) + f"   # overrides: {run.stage_overrides(stage)}")
+                print("  " + shlex.join(run.command(stage, root)) + f"   # overrides: {run.stage_overrides(stage)}")
         return
     result = run_sweep(parsed, run_dir, address, num_cpus, cpus_per_run, gpus_per_run, only=only, force=force,
                        report=report, **overrides)
@@ -160,7 +156,7 @@ def bundles() -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     try:
-        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "mask-search": mask_search, "sweep": sweep,
+        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "sweep": sweep,
                    "report": report, "video": video,
                    "bundles": bundles},
                   name="fewlabel")

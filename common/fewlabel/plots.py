@@ -1,11 +1,10 @@
-"""Plots of grid results (from :func:`fewlabel.protocols.run_grid`): a metric against one parameter
-with a band of one standard deviation over seeds, a heat map over two parameters, and bars for
-named variants — the panels of the SurgicalSemiSeg paper's Figure 4."""
+"""Plots of sweep results (:func:`fewlabel.sweep.collect`): a metric against one parameter with a
+band of one standard deviation over seeds, a heat map over two parameters, and bars for named
+variants — the panels of the SurgicalSemiSeg paper's Figure 4 and the other papers' ablations."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -14,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["metric_value", "cell_values", "plot_curves", "plot_heatmap", "plot_bars", "figure_grid"]
+__all__ = ["metric_value", "cell_values", "plot_curves", "plot_heatmap", "plot_bars"]
 
 
 def metric_value(metrics: dict[str, Any], metric: str) -> float | None:
@@ -105,19 +104,3 @@ def plot_bars(ax: plt.Axes, summary: dict[str, Any], keys: Sequence[str], metric
     ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(f"{metric}{_unit(scale)}")
     ax.grid(axis="y", alpha=0.3)
-
-
-def figure_grid(summary: dict[str, Any], x: str, y: str, path: str | Path, metric: str = "mean_iou",
-                title: str = "") -> Path:
-    """Save a two-panel figure: ``metric`` against ``x`` (one line per ``y``) and the (x, y) heat map."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    plot_curves(axes[0], summary, x, group=y, metric=metric)
-    plot_heatmap(axes[1], summary, x, y, metric=metric)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

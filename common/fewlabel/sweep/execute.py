@@ -73,7 +73,8 @@ def _tail(path: Path, n: int = _LOG_TAIL) -> str:
         return ""
 
 
-def execute_run(run: Run, cwd: str | None = None, threads: int | None = None) -> dict[str, Any]:
+def execute_run(run: Run, cwd: str | None = None, threads: int | None = None,
+                context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every stage of ``run`` in order, each as a ``monai.bundle run`` subprocess.
 
     Args:
@@ -81,6 +82,7 @@ def execute_run(run: Run, cwd: str | None = None, threads: int | None = None) ->
         cwd: working folder of the stages (relative paths in overrides are relative to it); the run's
             folder when ``None`` or when it does not exist on this machine.
         threads: ``OMP_NUM_THREADS`` for the stages (torch's CPU threads); unchanged when ``None``.
+        context: recorded in the ``start`` line of ``attempts.jsonl`` (the Ray node and cluster).
 
     Returns:
         ``{"key", "duration", "stages"}``.
@@ -99,7 +101,7 @@ def execute_run(run: Run, cwd: str | None = None, threads: int | None = None) ->
                     "overrides": run.stage_overrides(s)} for s in stages],
         "skipped_stages": [s.name for s in run.stages if s not in stages],
     })
-    _append_attempt(run, "start")
+    _append_attempt(run, "start", **(context or {}))
     _write_json(run.folder / "status.json", {"state": "running", "since": time.time(), "host": socket.gethostname()})
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if threads:
@@ -222,7 +224,10 @@ def run_sweep(
 
 
 def _task(run: Run, cwd: str, threads: int | None) -> dict[str, Any]:
-    return execute_run(run, cwd, threads)
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return execute_run(run, cwd, threads, {"ray_cluster": ctx.gcs_address, "ray_node": ctx.get_node_id()})
 
 
 def _run_on_ray(todo: list[Run], already: int, total: int, address: str | None, num_cpus: int | None,
@@ -234,11 +239,17 @@ def _run_on_ray(todo: list[Run], already: int, total: int, address: str | None, 
         raise FewLabelError("sweeps run on Ray: install it with `pip install -e .[sweep]` (ray==2.60.0)") from e
     from tqdm.auto import tqdm
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local instance bound to this machine
     started_here = address is None and not ray.is_initialized()
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        saved = os.environ.get("RAY_AUTH_MODE")
+        if started_here:  # a private instance on this machine, for this sweep: no token file
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        finally:
+            if saved is None:
+                os.environ.pop("RAY_AUTH_MODE", None)
     try:
         if gpus_per_run is None:
             gpus_per_run = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0

@@ -11,7 +11,9 @@ The layout comes from the spec's ``report`` section (saved in ``RUN_DIR/sweep.ya
       percent: [mean_iou]        # shown x100; default: names with iou / dice / precision / recall / accuracy
       tables:
         - {rows: [threshold_method], metrics: [mean_iou, mean_dice]}      # a row per cell, a column per metric
+        - {metrics: {supervised: stages.evaluate_supervised.mean_dice, mined: mean_dice}}  # headers; other stages
         - {rows: [mask_ratio], cols: mask_size, metric: mean_iou}         # a two-parameter grid
+        - {rows: [arch], cols: epochs, where: {batch_size: 16}}            # 'where' picks cells
         - {rows: [pretrain_method], per_class: iou}                       # a column per class (+ mean)
       plots:
         - {kind: curve, x: mask_ratio, group: mask_size}                  # metric vs parameter, seed band
@@ -57,8 +59,9 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
 
     Returns:
         ``{"spec": SweepSpec, "cells": [{"cell", "params", "seeds": {seed: metrics}, "folders": {seed: Path}}],
-        "missing": [run keys without metrics], "failed": [{"key", "error"}]}``; a summary in the form
-        :mod:`fewlabel.plots` takes.
+        "missing": [run keys without metrics], "failed": [{"key", "error"}]}``. ``metrics`` is the report
+        stage's metrics file, with every stage's under ``"stages"`` (``stages.evaluate_sam.mean_dice``).
+        This is the summary form :mod:`fewlabel.plots` takes.
 
     Raises:
         FewLabelError: ``run_dir`` has no ``sweep.yaml`` (not a sweep folder).
@@ -76,7 +79,10 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         cell = cells.setdefault(run.cell, {"cell": run.cell, "params": run.params, "seeds": {}, "folders": {}})
         path = run.folder / stage / metrics_file
         if (run.folder / "done.json").is_file() and path.is_file():
-            cell["seeds"][run.seed] = json.loads(path.read_text())
+            metrics = json.loads(path.read_text())
+            metrics["stages"] = {s.name: json.loads((run.folder / s.name / metrics_file).read_text())
+                                 for s in spec.stages if (run.folder / s.name / metrics_file).is_file()}
+            cell["seeds"][run.seed] = metrics
             cell["folders"][run.seed] = run.folder
         else:
             missing.append(run.key)
@@ -104,12 +110,13 @@ class _Style:
         if isinstance(self.percent, bool):
             return 100.0 if self.percent else 1.0
         if isinstance(self.percent, list):
-            return 100.0 if metric in self.percent else 1.0
-        return 100.0 if any(k in metric.lower() for k in _PERCENT) else 1.0
+            return 100.0 if metric in self.percent or metric.split(".")[-1] in self.percent else 1.0
+        return 100.0 if any(k in metric.split(".")[-1].lower() for k in _PERCENT) else 1.0
 
     def lower_is_better(self, metric: str) -> bool:
-        if metric in self.lower or metric in self.higher:
-            return metric in self.lower
+        for name in (metric, metric.split(".")[-1]):
+            if name in self.lower or name in self.higher:
+                return name in self.lower
         return any(k in metric.lower() for k in _LOWER)
 
 
@@ -168,10 +175,12 @@ def _table(data: dict[str, Any], rows: Sequence[str] | None, columns: list[tuple
     return _markdown(header, body)
 
 
-def metrics_table(data: dict[str, Any], metrics: Sequence[str], rows: Sequence[str] | None = None,
+def metrics_table(data: dict[str, Any], metrics: Sequence[str] | dict[str, str], rows: Sequence[str] | None = None,
                   style: _Style | None = None) -> str:
-    """A row per cell, a column per metric (mean ± std over seeds, best in bold)."""
-    return _table(data, rows, [(m, m) for m in metrics], style or _Style(data["spec"].report))
+    """A row per cell, a column per metric (mean ± std over seeds, best in bold). ``metrics``: metric
+    paths, or ``{column header: metric path}`` (e.g. ``{"SAM": "stages.evaluate_sam.mean_dice"}``)."""
+    columns = list(metrics.items()) if isinstance(metrics, dict) else [(m, m) for m in metrics]
+    return _table(data, rows, columns, style or _Style(data["spec"].report))
 
 
 def per_class_table(data: dict[str, Any], metric: str = "iou", rows: Sequence[str] | None = None,
@@ -196,7 +205,14 @@ def grid_table(data: dict[str, Any], rows: Sequence[str], cols: str, metric: str
     n_seeds = len(data["spec"].seeds)
     row_vals = list(dict.fromkeys(tuple(c["params"].get(k) for k in rows) for c in data["cells"]))
     col_vals = list(dict.fromkeys(c["params"].get(cols) for c in data["cells"]))
-    by_key = {(tuple(c["params"].get(k) for k in rows), c["params"].get(cols)): c for c in data["cells"]}
+    by_key: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for c in data["cells"]:
+        key = (tuple(c["params"].get(k) for k in rows), c["params"].get(cols))
+        if key in by_key:
+            raise FewLabelError(f"cells {by_key[key]['cell']} and {c['cell']} fall on the same entry of the "
+                                f"{', '.join(rows)} x {cols} table: add the parameter that separates them to "
+                                "'rows', or pick cells with 'where'")
+        by_key[key] = c
     aggs = {key: aggregate(c, metric) for key, c in by_key.items()}
     present = [a for a in aggs.values() if a is not None]
     lower = style.lower_is_better(metric)
@@ -215,13 +231,21 @@ def grid_table(data: dict[str, Any], rows: Sequence[str], cols: str, metric: str
     return f"{metric}{unit} by {', '.join(rows)} (rows) and {cols} (columns):\n\n" + _markdown(header, body)
 
 
+def _where(data: dict[str, Any], where: dict[str, Any] | None) -> dict[str, Any]:
+    """``data`` with only the cells whose parameters match ``where``."""
+    if not where:
+        return data
+    return {**data, "cells": [c for c in data["cells"] if all(c["params"].get(k) == v for k, v in where.items())]}
+
+
 def _plot(data: dict[str, Any], plot: dict[str, Any], metric: str, style: _Style, path: Path) -> Path:
     kind = plot.get("kind", "curve")
     metric = plot.get("metric", metric)
+    data = _where(data, plot.get("where"))
     scale = style.scale(metric)
     fig, ax = plt.subplots(figsize=(6.5 if kind == "heatmap" else 6, 4.2))
     if kind == "curve":
-        plot_curves(ax, data, plot["x"], group=plot.get("group"), metric=metric, where=plot.get("where"), scale=scale)
+        plot_curves(ax, data, plot["x"], group=plot.get("group"), metric=metric, scale=scale)
     elif kind == "heatmap":
         plot_heatmap(ax, data, plot["x"], plot["y"], metric=metric, scale=scale,
                      cmap="Blues_r" if style.lower_is_better(metric) else "Blues")
@@ -385,7 +409,9 @@ def make_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Pa
              "Entries are mean ± standard deviation over seeds; the best of each column is in **bold**.", ""]
     if spec.overrides:
         lines += ["Overrides of every run: " + ", ".join(f"`{k}={v}`" for k, v in spec.overrides.items()), ""]
+    full = data
     for i, table in enumerate(rep.get("tables") or _default_tables(data, metric)):
+        data = _where(full, table.get("where"))
         if table.get("title"):
             lines += [f"## {table['title']}", ""]
         rows = table.get("rows")
@@ -400,6 +426,7 @@ def make_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Pa
         else:
             raise FewLabelError(f"report table {i} of {spec.source} needs 'metrics', 'cols' or 'per_class'")
         lines.append("")
+    data = full
     pictures = []
     for i, plot in enumerate(rep.get("plots", _default_plots(data))):
         name = plot.get("file", f"plot_{i}_{plot.get('kind', 'curve')}.png")

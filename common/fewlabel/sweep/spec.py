@@ -6,9 +6,9 @@ A spec is a YAML (or JSON) file::
     stages:                       # optional; default: the bundle's protocol (fewlabel.protocols.PROTOCOLS)
       - {name: pretrain, configs: [train.json, pretrain.json]}
       - {name: finetune, configs: [train.json], overrides: {from_pretrained: true}}
-      - {name: evaluate, configs: [train.json, evaluate.json], skip_if: {}}
-    overrides: {epochs: 100}      # every stage of every cell
-    grid: {mask_ratio: [0.2, 0.4], mask_size: [32, 64]}   # every combination ...
+      - {name: evaluate, configs: [train.json, evaluate.json], exclude: [learning_rate]}
+    overrides: {epochs: 100}      # every stage of every cell ("<stage>:<key>": that stage only)
+    grid: {mask_ratio: [0.2, 0.4], mask_size: [32, 64]}   # every combination (or a list of such grids) ...
     cells: [{mask_shape: circle}] # ... and / or an explicit list of cells
     seeds: [0, 1, 2, 3, 4]
     report: {...}                 # see fewlabel.sweep.report
@@ -46,7 +46,9 @@ class SweepStage:
 
     ``skip_if`` / ``only_if`` map parameter names to values: the stage is skipped for runs whose
     parameters match all of ``skip_if`` (or do not match all of ``only_if``) - e.g. no pre-training
-    stage for the supervised baseline ``{from_pretrained: false}``.
+    stage for the supervised baseline ``{from_pretrained: false}``. ``exclude`` lists parameters and
+    overrides this stage does not get, so its own config files' values stand (SLiPPA's fine-tuning
+    keeps its learning rate while the grid varies stage 1's).
     """
 
     name: str
@@ -54,6 +56,7 @@ class SweepStage:
     overrides: dict[str, Any] = field(default_factory=dict)
     skip_if: dict[str, Any] = field(default_factory=dict)
     only_if: dict[str, Any] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
 
     def applies(self, params: dict[str, Any]) -> bool:
         """Whether this stage runs for a run with ``params`` (its overrides merged)."""
@@ -87,8 +90,12 @@ class Run:
 
     def stage_overrides(self, stage: SweepStage) -> dict[str, Any]:
         """The overrides one stage gets: output and weights folders, the sweep's, the cell's, the seed, the stage's."""
+        merged = {**self.overrides, **self.params}
+        given = {k: v for k, v in merged.items() if ":" not in k and k not in stage.exclude}
+        # "<stage>:<key>" goes to that stage only, over the plain key ("exclude" does not drop it)
+        given.update({k.rpartition(":")[2]: v for k, v in merged.items() if k.rpartition(":")[0] == stage.name})
         return {"ckpt_dir": str(self.folder / "models"), "output_dir": str(self.folder / stage.name),
-                **self.overrides, **self.params, "seed": self.seed, **stage.overrides}
+                **given, "seed": self.seed, **stage.overrides}
 
     def active_stages(self) -> list[SweepStage]:
         merged = {**self.overrides, **self.params}
@@ -109,7 +116,7 @@ class SweepSpec:
 
     bundle: str
     stages: tuple[SweepStage, ...]
-    grid: dict[str, list[Any]]
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]]
     cells: list[dict[str, Any]]
     seeds: list[int]
     overrides: dict[str, Any]
@@ -120,8 +127,9 @@ class SweepSpec:
     def cell_params(self) -> list[dict[str, Any]]:
         """Every cell's parameters: the grid's combinations, then the explicit cells (duplicates dropped)."""
         out: list[dict[str, Any]] = []
-        if self.grid:
-            out += [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
+        for grid in self.grid if isinstance(self.grid, list) else [self.grid]:
+            if grid:
+                out += [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
         out += [dict(c) for c in self.cells]
         if not out:
             out = [{}]
@@ -142,7 +150,8 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "bundle": self.bundle,
                 "stages": [{"name": s.name, "configs": list(s.configs), "overrides": s.overrides,
-                            "skip_if": s.skip_if, "only_if": s.only_if} for s in self.stages],
+                            "skip_if": s.skip_if, "only_if": s.only_if, "exclude": list(s.exclude)}
+                           for s in self.stages],
                 "grid": self.grid, "cells": self.cells, "seeds": self.seeds, "overrides": self.overrides,
                 "report": self.report}
 
@@ -155,11 +164,12 @@ def _stage(item: Any, where: str) -> SweepStage:
         raise SpecError(f"{where}: each stage needs 'name' and 'configs' (a list of the bundle's config files), got {item!r}")
     configs = item["configs"]
     configs = (configs,) if isinstance(configs, str) else tuple(configs)
-    unknown = set(item) - {"name", "configs", "overrides", "skip_if", "only_if"}
+    unknown = set(item) - {"name", "configs", "overrides", "skip_if", "only_if", "exclude"}
     if unknown:
         raise SpecError(f"{where}: stage '{item['name']}' has unknown fields {sorted(unknown)}")
     return SweepStage(str(item["name"]), configs, dict(item.get("overrides") or {}),
-                      dict(item.get("skip_if") or {}), dict(item.get("only_if") or {}))
+                      dict(item.get("skip_if") or {}), dict(item.get("only_if") or {}),
+                      tuple(item.get("exclude") or ()))
 
 
 def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
@@ -210,12 +220,15 @@ def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
             if not (root / "configs" / c).is_file():
                 raise SpecError(f"{where}: stage '{s.name}' names {c}, which is not in {root / 'configs'}")
     grid = raw.get("grid") or {}
-    if not isinstance(grid, dict):
-        raise SpecError(f"{where}: 'grid' must map config keys to lists of values")
-    grid = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in grid.items()}
-    for k, v in grid.items():
-        if not v:
-            raise SpecError(f"{where}: grid axis '{k}' has no values")
+    grids = grid if isinstance(grid, list) else [grid]
+    if not all(isinstance(g, dict) for g in grids):
+        raise SpecError(f"{where}: 'grid' must map config keys to lists of values (or be a list of such maps)")
+    grids = [{k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in g.items()} for g in grids]
+    for g in grids:
+        for k, v in g.items():
+            if not v:
+                raise SpecError(f"{where}: grid axis '{k}' has no values")
+    grid = grids if isinstance(grid, list) else grids[0]
     cells = raw.get("cells") or []
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise SpecError(f"{where}: 'cells' must be a list of mappings of config overrides")
