@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -132,6 +133,13 @@ def test_every_bundle_ships_paper_specs_that_load(bundle):
         report = spec.report
         assert report.get("tables"), f"{path.name}: no paper-style table"
         keys = {k for p in spec.cell_params() for k in p}
+        # every setting the spec varies or fixes is a key of the config files of a stage that gets it
+        config_keys = set()
+        for stage in spec.stages:
+            for c in stage.configs:
+                config_keys |= set(json.loads((REPO / "bundles" / bundle / "configs" / c).read_text()))
+        for key in keys | set(spec.overrides):
+            assert key.rpartition(":")[2] in config_keys, f"{path.name}: '{key}' is not a config key of {bundle}"
         for table in report["tables"]:
             assert set(table.get("rows", [])) <= keys and table.get("cols", next(iter(keys))) in keys, path.name
         for plot in report.get("plots", []):
@@ -394,6 +402,7 @@ def test_sweep_on_a_running_ray_cluster(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(REPO / "tests"), RAY_AUTH_MODE="disabled")
+    before = _processes()
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "1",
                              "--port", str(port), "--include-dashboard", "false"],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -417,6 +426,22 @@ def test_sweep_on_a_running_ray_cluster(tmp_path):
         assert attempt["ray_cluster"].endswith(f":{port}")  # ran in a worker of that cluster
         assert (run_dir / "runs" / "learning_rate-0.001" / "seed_0" / "models" / "model.pt").is_file()
         assert head.poll() is None  # the sweep leaves the cluster running
-    finally:
+    finally:  # the head, its raylet, GCS and workers; and its address file, which `ray.init()` would read
         os.killpg(head.pid, signal.SIGKILL)
         head.wait()
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
+    assert not _wait_gone(before, run_dir), "processes of the Ray head left behind"
+
+
+def test_the_docs_hold_a_demo_report_with_its_pictures():
+    report = REPO / "bundles" / "surgical_semiseg_laparoscopy_segmentation" / "docs" / "sweep_demo" / "report.md"
+    text = report.read_text()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"overlays.png", "training_curves.png"} <= set(pictures) and len(pictures) >= 4
+    for name in pictures:
+        assert (report.parent / name).stat().st_size > 10_000, name
+    assert "demo_mask_grid.yaml" in text and "| mask_ratio | mask_size=16 | mask_size=64 |" in text
+    linked = (REPO / "bundles" / "surgical_semiseg_laparoscopy_segmentation" / "docs" / "README.md").read_text()
+    assert "sweep_demo/report.md" in linked

@@ -89,7 +89,10 @@ def plot_heatmap(ax: plt.Axes, summary: dict[str, Any], x: str, y: str, metric: 
     for i in range(len(ys)):
         for j in range(len(xs)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=7)
+                shade = im.norm(grid[i, j])  # 0..1 along the colour map: light text on dark cells
+                dark = shade > 0.6 if not cmap.endswith("_r") else shade < 0.4
+                ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
     plt.colorbar(im, ax=ax, label=f"{metric}{_unit(scale)}")
 
 

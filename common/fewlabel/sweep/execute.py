@@ -245,8 +245,9 @@ def _run_on_ray(todo: list[Run], already: int, total: int, address: str | None, 
         if started_here:  # a private instance on this machine, for this sweep: no token file
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         try:
-            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+            # "local": a new instance even where `ray start` left one running (or its stale address file)
+            ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
         finally:
             if saved is None:
                 os.environ.pop("RAY_AUTH_MODE", None)

@@ -345,12 +345,18 @@ def overlay_grid(data: dict[str, Any], path: Path, metric: str, style: _Style, c
     if not rows:
         return None
     k = max(len(r[3]) for r in rows)
-    fig, axes = plt.subplots(len(rows), 3 * k, figsize=(2.2 * 3 * k, 2.4 * len(rows)), squeeze=False)
+    height, width = rows[0][3][0][1].shape
+    panel = 2.0
+    fig, axes = plt.subplots(len(rows), 3 * k, squeeze=False,
+                             figsize=(panel * 3 * k + 1.6, panel * height / width * len(rows) + 0.5))
     for r, (cell, seed, agg, exs) in enumerate(rows):
         for i in range(k):
             for j, title in enumerate(("image", "ground truth", "prediction")):
                 ax = axes[r, 3 * i + j]
-                ax.axis("off")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
                 if i >= len(exs):
                     continue
                 img, lab, prd = exs[i]
@@ -359,10 +365,10 @@ def overlay_grid(data: dict[str, Any], path: Path, metric: str, style: _Style, c
                 ax.imshow(rgb8 if j == 0 else overlay_mask(rgb8, lab if j == 1 else prd))
                 if r == 0:
                     ax.set_title(title, fontsize=8)
-        axes[r, 0].text(-0.05, 0.5, f"{cell}\nseed {seed}\n{metric} {style.scale(metric) * agg[0]:.1f}",
-                        transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+        axes[r, 0].set_ylabel(f"{cell}\nseed {seed}\n{metric.split('.')[-1]} {style.scale(metric) * agg[0]:.1f}",
+                              rotation=0, ha="right", va="center", fontsize=7)
+    fig.tight_layout(pad=0.3, w_pad=0.2, h_pad=0.4)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
 
