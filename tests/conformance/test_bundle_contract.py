@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, run, verify_metadata, verify_net_in_out
@@ -173,6 +174,16 @@ def test_train_then_infer_then_evaluate_on_demo_data(bundle, tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["num_images"] > 0 and 0.0 <= metrics.get("mean_iou", metrics.get("mean_dice")) <= 1.0
     assert (tmp_path / "eval" / "metrics.md").is_file()
+    # a few (image, ground truth, prediction) for sweep reports' overlay grids: 2D, same size, class indices
+    with np.load(tmp_path / "eval" / "metrics_examples.npz") as ex:
+        assert "image_0" in ex.files
+        for i in range(len([f for f in ex.files if f.startswith("image_")])):
+            image, label, pred = ex[f"image_{i}"], ex[f"label_{i}"], ex[f"pred_{i}"]
+            assert image.shape[:2] == label.shape == pred.shape and image.ndim in (2, 3)
+            assert 0.0 <= image.min() and image.max() <= 1.0
+            classes = json.loads((bundle / "configs" / "metadata.json").read_text())[
+                "network_data_format"]["outputs"]["pred"]["channel_def"]
+            assert label.max() < max(2, len(classes)) and pred.max() < max(2, len(classes))
 
 
 @pytest.mark.slow

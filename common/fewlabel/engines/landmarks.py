@@ -62,11 +62,14 @@ class LandmarkEvaluation:
         stage: what the checkpoint is (``"init"`` after stage 1, ``"tune"`` after fine-tuning); recorded.
         report: which of ``raw`` / ``post`` the top-level figures of ``metrics.json`` repeat (for sweeps).
         name: file stem of the outputs.
+        examples: how many (image, ground truth, raw prediction) at network size to keep in
+            ``<name>_examples.npz`` for pictures (sweep reports); 0 keeps none.
     """
 
     def __init__(self, output_dir: str | os.PathLike, class_names: Sequence[str], postprocessor: Any = None,
                  d_max: float = 10.0, thickness: int = 12, full_label_key: str = "label_full",
-                 image_key: str = "image", stage: str = "tune", report: str = "post", name: str = "metrics") -> None:
+                 image_key: str = "image", stage: str = "tune", report: str = "post", name: str = "metrics",
+                 examples: int = 4) -> None:
         from fewlabel.metrics import LandmarkScores
 
         if report not in ("raw", "post"):
@@ -81,6 +84,7 @@ class LandmarkEvaluation:
         self.stage = stage
         self.report = report if postprocessor is not None else "raw"
         self.name = name
+        self.examples = int(examples)
         self._make = lambda: LandmarkScores(self.class_names[1:], d_max=self.d_max)
         self.reset()
 
@@ -88,6 +92,7 @@ class LandmarkEvaluation:
         self.raw = self._make()
         self.post = self._make()
         self.timings: dict[str, list[float]] = {}
+        self._examples: list[dict[str, np.ndarray]] = []
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
@@ -120,6 +125,12 @@ class LandmarkEvaluation:
                 raise ValueError(f"labels out of range for {k} classes (pred max {pred.max()}, ground truth max {gt.max()})")
             gt_masks = _one_hot_masks(gt, k)
             self.raw.add(_one_hot_masks(_resize_nearest(pred, gt.shape), k), gt_masks)
+            if len(self._examples) < self.examples and self.image_key in b:
+                from fewlabel.metrics.report import example_arrays
+
+                example = example_arrays(b[self.image_key], _resize_nearest(gt, pred.shape)[None], pred[None])
+                if example is not None:
+                    self._examples.append(example)
             if self.postprocessor is not None:
                 image = _np(b[self.image_key]) if self.image_key in b else None
                 if image is not None and image.ndim == 3 and image.shape[0] in (1, 3):
@@ -141,6 +152,7 @@ class LandmarkEvaluation:
 
     def write(self, engine: Engine | None = None) -> dict[str, Any]:
         from fewlabel.metrics import format_landmark_table
+        from fewlabel.metrics.report import save_examples
 
         res = self.results()
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +164,7 @@ class LandmarkEvaluation:
                       "Post-processing, mean ms per frame: "
                       + ", ".join(f"{s} {v:.2f}" for s, v in res["postprocess_ms"].items())]
         (self.output_dir / f"{self.name}.md").write_text("\n".join(lines) + "\n")
+        save_examples(self.output_dir / f"{self.name}_examples.npz", self._examples)
         m = res["raw"]["mean"]
         logger.info("landmarks (%s, raw): P %.3f D %.3f G %.3f over %d images", self.stage, m["precision"], m["dice"],
                     m["G"], res["raw"]["num_images"])

@@ -26,7 +26,7 @@ from monai.handlers import from_engine
 from monai.metrics import compute_dice, compute_iou
 from monai.networks import one_hot
 
-__all__ = ["ReportHandler", "example_arrays", "SegmentationScores", "SegmentationReport", "format_table"]
+__all__ = ["ReportHandler", "example_arrays", "save_examples", "SegmentationScores", "SegmentationReport", "format_table"]
 
 logger = logging.getLogger("fewlabel.metrics")
 
@@ -208,10 +208,17 @@ class ReportHandler:
         for key in self.metric_keys:
             if key in self.result:
                 engine.state.metrics[f"{self.name}_{key}"] = self.result[key]
-        if self._examples:
-            np.savez_compressed(self.output_dir / f"{self.name}_examples.npz",
-                                **{f"{k}_{i}": v for i, ex in enumerate(self._examples) for k, v in ex.items()})
+        save_examples(self.output_dir / f"{self.name}_examples.npz", self._examples)
         logger.info("%s written to %s\n%s", self.name, self.output_dir, table)
+
+
+def save_examples(path: str | os.PathLike, examples: Sequence[dict[str, np.ndarray]]) -> Path | None:
+    """Write :func:`example_arrays` results as ``image_<i>``, ``label_<i>``, ``pred_<i>`` in one ``.npz``
+    (what sweep reports draw their overlay grids from); nothing when ``examples`` is empty."""
+    if not examples:
+        return None
+    np.savez_compressed(path, **{f"{k}_{i}": v for i, ex in enumerate(examples) for k, v in ex.items()})
+    return Path(path)
 
 
 def _numpy(x: Any) -> np.ndarray:
