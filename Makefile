@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation sam2==1.1.0
-	$(BIN)/python -m pip install -q -e ".[test,sweep]"
+	$(BIN)/python -m pip install -q -e ".[test,sweep,export]"
 	touch $(STAMP)
 
 demo: setup

@@ -17,7 +17,8 @@ import jsonschema
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, run, verify_metadata, verify_net_in_out
+from monai.bundle import (ConfigParser, ConfigWorkflow, ckpt_export, onnx_export, run, verify_metadata,
+                          verify_net_in_out)
 
 from conftest import BUNDLES, REPO
 
@@ -129,22 +130,53 @@ def test_verify_net_in_out(bundle):
                       config_file=_cfg(bundle, "inference.json")[0], device="cpu", n=1, any=1)
 
 
-def test_ckpt_export_matches_eager(bundle, tmp_path):
+#: bundles whose default network cannot be scripted (smp's UNet++ indexes a ModuleDict with f-strings):
+#: exported by tracing at the metadata's input shape (``--use_trace true``), as their docs say
+TRACED = {"sam_mining_polyp_segmentation"}
+
+
+def _export_args(bundle: Path, tmp_path: Path, suffix: str) -> tuple[torch.nn.Module, dict, torch.Tensor]:
+    """The inference network with random weights saved as a checkpoint, the export arguments, an input."""
     parser = ConfigParser()
     parser.read_config(_cfg(bundle, "inference.json"))
     net = parser.get_parsed_content("network_def", instantiate=True).eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    export = dict(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
-                  meta_file=_cfg(bundle, "metadata.json")[0], config_file=_cfg(bundle, "inference.json")[0])
-    try:
-        ckpt_export(**export)
-    except RuntimeError:  # not scriptable (e.g. smp's UNet++ indexes a ModuleDict with f-strings): trace it,
-        ckpt_export(**export, use_trace=True)  # at the metadata's input shape, as `ckpt_export --use_trace` does
-    ts = torch.jit.load(str(tmp_path / "model.ts"))
+    export = dict(net_id="network_def", filepath=str(tmp_path / f"model.{suffix}"), ckpt_file=str(tmp_path / "model.pt"),
+                  meta_file=_cfg(bundle, "metadata.json")[0], config_file=_cfg(bundle, "inference.json")[0],
+                  use_trace=bundle.name in TRACED)
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
-    x = torch.rand(1, meta["num_channels"], *meta["spatial_shape"])
+    return net, export, torch.rand(1, meta["num_channels"], *meta["spatial_shape"])
+
+
+def test_ckpt_export_matches_eager(bundle, tmp_path):
+    """``monai.bundle ckpt_export``: TorchScript (scripted, or traced where the docs say so) with the
+    metadata and the inference config embedded, giving the eager network's output."""
+    net, export, x = _export_args(bundle, tmp_path, "ts")
+    ckpt_export(**export)
+    extra = {"metadata.json": "", "inference.json": ""}
+    ts = torch.jit.load(export["filepath"], _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["version"] == json.loads(
+        (bundle / "configs" / "metadata.json").read_text())["version"]
+    assert "network_def" in json.loads(extra["inference.json"])
     with torch.no_grad():
         assert torch.allclose(ts(x), net(x), atol=1e-5)
+    docs = (bundle / "docs" / "README.md").read_text()
+    assert f"default network is {'traced' if bundle.name in TRACED else 'scripted'}" in docs
+
+
+def test_onnx_export_matches_eager(bundle, tmp_path):
+    """``monai.bundle onnx_export``: a valid ONNX graph whose onnxruntime output equals the eager network's."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    net, export, x = _export_args(bundle, tmp_path, "onnx")
+    onnx_export(**export)
+    onnx.checker.check_model(export["filepath"])
+    session = ort.InferenceSession(export["filepath"], providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(ref).max())))
 
 
 @pytest.mark.slow
