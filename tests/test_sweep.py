@@ -445,3 +445,23 @@ def test_the_docs_hold_a_demo_report_with_its_pictures():
     assert "demo_mask_grid.yaml" in text and "| mask_ratio | mask_size=16 | mask_size=64 |" in text
     linked = (REPO / "bundles" / "surgical_semiseg_laparoscopy_segmentation" / "docs" / "README.md").read_text()
     assert "sweep_demo/report.md" in linked
+
+
+@pytest.mark.slow
+def test_with_gpus_each_run_takes_one_and_runs_alone_on_it(tmp_path):
+    """One run per GPU: a local instance told it has one GPU (none is used: CUDA is absent here, so the
+    stages fall back to the CPU) runs the two runs one after the other, each seeing GPU 0."""
+    pytest.importorskip("ray")
+    spec = _write_spec(tmp_path / "gpu.yaml", name="gpu", bundle=MEDSASS, stages=TINY_STAGES[:1], seeds=[0, 1],
+                       report={"overlays": False})
+    run_dir = tmp_path / "run"
+    done = subprocess.run(_sweep_cmd(spec, run_dir) + ["--num_gpus", "1", "--report", "false"], capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(REPO / "tests")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    spans = []
+    for folder in sorted(run_dir.glob("runs/default/seed_*")):
+        events = [json.loads(line) for line in (folder / "attempts.jsonl").read_text().splitlines()]
+        spans.append((events[0]["time"], events[-1]["time"]))
+        assert events[0]["gpus"] == ["0"] and events[0]["cuda_visible_devices"] == "0"  # the stages inherit it
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert a1 <= b0, "two runs shared the one GPU"

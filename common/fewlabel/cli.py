@@ -76,8 +76,9 @@ def seeds(bundle: str, seeds: str = "0,1,2,3,4", output_dir: str = "outputs/seed
 
 
 def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num_cpus: int | None = None,
-          cpus_per_run: float = 1, gpus_per_run: float | None = None, only: str | None = None, force: bool = False,
-          report: bool = True, dry_run: bool = False, **overrides) -> None:
+          num_gpus: int | None = None, cpus_per_run: float = 1, gpus_per_run: float | None = None,
+          only: str | None = None, force: bool = False, report: bool = True, dry_run: bool = False,
+          **overrides) -> None:
     """Run a sweep (a bundle's stages over a grid of overrides and seeds) on Ray and write its report.
 
     Args:
@@ -85,7 +86,7 @@ def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num
         run_dir: output folder (default ``outputs/sweeps/<spec name>``); restarting with the same folder
             runs only unfinished runs.
         address: a running Ray cluster's address; without it a local Ray instance runs the sweep.
-        num_cpus: CPUs of the local instance (default all).
+        num_cpus, num_gpus: CPUs and GPUs of the local instance (default all).
         cpus_per_run, gpus_per_run: Ray resources of each run (default 1 CPU; 1 GPU when the cluster has GPUs).
         only: run only these runs or cells (shell patterns of ``<cell>/seed_<s>``, comma-separated).
         force: rerun the selected runs even when finished.
@@ -106,7 +107,7 @@ def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num
                 print("  " + shlex.join(run.command(stage, root)) + f"   # overrides: {run.stage_overrides(stage)}")
         return
     result = run_sweep(parsed, run_dir, address, num_cpus, cpus_per_run, gpus_per_run, only=only, force=force,
-                       report=report, **overrides)
+                       report=report, num_gpus=num_gpus, **overrides)
     print(f"sweep: {result['done']} of {result['total']} runs done, {len(result['failed'])} failed; "
           f"folder {result['run_dir']}" + (f"; report {result['report']}" if result.get("report") else ""))
     if result["failed"]:

@@ -163,7 +163,7 @@ def run_sweep(
     spec: SweepSpec | str | Path, run_dir: str | Path | None = None, address: str | None = None,
     num_cpus: int | None = None, cpus_per_run: float = 1, gpus_per_run: float | None = None,
     retries: int = 1, only: str | Sequence[str] | None = None, force: bool = False, report: bool = True,
-    progress: bool = True, **overrides: Any,
+    progress: bool = True, num_gpus: int | None = None, **overrides: Any,
 ) -> dict[str, Any]:
     """Run every unfinished run of a sweep as a Ray task, show progress, then write the report.
 
@@ -182,6 +182,7 @@ def run_sweep(
         force: run the selected runs again even when finished (their ``done.json`` is removed).
         report: write ``<run_dir>/report/`` at the end (:func:`fewlabel.sweep.report.make_report`).
         progress: show a progress bar (runs done / running / failed, time left).
+        num_gpus: GPUs of the local instance (default: those CUDA sees).
         overrides: config overrides added to the spec's for every run (e.g. ``dataset_dir``).
 
     Returns:
@@ -208,8 +209,8 @@ def run_sweep(
     failed: list[dict[str, str]] = []
     ran: list[str] = []
     if todo:
-        failed, ran = _run_on_ray(todo, already, len(runs), address, num_cpus, cpus_per_run, gpus_per_run, retries,
-                                  progress)
+        failed, ran = _run_on_ray(todo, already, len(runs), address, num_cpus, num_gpus, cpus_per_run, gpus_per_run,
+                                  retries, progress)
     _write_json(run_dir / "failed.json", failed)
     done = sum((r.folder / "done.json").is_file() for r in runs)
     summary = {"run_dir": str(run_dir), "total": len(runs), "done": done, "failed": failed, "ran": ran}
@@ -227,11 +228,13 @@ def _task(run: Run, cwd: str, threads: int | None) -> dict[str, Any]:
     import ray
 
     ctx = ray.get_runtime_context()
-    return execute_run(run, cwd, threads, {"ray_cluster": ctx.gcs_address, "ray_node": ctx.get_node_id()})
+    return execute_run(run, cwd, threads, {"ray_cluster": ctx.gcs_address, "ray_node": ctx.get_node_id(),
+                                           "gpus": list(ctx.get_accelerator_ids().get("GPU", [])),
+                                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
 
 
 def _run_on_ray(todo: list[Run], already: int, total: int, address: str | None, num_cpus: int | None,
-                cpus_per_run: float, gpus_per_run: float | None, retries: int,
+                num_gpus: int | None, cpus_per_run: float, gpus_per_run: float | None, retries: int,
                 progress: bool) -> tuple[list[dict[str, str]], list[str]]:
     try:
         import ray
@@ -247,7 +250,8 @@ def _run_on_ray(todo: list[Run], already: int, total: int, address: str | None, 
         try:
             # "local": a new instance even where `ray start` left one running (or its stale address file)
             ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+                     num_gpus=num_gpus if address is None else None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
         finally:
             if saved is None:
                 os.environ.pop("RAY_AUTH_MODE", None)
