@@ -242,6 +242,16 @@ def test_report_defaults_without_a_layout(tmp_path):
     assert (path.parent / "plot_0_curve.png").is_file() and (path.parent / "plot_1_heatmap.png").is_file()
 
 
+def test_report_of_a_sweep_where_nothing_finished_lists_every_run(tmp_path):
+    run_dir = _fake_run_dir(tmp_path, {}, {})
+    (run_dir / "failed.json").write_text(json.dumps([{"key": "learning_rate-0.1_batch_size-2/seed_0",
+                                                      "error": "run ...: stage 'train' exited with status 1"}]))
+    text = make_report(run_dir).read_text()
+    assert "0 of 12 runs finished" in text and "![" not in text  # no empty plots
+    assert "`learning_rate-0.1_batch_size-2/seed_0`: run ...: stage 'train' exited with status 1" in text
+    assert text.count("not finished") == 11
+
+
 def test_report_refuses_a_folder_that_is_not_a_sweep(tmp_path):
     with pytest.raises(FewLabelError, match="no sweep.yaml"):
         collect(tmp_path)

@@ -5,7 +5,7 @@ Each task runs its stages as ``python -m monai.bundle run`` subprocesses and rec
 - ``run.json``: bundle, parameters, seed and each stage's command line (to repeat the run by hand);
 - ``<stage>.overrides.json`` and ``<stage>.log`` (the subprocess's output), ``<stage>/.done`` once it succeeded;
 - ``attempts.jsonl``: one line per start, finish and failure (host, process id, time);
-- ``status.json``: ``running`` / ``done`` / ``failed``; ``done.json`` once every stage finished.
+- ``status.json``: ``queued`` / ``running`` / ``done`` / ``failed``; ``done.json`` once every stage finished.
 
 A run with ``done.json`` is never started again (restarting a sweep after a crash or Ctrl-C runs only
 what is missing; inside an unfinished run, stages with ``.done`` are kept). A run that fails is retried
@@ -262,6 +262,9 @@ def _run_on_ray(todo: list[Run], already: int, total: int, address: str | None, 
         task = ray.remote(_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries,
                                          retry_exceptions=True)
         cwd = os.getcwd()
+        for r in todo:  # a run left "running" by a killed sweep is waiting now, not running
+            r.folder.mkdir(parents=True, exist_ok=True)
+            _write_json(r.folder / "status.json", {"state": "queued", "since": time.time()})
         refs = {task.remote(r, cwd, threads): r for r in todo}
         pending = list(refs)
         failed: list[dict[str, str]] = []

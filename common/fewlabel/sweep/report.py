@@ -6,7 +6,8 @@ The layout comes from the spec's ``report`` section (saved in ``RUN_DIR/sweep.ya
       title: "Table 3: thresholding methods"
       stage: evaluate            # whose metrics (default: the last stage)
       metrics_file: metrics.json # in that stage's folder
-      metric: mean_iou           # main metric: plots, overlay order, default tables
+      metric: mean_iou           # main metric: plots, overlay order, default tables (default: mean_iou,
+                                 # else mean_dice, else the first mean_* figure)
       lower_is_better: [mean_hausdorff]   # default: names with hausdorff / distance / loss / error
       percent: [mean_iou]        # shown x100; default: names with iou / dice / precision / recall / accuracy
       tables:
@@ -238,11 +239,14 @@ def _where(data: dict[str, Any], where: dict[str, Any] | None) -> dict[str, Any]
     return {**data, "cells": [c for c in data["cells"] if all(c["params"].get(k) == v for k, v in where.items())]}
 
 
-def _plot(data: dict[str, Any], plot: dict[str, Any], metric: str, style: _Style, path: Path) -> Path:
+def _plot(data: dict[str, Any], plot: dict[str, Any], metric: str, style: _Style, path: Path) -> Path | None:
     kind = plot.get("kind", "curve")
     metric = plot.get("metric", metric)
     data = _where(data, plot.get("where"))
     scale = style.scale(metric)
+    if not any(aggregate(c, metric) for c in data["cells"]):
+        logger.warning("report plot %s: no finished run has %s; not drawn", path.name, metric)
+        return None
     fig, ax = plt.subplots(figsize=(6.5 if kind == "heatmap" else 6, 4.2))
     if kind == "curve":
         plot_curves(ax, data, plot["x"], group=plot.get("group"), metric=metric, scale=scale)
@@ -373,6 +377,15 @@ def overlay_grid(data: dict[str, Any], path: Path, metric: str, style: _Style, c
     return path
 
 
+def _default_metric(data: dict[str, Any]) -> str:
+    """``mean_iou``, else ``mean_dice``, else the first ``mean_*`` figure the runs report."""
+    found = [k for c in data["cells"] for m in c["seeds"].values() for k in m if k.startswith("mean_")]
+    for name in ("mean_iou", "mean_dice"):
+        if name in found:
+            return name
+    return found[0] if found else "mean_iou"
+
+
 def _default_tables(data: dict[str, Any], metric: str) -> list[dict[str, Any]]:
     others = []
     for c in data["cells"]:
@@ -404,7 +417,7 @@ def make_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Pa
     spec: SweepSpec = data["spec"]
     rep = spec.report
     style = _Style(rep)
-    metric = rep.get("metric", "mean_iou")
+    metric = rep.get("metric") or _default_metric(data)
     out = Path(output_dir or Path(run_dir) / "report")
     out.mkdir(parents=True, exist_ok=True)
     n_runs = len(spec.cell_params()) * len(spec.seeds)
@@ -436,7 +449,9 @@ def make_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Pa
     pictures = []
     for i, plot in enumerate(rep.get("plots", _default_plots(data))):
         name = plot.get("file", f"plot_{i}_{plot.get('kind', 'curve')}.png")
-        pictures.append(_plot(data, plot, metric, style, out / name))
+        p = _plot(data, plot, metric, style, out / name)
+        if p:
+            pictures.append(p)
     if rep.get("training_curves", True):
         p = training_curves(data, out / "training_curves.png")
         if p:
