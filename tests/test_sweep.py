@@ -100,6 +100,9 @@ def test_stage_scoped_keys_and_excluded_keys(tmp_path):
     ({"bundle": MEDSASS, "seeds": []}, "seeds"),
     ({"bundle": MEDSASS, "sedes": [1]}, "sedes"),
     ({"bundle": MEDSASS, "stages": [{"configs": ["train.json"]}]}, "name"),
+    ({"bundle": MEDSASS, "stages": TINY_STAGES, "report": {"metrics": 1, "tables": [
+        {"metrics": {"x": "stages.evaluate_sam.mean_dice"}}]}}, "['evaluate_sam']"),
+    ({"bundle": MEDSASS, "stages": TINY_STAGES, "report": {"stage": "zero_label"}}, "['zero_label']"),
 ])
 def test_bad_specs_name_the_file_and_the_field(tmp_path, content, message):
     path = _write_spec(tmp_path / "bad.yaml", **content)
@@ -475,3 +478,82 @@ def test_with_gpus_each_run_takes_one_and_runs_alone_on_it(tmp_path):
         assert events[0]["gpus"] == ["0"] and events[0]["cuda_visible_devices"] == "0"  # the stages inherit it
     (a0, a1), (b0, b1) = sorted(spans)
     assert a1 <= b0, "two runs shared the one GPU"
+
+
+def _paths(report: dict) -> tuple[set[str], set[str]]:
+    """Metric paths a report layout reads, and the per-class tables' ``(path, metric)``."""
+    paths, per_class = {report.get("metric", "mean_iou")}, set()
+    for table in report.get("tables", []):
+        metrics = table.get("metrics", {})
+        paths |= set(metrics.values() if isinstance(metrics, dict) else metrics)
+        if table.get("metric"):
+            paths.add(table["metric"])
+        if table.get("per_class"):
+            per_class.add((table.get("path", "per_class"), table["per_class"]))
+            paths.add(table.get("mean") or f"mean_{table['per_class']}")
+    paths |= {p["metric"] for p in report.get("plots", []) if p.get("metric")}
+    return paths, per_class
+
+
+def _nested(tree: dict, path: str, value: float) -> None:
+    *parents, leaf = path.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = value
+
+
+@pytest.mark.parametrize("spec_path", sorted((REPO / "bundles").glob("*/sweeps/*.yaml")),
+                         ids=lambda p: f"{p.parents[1].name}/{p.name}")
+def test_every_shipped_spec_renders_its_report(spec_path, tmp_path):
+    """Each paper spec's report layout works: every run given made-up metrics under the paths its tables
+    and plots read (large grids cut to two values per axis), the report is written with a value in
+    every table entry and every plot it asks for."""
+    raw = yaml.safe_load(spec_path.read_text())
+    grids = raw.get("grid") or {}
+    picked: dict = {}  # values that tables' and plots' 'where' select are kept
+    for item in raw.get("report", {}).get("tables", []) + raw.get("report", {}).get("plots", []):
+        for k, v in (item.get("where") or {}).items():
+            picked.setdefault(k, []).append(v)
+    cut = lambda g: {k: list(dict.fromkeys(v[:2] + [x for x in picked.get(k, []) if x in v])) for k, v in g.items()}  # noqa: E731
+    raw["grid"] = [cut(g) for g in grids] if isinstance(grids, list) else cut(grids)
+    raw["seeds"] = raw["seeds"][:2]
+    spec = load_spec(raw)
+    run_dir = tmp_path / "sweep"
+    run_dir.mkdir()
+    (run_dir / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    paths, per_class = _paths(spec.report)
+    rng = np.random.default_rng(0)
+    for run in spec.runs(run_dir):
+        run.folder.mkdir(parents=True)
+        (run.folder / "done.json").write_text("{}")
+        for stage in run.active_stages():
+            metrics: dict = {}
+            for path in paths:
+                if path.startswith("stages."):
+                    continue
+                _nested(metrics, path, float(rng.uniform(0.1, 0.9)))
+            for base, metric in per_class:
+                for cls in ("class_a", "class_b"):
+                    _nested(metrics, f"{base}.{cls}.{metric}", float(rng.uniform(0.1, 0.9)))
+            (run.folder / stage.name).mkdir()
+            (run.folder / stage.name / "metrics.json").write_text(json.dumps(metrics))
+    text = make_report(run_dir).read_text()
+    assert "| ---" in text or "|---" in text, spec_path.name
+    for plot_index, plot in enumerate(spec.report.get("plots", [])):
+        assert f"plot_{plot_index}_{plot.get('kind', 'curve')}.png" in text, (spec_path.name, plot)
+    # no empty entry except where a stage is skipped for that cell (e.g. mining at 100 % labelled)
+    read = {p.split(".")[1] for p in paths if p.startswith("stages.")} | {spec.report.get("stage") or spec.stages[-1].name}
+    assert read <= {s.name for s in spec.stages}, f"{spec_path.name} reports stages it does not have: {read}"
+    skipped_somewhere = any(read - {s.name for s in r.active_stages()} for r in spec.runs(run_dir))
+    if not skipped_somewhere:  # every value column of every table has a value (parameter columns may be "-")
+        params = {k for p in spec.cell_params() for k in p}
+        header: list[str] = []
+        for line in text.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+            if not cells:
+                header = []
+            elif not header:
+                header = cells
+            elif not cells[0].startswith("---"):
+                empty = [h for h, c in zip(header, cells) if c == "-" and h not in params]
+                assert not empty, (spec_path.name, line)

@@ -172,6 +172,26 @@ def _stage(item: Any, where: str) -> SweepStage:
                       tuple(item.get("exclude") or ()))
 
 
+def _check_report_stages(report: dict[str, Any], stages: list[str], where: str) -> None:
+    """The report's ``stage`` and every ``stages.<name>.`` metric path name a stage of the spec."""
+
+    def strings(node: Any):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for v in node.values():
+                yield from strings(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from strings(v)
+
+    named = {report["stage"]} if report.get("stage") else set()
+    named |= {t.split(".")[1] for t in strings(report) if t.startswith("stages.") and t.count(".") >= 2}
+    unknown = sorted(named - set(stages))
+    if unknown:
+        raise SpecError(f"{where}: the report reads stage(s) {unknown}, which the spec does not have ({stages})")
+
+
 def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
     """Read and check a sweep spec (YAML or JSON file, or an already-parsed dict).
 
@@ -243,5 +263,6 @@ def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
     report = raw.get("report") or {}
     if not isinstance(report, dict):
         raise SpecError(f"{where}: 'report' must be a mapping (see fewlabel.sweep.report)")
+    _check_report_stages(report, names, where)
     return SweepSpec(bundle, stages, grid, [dict(c) for c in cells], seeds, dict(raw.get("overrides") or {}),
                      report, where, name)
