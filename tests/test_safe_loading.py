@@ -80,3 +80,38 @@ def test_a_pickled_payload_in_a_checkpoint_is_refused_not_run(tmp_path):
     assert not target.exists(), "unpickling ran code from the checkpoint"
     with pytest.raises(Exception):
         torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_weights_files_are_written_atomically(tmp_path, monkeypatch):
+    """``write_weights_file`` never leaves a half-written file at the final path: a failing save keeps the
+    previous file and no temporary; two processes writing the same tiny SAM file at once both read it whole."""
+    import torch
+
+    from fewlabel.networks import read_weights_file, write_weights_file
+
+    path = write_weights_file({"w": torch.ones(3)}, tmp_path / "sub" / "w.pt")
+    assert torch.equal(read_weights_file(path)["w"], torch.ones(3))
+
+    def broken_save(obj, f):
+        open(f, "wb").write(b"PK\x03\x04 half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_weights_file({"w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(read_weights_file(path)["w"], torch.ones(3))  # the old file, whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["w.pt"]
+
+
+def test_two_processes_making_the_tiny_sam_file_at_once_read_it_whole(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from fewlabel.sam import tiny_sam_checkpoint; from fewlabel.networks import read_weights_file; "
+            "[read_weights_file(tiny_sam_checkpoint(sys.argv[1] + f'/t{i}.pt')) for i in range(10)]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"t{i}.pt" for i in range(10))

@@ -198,11 +198,9 @@ class TrainingState:
                               "best_metric_epoch": int(getattr(obj.state, "best_metric_epoch", -1))}
             else:
                 blob[name] = obj.state_dict()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, self.path)
-        return self.path
+        from fewlabel.networks import write_weights_file
+
+        return write_weights_file(blob, self.path)
 
     def load(self, engine: Engine | None = None) -> None:
         """Restore the state file (at the trainer's ``STARTED``)."""

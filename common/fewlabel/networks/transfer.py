@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,6 +89,20 @@ def read_weights_file(path: str | os.PathLike, what: str = "weights file", hint:
             f"cannot read {what} {os.fspath(path)}: the file is corrupt, truncated or not a PyTorch weights file "
             f"({type(e).__name__}: {detail}). {hint}".strip()
         ) from e
+
+
+def write_weights_file(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` atomically: written under a per-process temporary name, then renamed, so a
+    reader (another rank, a crash in the middle) never sees a half-written file. Parents are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def load_state_file(path: str | os.PathLike, hint: str = "") -> dict[str, torch.Tensor]:

@@ -548,16 +548,15 @@ def save_tiny_sam2(path: str | os.PathLike, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _build_model(_TINY_BASE_CONFIG, TINY_SAM2_OVERRIDES, apply_postprocessing=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from fewlabel.networks import write_weights_file
+
     payload = {
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "format": _TINY_FORMAT,
         "config": _TINY_BASE_CONFIG,
         "overrides": list(TINY_SAM2_OVERRIDES),
     }
-    torch.save(payload, path)
-    return path
+    return write_weights_file(payload, path)  # atomic, as save_tiny_sam
 
 
 def tiny_sam2_checkpoint(path: str | os.PathLike, seed: int = 0) -> str:

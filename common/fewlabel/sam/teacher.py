@@ -194,11 +194,10 @@ def save_tiny_sam(path: str | os.PathLike, seed: int = 0, **config: Any) -> Path
     cfg = {**TINY_SAM_DEFAULTS, **config}
     cfg["global_attn_indexes"] = [int(i) for i in cfg["global_attn_indexes"]]
     sam = build_tiny_sam(**cfg, seed=seed)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from fewlabel.networks import write_weights_file
+
     payload = {"format": _TINY_FORMAT, "model_type": "tiny", "config": cfg, "state_dict": sam.state_dict()}
-    torch.save(payload, path)
-    return path
+    return write_weights_file(payload, path)  # atomic: ranks that make it at once never read half a file
 
 
 def tiny_sam_checkpoint(path: str | os.PathLike, seed: int = 0) -> str:
