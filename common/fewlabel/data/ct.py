@@ -52,6 +52,7 @@ __all__ = [
     "ROUNDING",
     "middle_slices",
     "load_ct_volume",
+    "as_ct_volume",
     "dicom_series_files",
     "list_ct_volumes",
     "SliceIndex",
@@ -318,6 +319,57 @@ def load_ct_volume(path: str | os.PathLike, axcodes: str | None = "RAS",
     if axcodes is not None:
         img = Orientation(axcodes=axcodes, labels=None)(img)  # labels from the meta "space" (RAS)
     img.meta["filename_or_obj"] = os.fspath(path)
+    return img
+
+
+def as_ct_volume(volume: Any, axcodes: str | None = "RAS", dtype: np.dtype | type | None = np.float32) -> MetaTensor:
+    """The in-memory twin of :func:`load_ct_volume`: a volume already read -> the same ``(1, X, Y, Z)`` form.
+
+    For a CT volume that another reader produced, e.g. the MONAI Deploy App SDK's
+    ``DICOMSeriesToVolumeOperator`` (its ``Image`` turned into a MetaTensor by
+    ``MonaiBundleInferenceOperator``: ``(X, Y, Z)`` with ``affine`` / ``original_affine`` in RAS
+    world coordinates). The voxel values are taken as they are (Hounsfield units after the
+    reader's rescale); the channel axis is added if missing and the volume re-oriented to
+    ``axcodes`` exactly as :func:`load_ct_volume` does, so a network sees the same array whichever
+    way the series was read.
+
+    Args:
+        volume: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` :class:`~monai.data.MetaTensor` whose meta holds
+            ``affine`` (voxel -> RAS world, mm; ``space`` other than RAS is honoured).
+        axcodes, dtype: as :func:`load_ct_volume`.
+
+    Returns:
+        ``(1, X', Y', Z')`` MetaTensor with ``affine`` (the new orientation), ``original_affine``
+        (the input's voxel order: kept from the meta if present, else the input affine),
+        ``spatial_shape`` (the input's ``(X, Y, Z)``) and ``filename_or_obj`` (kept, or
+        ``"in-memory volume"``).
+
+    Raises:
+        DataError: not a MetaTensor with an affine, not 3D, empty, or holding NaN / Inf.
+    """
+    from monai.transforms import Orientation
+    from monai.utils import get_equivalent_dtype
+
+    source = str(getattr(volume, "meta", {}).get("filename_or_obj") or "in-memory volume")
+    if not isinstance(volume, MetaTensor) or "affine" not in volume.meta:
+        raise DataError(f"{source}: a CT volume in memory must be a MetaTensor with an 'affine' in its meta "
+                        f"(got {type(volume).__name__}); read files with load_ct_volume instead.")
+    img = volume if dtype is None else volume.to(get_equivalent_dtype(dtype, torch.Tensor))
+    if img.ndim == 3:
+        img = img[None]
+    if img.ndim != 4 or img.shape[0] != 1 or min(img.shape[1:]) < 1:
+        raise DataError(f"{source} is not a single-channel 3D volume: shape {tuple(volume.shape)}; expected "
+                        "(X, Y, Z) or (1, X, Y, Z).")
+    if img.is_floating_point() and not bool(torch.isfinite(img).all()):
+        raise DataError(f"{source} holds NaN or Inf voxel values; check the series' pixel data and rescale tags.")
+    img = MetaTensor(img.as_tensor().clone(), meta=dict(volume.meta))
+    affine = np.asarray(img.affine, dtype=np.float64)
+    img.meta.setdefault("original_affine", affine.copy())
+    img.meta["spatial_shape"] = np.asarray(img.shape[1:])
+    img.meta.setdefault("space", "RAS")
+    if axcodes is not None:
+        img = Orientation(axcodes=axcodes, labels=None)(img)
+    img.meta["filename_or_obj"] = source
     return img
 
 

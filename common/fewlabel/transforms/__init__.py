@@ -37,7 +37,9 @@ from .ct import (
 from .ct_io import (
     SaveCTSegmentation,
     SaveCTSegmentationd,
+    Segment,
     restore_original_orientation,
     save_dicom_seg,
     save_nifti_segmentation,
+    segments_from_metadata,
 )

@@ -30,7 +30,7 @@ from monai.data import MetaTensor
 from monai.transforms import Crop, Cropd, MapTransform, Transform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type
 
-from fewlabel.data.ct import _middle_bounds, load_ct_volume
+from fewlabel.data.ct import _middle_bounds, as_ct_volume, load_ct_volume
 from fewlabel.errors import DataError
 
 __all__ = [
@@ -239,6 +239,10 @@ class KeepMiddleSlicesd(Cropd):
 class LoadCTVolume(Transform):
     """Transform form of :func:`fewlabel.data.ct.load_ct_volume`: path (NIfTI or DICOM folder) -> ``(1, X, Y, Z)``.
 
+    A volume already in memory (a MetaTensor with an ``affine``, as MONAI Deploy's
+    ``MonaiBundleInferenceOperator`` passes it) goes through :func:`fewlabel.data.ct.as_ct_volume`
+    instead: same orientation and dtype, no file read.
+
     Args:
         axcodes: orientation (default ``"RAS"``: axial axis last, inferior -> superior); None keeps
             the stored order.
@@ -249,7 +253,9 @@ class LoadCTVolume(Transform):
         self.axcodes = axcodes
         self.dtype = dtype
 
-    def __call__(self, path: str | os.PathLike) -> MetaTensor:
+    def __call__(self, path: str | os.PathLike | MetaTensor) -> MetaTensor:
+        if isinstance(path, MetaTensor):  # already read (e.g. by MONAI Deploy's DICOMSeriesToVolumeOperator)
+            return as_ct_volume(path, axcodes=self.axcodes, dtype=self.dtype)
         return load_ct_volume(path, axcodes=self.axcodes, dtype=self.dtype)
 
 

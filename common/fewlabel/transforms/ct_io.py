@@ -42,6 +42,8 @@ __all__ = [
     "restore_original_orientation",
     "save_nifti_segmentation",
     "save_dicom_seg",
+    "Segment",
+    "segments_from_metadata",
     "SaveCTSegmentation",
     "SaveCTSegmentationd",
 ]
@@ -313,19 +315,40 @@ def save_nifti_segmentation(mask: torch.Tensor | np.ndarray, reference: Any, pat
 
 
 # ----------------------------------------------------------------------------- DICOM SEG
-def _series_datasets(source_dir: str | os.PathLike) -> list[Any]:
-    """Headers of the series in ``source_dir`` sorted along the slice normal (inferior first for axial CT)."""
-    import pydicom
+def _sorted_headers(datasets: Sequence[Any]) -> list[Any]:
+    """Copies of the series' headers sorted along the slice normal (inferior first for axial CT).
 
-    files = dicom_series_files(source_dir)  # DataError naming the folder when there is no series
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    for ds in datasets:  # type 2 patient / study attributes highdicom copies: empty when absent (in memory only)
+    Type 2 patient / study attributes highdicom copies are set empty where absent (on the copies).
+    """
+    import copy
+
+    out = []
+    for ds in datasets:
+        ds = copy.copy(ds)  # shallow: the caller's datasets are not changed
         for keyword in _TYPE2_COPIED:
             if keyword not in ds:
                 setattr(ds, keyword, "")
-    iop = np.asarray(datasets[0].ImageOrientationPatient, dtype=np.float64)
+        out.append(ds)
+    iop = np.asarray(out[0].ImageOrientationPatient, dtype=np.float64)
     normal = np.cross(iop[:3], iop[3:])
-    return sorted(datasets, key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))))
+    return sorted(out, key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64))))
+
+
+def _series_datasets(source: str | os.PathLike | Sequence[Any]) -> list[Any]:
+    """Headers of the series in folder ``source`` (or the given pydicom datasets), sorted along the slice normal."""
+    import pydicom
+
+    if isinstance(source, (str, os.PathLike)):
+        files = dicom_series_files(source)  # DataError naming the folder when there is no series
+        return _sorted_headers([pydicom.dcmread(f, stop_before_pixels=True) for f in files])
+    datasets = list(source)
+    if not datasets:
+        raise ValueError("save_dicom_seg got an empty list of source datasets: pass the series' DICOM images.")
+    uids = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in datasets}
+    if len(uids) != 1:
+        raise ValueError(f"the source datasets belong to {len(uids)} series ({sorted(uids)[:3]}...); a DICOM SEG "
+                         "references one series: pass that series' images only.")
+    return _sorted_headers(datasets)
 
 
 def _frame_indices(ds: Any, world_to_voxel: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -370,22 +393,76 @@ def _frames_from_mask(mask: np.ndarray, ref: _Reference, datasets: Sequence[Any]
     return frames
 
 
-def _binary(arr: np.ndarray, source: str) -> np.ndarray:
-    if arr.dtype == np.bool_:
-        return arr
-    if arr.size and not np.isin(arr, (0, 1)).all():
-        found = np.unique(arr)[:10].tolist()
-        raise ValueError(f"DICOM SEG of {source} is binary (one segment) but the mask holds values {found}; "
-                         "pass mask == class_index.")
-    return arr.astype(bool)
+@dataclass(frozen=True)
+class Segment:
+    """One segment of a DICOM SEG: which mask value it is and what it means.
+
+    ``category`` / ``type`` are ``(coding scheme, code value, code meaning)`` triples, e.g.
+    ``("SCT", "91723000", "Anatomical Structure")`` / ``("SCT", "10200004", "Liver")``.
+    """
+
+    label_value: int
+    label: str
+    category: tuple[str, str, str] = ("SCT", "91723000", "Anatomical Structure")
+    type: tuple[str, str, str] = ("SCT", "10200004", "Liver")
+
+
+def segments_from_metadata(metadata: Mapping[str, Any], source: str = "metadata.json") -> list[Segment]:
+    """The segments a bundle's ``metadata.json`` declares for DICOM SEG output.
+
+    Reads ``metadata["segment_descriptions"]``: a list of ``{"label_value": int, "segment_label":
+    str, "category": [scheme, code, meaning], "type": [scheme, code, meaning]}`` (codes from
+    DICOM CID 7150 / 7151, usually SNOMED CT ``"SCT"``).
+
+    Raises:
+        ValueError: the field is missing or malformed (message names ``source`` and the entry),
+            or two segments share a label value.
+    """
+    entries = metadata.get("segment_descriptions")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{source} has no 'segment_descriptions' list: add one entry per label value, e.g. "
+                         '{"label_value": 1, "segment_label": "Liver", "category": ["SCT", "91723000", "Anatomical '
+                         'Structure"], "type": ["SCT", "10200004", "Liver"]}.')
+    segments = []
+    for i, e in enumerate(entries):
+        try:
+            category, kind = tuple(str(v) for v in e["category"]), tuple(str(v) for v in e["type"])
+            if len(category) != 3 or len(kind) != 3:
+                raise ValueError("category and type must be [scheme, code, meaning]")
+            segments.append(Segment(int(e["label_value"]), str(e["segment_label"]), category, kind))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{source}: segment_descriptions[{i}] is malformed ({err}); it needs label_value, "
+                             "segment_label, category and type ([scheme, code, meaning]).") from err
+    values = [seg.label_value for seg in segments]
+    if len(set(values)) != len(values) or min(values) < 1:
+        raise ValueError(f"{source}: segment_descriptions label values {values} must be distinct and >= 1.")
+    return segments
+
+
+def _segment_numbers(arr: np.ndarray, segments: Sequence[Segment], source: str) -> np.ndarray:
+    """Label map -> highdicom segment numbers (1..N in the order of ``segments``, 0 = background)."""
+    values = [seg.label_value for seg in segments]
+    found = np.unique(arr)
+    extra = sorted(set(found.tolist()) - {0, *values})
+    if extra:
+        if len(segments) == 1:
+            raise ValueError(f"DICOM SEG of {source} is binary (one segment) but the mask holds values "
+                             f"{found[:10].tolist()}; pass mask == class_index.")
+        raise ValueError(f"the mask of {source} holds values {extra[:10]} that no segment describes (segments: "
+                         f"{values}).")
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    for number, value in enumerate(values, start=1):
+        out[arr == value] = number
+    return out
 
 
 def save_dicom_seg(
     mask: torch.Tensor | np.ndarray,
-    source_dir: str | os.PathLike,
+    source_dir: str | os.PathLike | Sequence[Any],
     path: str | os.PathLike,
     reference: Any = None,
     segment_label: str = "Liver",
+    segments: Sequence[Segment] | None = None,
     algorithm_name: str = "fewlabel",
     algorithm_version: str | None = None,
     series_description: str | None = None,
@@ -397,7 +474,7 @@ def save_dicom_seg(
     segmented_property_type: Any = None,
     omit_empty_frames: bool = True,
 ) -> Path:
-    """Write a binary DICOM Segmentation (one segment) of a DICOM CT series with highdicom.
+    """Write a binary DICOM Segmentation of a DICOM CT series with highdicom.
 
     Source images are the series' headers (pydicom, no pixel data) sorted along the slice normal
     (type 2 patient / study attributes they lack, e.g. ``PatientBirthDate``, are set empty in
@@ -413,13 +490,17 @@ def save_dicom_seg(
     that says "no liver" on every referenced slice.
 
     Args:
-        mask: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` bool / 0-1 array, tensor or MetaTensor in the
-            orientation of ``reference``.
-        source_dir: folder holding the source DICOM series.
+        mask: ``(1, X, Y, Z)`` or ``(X, Y, Z)`` array, tensor or MetaTensor in the orientation of
+            ``reference``: bool / 0-1 for one segment, or a label map whose values are the
+            ``label_value`` of ``segments``.
+        source_dir: folder holding the source DICOM series, or the series' pydicom datasets
+            (e.g. from MONAI Deploy's series selection; pixel data not needed).
         path: output file (``.dcm``); parent folders are created.
         reference: the loaded volume whose grid the mask is on (MetaTensor or its meta dict);
-            default ``load_ct_volume(source_dir, "RAS")`` (reads the series again).
-        segment_label: the segment's label.
+            default ``load_ct_volume(source_dir, "RAS")`` (reads the series again; a folder only).
+        segment_label: the label of the single default segment (value 1, Liver codes below).
+        segments: the segments to write instead (:class:`Segment`, e.g. from a bundle's metadata
+            by :func:`segments_from_metadata`); segment ``n`` is the ``n``-th of the list.
         algorithm_name, algorithm_version: algorithm identification (family Artificial
             Intelligence); version defaults to ``fewlabel.__version__``.
         series_description: default ``"<segment_label> segmentation (<algorithm_name>)"``.
@@ -434,38 +515,53 @@ def save_dicom_seg(
 
     Raises:
         DataError: ``source_dir`` is missing or holds no (or more than one) DICOM series.
-        ValueError: the mask's size does not match the series (folder and shapes named), it is not
-            binary, or its grid does not line up with the source slices.
+        ValueError: the mask's size does not match the series (folder and shapes named), it holds
+            values no segment describes (not binary for one segment), or its grid does not line up
+            with the source slices; datasets from more than one series.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     import fewlabel
 
-    folder = os.fspath(source_dir)
-    datasets = _series_datasets(folder)
+    is_folder = isinstance(source_dir, (str, os.PathLike))
+    datasets = _series_datasets(source_dir)
+    folder = os.fspath(source_dir) if is_folder else f"series {datasets[0].SeriesInstanceUID}"
+    if reference is None and not is_folder:
+        raise ValueError("save_dicom_seg with source datasets needs reference= (the volume the mask is on).")
     ref = _reference(load_ct_volume(folder, axcodes="RAS") if reference is None else reference)
-    arr = _binary(_mask_tensor(mask, folder).numpy(), folder)
+    if segments is None:
+        category, kind = segmented_property_category, segmented_property_type
+        segments = [Segment(1, segment_label)]
+    else:
+        segments, category, kind = list(segments), None, None
+    arr = _mask_tensor(mask, folder).numpy()
     if ref.shape is not None and tuple(arr.shape) != ref.shape:
         raise ValueError(f"mask shape {tuple(arr.shape)} does not match the DICOM series in {folder}: "
                          f"loaded shape {ref.shape} (X, Y, Z).")
+    arr = _segment_numbers(arr, segments, folder)
     frames = _frames_from_mask(arr, ref, datasets, folder)
     empty = not frames.any()
     version = algorithm_version or str(getattr(fewlabel, "__version__", "unknown"))
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=segment_label,
-        segmented_property_category=segmented_property_category or codes.cid7150.AnatomicalStructure,
-        segmented_property_type=segmented_property_type or codes.SCT.Liver,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=version),
-    )
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=version)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=seg.label,
+            segmented_property_category=category or hd.sr.CodedConcept(seg.category[1], seg.category[0],
+                                                                        seg.category[2]),
+            segmented_property_type=kind or hd.sr.CodedConcept(seg.type[1], seg.type[0], seg.type[2]),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for number, seg in enumerate(segments, start=1)
+    ]
     seg = hd.seg.Segmentation(
         source_images=datasets,
-        pixel_array=frames.astype(np.uint8),
+        pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
+        segment_descriptions=descriptions,
         series_instance_uid=hd.UID(),
         series_number=int(series_number),
         sop_instance_uid=hd.UID(),
@@ -474,7 +570,8 @@ def save_dicom_seg(
         manufacturer_model_name=manufacturer_model_name,
         software_versions=version,
         device_serial_number=device_serial_number,
-        series_description=series_description or f"{segment_label} segmentation ({algorithm_name})",
+        series_description=series_description or f"{', '.join(x.label for x in segments)} segmentation "
+                                                  f"({algorithm_name})",
         omit_empty_frames=bool(omit_empty_frames) and not empty,
     )
     path = Path(path)

@@ -69,6 +69,18 @@ def _scale_to_unit(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+def _frame_array(frame: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A frame in memory, ``(H, W)`` or channel-last ``(H, W, C)`` as image files and OpenCV give it."""
+    source = str(getattr(frame, "meta", {}).get("filename_or_obj") or "in-memory frame")
+    arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4) or arr.size == 0:
+        raise DataError(f"{source}: a frame must be (H, W) or channel-last (H, W, C) with C <= 4, got shape "
+                        f"{arr.shape}.")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"{source} contains NaN or Inf values.")
+    return arr
+
+
 class LoadImage2D(Transform):
     """Load a 2D image as ``(channels, H, W)`` float32 in [0, 1] (integer files scaled by their dtype).
 
@@ -77,6 +89,9 @@ class LoadImage2D(Transform):
         channel_policy: what to do when the file has other channels: ``"error"`` (default: a
             :class:`~fewlabel.errors.DataError` naming the file) or ``"convert"`` (gray is
             repeated to RGB, RGB is turned to BT.601 luma). An alpha channel is always dropped.
+
+    The input is a file path, or a frame already in memory: an ``(H, W)`` / channel-last
+    ``(H, W, C)`` array or tensor (a MetaTensor's ``filename_or_obj`` is kept), scaled the same way.
 
     Returns a :class:`~monai.data.MetaTensor` whose meta holds ``filename_or_obj`` and ``spatial_shape``.
     """
@@ -89,8 +104,12 @@ class LoadImage2D(Transform):
         self.channels = channels
         self.channel_policy = channel_policy
 
-    def __call__(self, path: str | os.PathLike) -> MetaTensor:
-        arr = _scale_to_unit(read_image_2d(path))
+    def __call__(self, path: str | os.PathLike | np.ndarray | torch.Tensor) -> MetaTensor:
+        if isinstance(path, (np.ndarray, torch.Tensor)):  # a frame in memory (video, MONAI Deploy)
+            arr = _scale_to_unit(_frame_array(path))
+            path = str(getattr(path, "meta", {}).get("filename_or_obj") or "in-memory frame")
+        else:
+            arr = _scale_to_unit(read_image_2d(path))
         if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # drop alpha
             arr = arr[..., :-1] if arr.shape[-1] == 4 else arr[..., 0]
         have = 1 if arr.ndim == 2 else arr.shape[-1]
