@@ -4,8 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fewlabel-installed
 PYTEST_ARGS ?=
+# optional dependency groups of pyproject.toml to install (the deploy image installs only "deploy")
+EXTRAS ?= test,sweep,export,deploy
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench clean map-context
 
 setup: $(STAMP)
 
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation sam2==1.1.0
-	$(BIN)/python -m pip install -q -e ".[test,sweep,export]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: setup
@@ -30,6 +32,12 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# the MONAI Application Package folder with this package copied beside its __main__.py (deploy/README.md)
+map-context:
+	rm -rf deploy/map/fewlabel
+	cp -r common/fewlabel deploy/map/fewlabel
+	find deploy/map/fewlabel -name __pycache__ -prune -exec rm -rf {} +
 
 clean:
 	rm -rf $(VENV) outputs benchmarks/results

@@ -1,0 +1,89 @@
+"""MONAI Deploy app: a DICOM CT study -> a fewlabel CT bundle (PolyCL) -> DICOM SEG + NIfTI.
+
+Graph: ``DICOMDataLoaderOperator`` (every DICOM file under the input folder) ->
+:class:`~fewlabel.deploy.operators.CTSeriesSelectorOperator` (the CT series with the most images)
+-> :class:`~fewlabel.deploy.operators.CTSeriesToVolumeOperator` (the SDK's
+``DICOMSeriesToVolumeOperator``, also for one-image series: HU volume, RAS affine) ->
+:class:`~fewlabel.deploy.operators.BundleInferenceOperator` (the bundle's ``inference`` config:
+its own loader, windowing, slice-wise network and inferer, ``Invertd``) ->
+:class:`~fewlabel.deploy.operators.CTSegmentationWriterOperator` (``<SeriesInstanceUID>_seg.dcm``
+and ``_seg.nii.gz`` in the output folder; segments and coded concepts from the bundle's
+``metadata.json`` ``segment_descriptions``, algorithm = the bundle's name and version).
+
+Run::
+
+    python -m fewlabel.deploy.ct_app -i STUDY_DIR -o OUT_DIR -m BUNDLE_DIR_OR_MODEL_TS
+    HOLOSCAN_INPUT_PATH=STUDY_DIR HOLOSCAN_OUTPUT_PATH=OUT_DIR HOLOSCAN_MODEL_PATH=MODEL python -m fewlabel.deploy.ct_app
+
+``FEWLABEL_BUNDLE_OVERRIDES`` (JSON) sets config values of the bundle, e.g.
+``'{"refine": "sam"}'`` for SAM box refinement (its checkpoint must be in the bundle's models/).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from holoscan.conditions import CountCondition
+from monai.deploy.core import Application
+from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
+
+from fewlabel.deploy.app import overrides_from_env
+from fewlabel.deploy.operators import (
+    BundleInferenceOperator,
+    CTSegmentationWriterOperator,
+    CTSeriesSelectorOperator,
+    CTSeriesToVolumeOperator,
+    bundle_input_kind,
+    bundle_metadata,
+)
+from fewlabel.errors import DataError
+from fewlabel.transforms.ct_io import segments_from_metadata
+
+__all__ = ["CTSegmentationApp", "main"]
+
+class CTSegmentationApp(Application):
+    """DICOM CT study in, DICOM SEG + NIfTI out, through a fewlabel CT bundle.
+
+    Args:
+        argv: command line (default ``sys.argv``): ``-i`` / ``-o`` / ``-m`` / ``-l`` of the SDK.
+        overrides: bundle config overrides (default from ``$FEWLABEL_BUNDLE_OVERRIDES``).
+    """
+
+    def __init__(self, *args: Any, overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.overrides = overrides_from_env() if overrides is None else dict(overrides)
+        super().__init__(*args, **kwargs)
+
+    def compose(self) -> None:
+        context = Application.init_app_context(self.argv)
+        model = Path(context.model_path)
+        metadata = bundle_metadata(model)
+        if bundle_input_kind(model) != "volume":
+            raise DataError(f"{model} is not a CT bundle (its inference reads 2D frames); use "
+                            "fewlabel.deploy.frames_app.")
+        output = Path(context.output_path)
+        loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=Path(context.input_path),
+                                         name="dicom_loader")
+        selector = CTSeriesSelectorOperator(self, input_folder=context.input_path, name="ct_series_selector")
+        to_volume = CTSeriesToVolumeOperator(self, name="series_to_volume")
+        infer = BundleInferenceOperator(self, app_context=context, bundle_path=model, overrides=self.overrides,
+                                        drop_transforms=("SaveCTSegmentationd",), name="bundle_inference")
+        writer = CTSegmentationWriterOperator(
+            self, output_folder=output, segments=segments_from_metadata(metadata, f"{model} metadata.json"),
+            algorithm_name=str(metadata.get("name", model.name)), algorithm_version=str(metadata.get("version", "")),
+            name="seg_writer")
+        self.add_flow(loader, selector, {("dicom_study_list", "dicom_study_list")})
+        self.add_flow(selector, to_volume, {("study_selected_series_list", "study_selected_series_list")})
+        self.add_flow(to_volume, infer, {("image", "image")})
+        self.add_flow(infer, writer, {("pred", "seg_image")})
+        self.add_flow(selector, writer, {("study_selected_series_list", "study_selected_series_list")})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``argv``: like ``sys.argv`` (program name first; default ``sys.argv``). Entry point of ``python -m fewlabel.deploy.ct_app``."""
+    CTSegmentationApp(None if argv is None else [sys.executable, *argv]).run()  # Holoscan wants the interpreter first
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""MONAI Deploy app: a folder of frames or a video -> any fewlabel 2D bundle -> masks, overlays, point lists.
+
+Graph: :class:`~fewlabel.deploy.operators.FrameSourceOperator` (one frame per tick; a video's
+frames are written to ``<output>/frames/`` first) ->
+:class:`~fewlabel.deploy.operators.BundleInferenceOperator` (the bundle's ``inference`` config
+with ``output_dir`` set to the output folder, so the bundle's own savers write
+``<frame>_mask.png`` and ``<frame>_overlay.png``, and for SLiPPA ``<frame>_landmarks.json`` with
+the landmark point lists) -> :class:`~fewlabel.deploy.operators.FrameResultsOperator`
+(``results.json``: the files of every frame and the classes found).
+
+Works with every 2D bundle: SurgicalSemiSeg (laparoscopy), SAM knowledge mining (endoscopy),
+MedSASS (microscopy / dermoscopy) and SLiPPA (liver landmarks).
+
+Run::
+
+    python -m fewlabel.deploy.frames_app -i FRAMES_DIR_OR_VIDEO -o OUT_DIR -m BUNDLE_DIR_OR_MODEL_TS
+    HOLOSCAN_INPUT_PATH=... HOLOSCAN_OUTPUT_PATH=... HOLOSCAN_MODEL_PATH=... python -m fewlabel.deploy.frames_app
+
+``FEWLABEL_BUNDLE_OVERRIDES`` (JSON) sets bundle config values; ``FEWLABEL_FRAME_EVERY`` keeps
+every n-th frame of a video (default 1: all).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from holoscan.conditions import BooleanCondition
+from monai.deploy.core import Application
+
+from fewlabel.deploy.app import overrides_from_env
+from fewlabel.deploy.operators import (
+    BundleInferenceOperator,
+    FrameResultsOperator,
+    FrameSourceOperator,
+    bundle_input_kind,
+    bundle_metadata,
+)
+from fewlabel.errors import DataError
+
+__all__ = ["FrameSegmentationApp", "main"]
+
+EVERY_ENV = "FEWLABEL_FRAME_EVERY"
+
+
+class FrameSegmentationApp(Application):
+    """Frames (a folder or a video) in; masks, overlays (and landmark point lists) out.
+
+    Args:
+        argv: command line (default ``sys.argv``): ``-i`` / ``-o`` / ``-m`` / ``-l`` of the SDK.
+        overrides: bundle config overrides (default from ``$FEWLABEL_BUNDLE_OVERRIDES``);
+            ``output_dir`` is always the app's output folder.
+        every: keep every n-th video frame (default from ``$FEWLABEL_FRAME_EVERY``, else 1).
+    """
+
+    def __init__(self, *args: Any, overrides: dict[str, Any] | None = None, every: int | None = None,
+                 **kwargs: Any) -> None:
+        self.overrides = overrides_from_env() if overrides is None else dict(overrides)
+        self.every = int(os.environ.get(EVERY_ENV, "1")) if every is None else int(every)
+        super().__init__(*args, **kwargs)
+
+    def compose(self) -> None:
+        context = Application.init_app_context(self.argv)
+        model = Path(context.model_path)
+        metadata = bundle_metadata(model)
+        if bundle_input_kind(model) != "frame":
+            raise DataError(f"{model} is not a 2D bundle (its inference reads CT volumes); use fewlabel.deploy.ct_app.")
+        output = Path(context.output_path)
+        source = FrameSourceOperator(self, BooleanCondition(self, name="frames_left"), input_path=context.input_path,
+                                     frames_dir=output / "frames", every=self.every, name="frames")
+        infer = BundleInferenceOperator(self, app_context=context, bundle_path=model,
+                                        overrides={**self.overrides, "output_dir": os.fspath(output)},
+                                        name="bundle_inference")
+        results = FrameResultsOperator(self, output_folder=output, metadata=metadata, name="results")
+        self.add_flow(source, infer, {("image", "image")})
+        self.add_flow(infer, results, {("pred", "pred")})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``argv``: like ``sys.argv`` (program name first; default ``sys.argv``). Entry point of ``python -m fewlabel.deploy.frames_app``."""
+    FrameSegmentationApp(None if argv is None else [sys.executable, *argv]).run()  # Holoscan wants the interpreter first
+
+
+if __name__ == "__main__":
+    main()
