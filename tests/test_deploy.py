@@ -215,7 +215,7 @@ def test_apps_fail_clearly_on_wrong_input_or_model(ct, tmp_path):
     shutil.copytree(ct["study"] / "mr", mr_only)
     proc = _app("ct_app", tmp_path, mr_only, tmp_path / "o1", ct["bundle"])
     assert proc.returncode != 0
-    assert "no CT series in" in proc.stderr and "mr_only" in proc.stderr and "MR series" in proc.stderr
+    assert "no CT series in" in proc.stderr and "mr_only" in proc.stderr and "MR series 1 (1 image)" in proc.stderr
     not_bundle = tmp_path / "weights"
     not_bundle.mkdir()
     proc = _app("ct_app", tmp_path, ct["study"], tmp_path / "o2", not_bundle)

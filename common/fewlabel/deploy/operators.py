@@ -246,6 +246,10 @@ def _plain(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v) for k, v in meta.items()}
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 class CTSeriesSelectorOperator(DICOMSeriesSelectorOperator):
     """Select the CT series with the most images in the input studies (one series per run).
 
@@ -269,7 +273,7 @@ class CTSeriesSelectorOperator(DICOMSeriesSelectorOperator):
                       for s in matched for sel in s.selected_series]
         if not candidates:
             found = [f"{getattr(series, 'Modality', '?')} series {getattr(series, 'SeriesNumber', '?')} "
-                     f"({len(series.get_sop_instances())} images)" for study in studies
+                     f"({_count(len(series.get_sop_instances()), 'image')})" for study in studies
                      for series in study.get_all_series()]
             raise DataError(f"no CT series in {self._input_folder or 'the input'}: it holds "
                             f"{', '.join(found) if found else 'no DICOM images'}. Pass -i a folder with the CT "
