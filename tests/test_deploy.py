@@ -113,7 +113,7 @@ def _seg_frames(path: Path) -> dict[str, np.ndarray]:
 
 
 def _world_equal(a: Path, b: Path) -> np.ndarray:
-    """Label array of NIfTI ``a``, asserting ``b`` holds the same labels on the same grid (stored in any voxel order)."""
+    """Label array of NIfTI ``a``; asserts ``b`` holds the same labels on the same grid (in any voxel order)."""
     ia, ib = nib.load(a), nib.load(b)
     ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(ib.affine),
                                            nib.orientations.io_orientation(ia.affine))
@@ -184,6 +184,8 @@ def test_ct_app_torchscript_through_holoscan_variables(ct, tmp_path):
     env = {"HOLOSCAN_INPUT_PATH": os.fspath(ct["study"]), "HOLOSCAN_OUTPUT_PATH": os.fspath(out),
            "HOLOSCAN_MODEL_PATH": os.fspath(ct["ts"].parent)}
     assert [p.name for p in ct["ts"].parent.iterdir()] == [ct["ts"].name]
+    assert bundle_metadata(ct["ts"]) == json.loads((CT_BUNDLE / "configs" / "metadata.json").read_text())
+    assert bundle_input_kind(ct["ts"]) == "volume"
     _ok(_run(["-m", "fewlabel.deploy"], tmp_path, env))
     uid = ct["series"].SeriesInstanceUID
     _world_equal(ct["ref"] / "ct_seg.nii.gz", out / f"{uid}_seg.nii.gz")

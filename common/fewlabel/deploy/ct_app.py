@@ -13,7 +13,8 @@ and ``_seg.nii.gz`` in the output folder; segments and coded concepts from the b
 Run::
 
     python -m fewlabel.deploy.ct_app -i STUDY_DIR -o OUT_DIR -m BUNDLE_DIR_OR_MODEL_TS
-    HOLOSCAN_INPUT_PATH=STUDY_DIR HOLOSCAN_OUTPUT_PATH=OUT_DIR HOLOSCAN_MODEL_PATH=MODEL python -m fewlabel.deploy.ct_app
+    export HOLOSCAN_INPUT_PATH=STUDY_DIR HOLOSCAN_OUTPUT_PATH=OUT_DIR HOLOSCAN_MODEL_PATH=MODEL
+    python -m fewlabel.deploy.ct_app
 
 ``FEWLABEL_BUNDLE_OVERRIDES`` (JSON) sets config values of the bundle, e.g.
 ``'{"refine": "sam"}'`` for SAM box refinement (its checkpoint must be in the bundle's models/).
@@ -42,6 +43,7 @@ from fewlabel.errors import DataError
 from fewlabel.transforms.ct_io import segments_from_metadata
 
 __all__ = ["CTSegmentationApp", "main"]
+
 
 class CTSegmentationApp(Application):
     """DICOM CT study in, DICOM SEG + NIfTI out, through a fewlabel CT bundle.
@@ -81,7 +83,7 @@ class CTSegmentationApp(Application):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``argv``: like ``sys.argv`` (program name first; default ``sys.argv``). Entry point of ``python -m fewlabel.deploy.ct_app``."""
+    """Entry point of ``python -m fewlabel.deploy.ct_app``; ``argv`` like ``sys.argv`` (default ``sys.argv``)."""
     CTSegmentationApp(None if argv is None else [sys.executable, *argv]).run()  # Holoscan wants the interpreter first
 
 

@@ -79,8 +79,9 @@ class FrameSegmentationApp(Application):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``argv``: like ``sys.argv`` (program name first; default ``sys.argv``). Entry point of ``python -m fewlabel.deploy.frames_app``."""
-    FrameSegmentationApp(None if argv is None else [sys.executable, *argv]).run()  # Holoscan wants the interpreter first
+    """Entry point of ``python -m fewlabel.deploy.frames_app``; ``argv`` like ``sys.argv`` (default ``sys.argv``)."""
+    # Holoscan wants the interpreter first
+    FrameSegmentationApp(None if argv is None else [sys.executable, *argv]).run()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from fewlabel.transforms.io import read_image_2d
 
 __all__ = [
     "CT_SELECTION_RULES",
+    "bundle_config",
     "bundle_metadata",
     "bundle_input_kind",
     "BundleInferenceOperator",
@@ -84,7 +86,7 @@ def _check_model_path(path: str | os.PathLike) -> Path:
 
 
 def _bundle_folder(model: Path) -> Path:
-    """The bundle a model belongs to: the folder itself, ``<bundle>`` of ``<bundle>/models/model.ts``, else its folder."""
+    """The model's bundle: the folder itself, ``<bundle>`` of ``<bundle>/models/model.ts``, else the file's folder."""
     if model.is_dir():
         return model
     if (model.parent.parent / "configs" / "metadata.json").is_file():
@@ -92,25 +94,29 @@ def _bundle_folder(model: Path) -> Path:
     return model.parent
 
 
-def bundle_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """``metadata.json`` of a bundle folder, or the copy ``ckpt_export`` embedded in a TorchScript file.
+def bundle_config(path: str | os.PathLike, config_names: Sequence[str] = ("inference",)) -> Any:
+    """The SDK's ``ConfigParser`` of a bundle folder, or of the configs ``ckpt_export`` embedded in a TorchScript.
+
+    Reads the archive's ``extra/`` files without loading the model. ``parser["_meta_"]`` is ``metadata.json``.
 
     Raises:
-        DataError: not a bundle folder, or a TorchScript file without embedded metadata.
+        DataError: no such model, a file that is not TorchScript, or configs missing (file named, with the fix).
     """
     p = _check_model_path(path)
-    if p.is_dir():
-        return json.loads((p / "configs" / "metadata.json").read_text())
-    extra = {"metadata.json": ""}
     try:
-        torch.jit.load(os.fspath(p), map_location="cpu", _extra_files=extra)
-    except Exception as e:
-        raise DataError(f"cannot load TorchScript model {p}: {type(e).__name__}: {e}. Export it with "
-                        "`python -m monai.bundle ckpt_export` or pass the bundle folder.") from e
-    if not extra["metadata.json"]:
-        raise DataError(f"{p} has no embedded metadata.json: export it with `python -m monai.bundle ckpt_export` "
-                        "(which embeds the bundle's metadata and inference config) or pass the bundle folder.")
-    return json.loads(extra["metadata.json"])
+        return get_bundle_config(os.fspath(p), list(config_names))
+    except zipfile.BadZipFile as e:
+        raise DataError(f"cannot load TorchScript model {p}: {e}. Export it with `python -m monai.bundle "
+                        "ckpt_export` or pass the bundle folder.") from e
+    except OSError as e:
+        what = "has no configs" if p.is_dir() else "has no embedded metadata.json / inference.json"
+        raise DataError(f"{p} {what} ({e}); export it with `python -m monai.bundle ckpt_export` (which embeds "
+                        "the bundle's metadata and inference config) or pass the bundle folder.") from e
+
+
+def bundle_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """``metadata.json`` of a bundle folder, or the copy ``ckpt_export`` embedded in a TorchScript file."""
+    return dict(bundle_config(path)["_meta_"])
 
 
 def bundle_input_kind(path: str | os.PathLike) -> str:
@@ -118,8 +124,7 @@ def bundle_input_kind(path: str | os.PathLike) -> str:
 
     Read from the first pre-processing transform of its ``inference`` config (folder or TorchScript).
     """
-    parser = get_bundle_config(os.fspath(_check_model_path(path)), ["inference"])
-    transforms = (parser.get("preprocessing") or {}).get("transforms") or [{}]
+    transforms = (bundle_config(path).get("preprocessing") or {}).get("transforms") or [{}]
     return "volume" if "LoadCTVolume" in str(transforms[0].get("_target_", "")) else "frame"
 
 
@@ -171,7 +176,7 @@ class BundleInferenceOperator(MonaiBundleInferenceOperator):
 
     def _init_config(self, config_names: list[str]) -> None:
         """Read the bundle's configs (folder or TorchScript archive), apply the overrides, build the components."""
-        parser = get_bundle_config(os.fspath(self._source), config_names)
+        parser = bundle_config(self._source, config_names)
         if self._overrides:
             parser.update(self._overrides)
         self._parser = parser
@@ -510,6 +515,7 @@ class FrameResultsOperator(Operator):
         })
 
     def stop(self) -> None:
-        record = {"bundle": self.bundle_meta.get("name"), "version": self.bundle_meta.get("version"), "frames": self.frames}
+        record = {"bundle": self.bundle_meta.get("name"), "version": self.bundle_meta.get("version"),
+                  "frames": self.frames}
         self.output_folder.mkdir(parents=True, exist_ok=True)
         (self.output_folder / "results.json").write_text(json.dumps(record, indent=1))
