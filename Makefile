@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # optional dependency groups of pyproject.toml to install (the deploy image installs only "deploy")
 EXTRAS ?= test,sweep,export,deploy
 
-.PHONY: setup demo test test-fast bench clean map-context
+.PHONY: setup demo test test-fast bench clean map-context label-server
 
 setup: $(STAMP)
 
@@ -32,6 +32,13 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# a local MONAI Label server with every bundle (MONAI Label gets its own environment on first use;
+# README "Annotating with MONAI Label"): make label-server STUDIES=/data/frames PORT=8000 [BUNDLES=a,b]
+STUDIES ?= studies
+PORT    ?= 8000
+label-server: setup
+	$(BIN)/fewlabel label-server --studies $(STUDIES) --port $(PORT) $(if $(BUNDLES),--bundles $(BUNDLES))
 
 # the MONAI Application Package folder with this package copied beside its __main__.py (deploy/README.md)
 map-context:

@@ -7,6 +7,7 @@
     fewlabel report RUN_DIR                          a sweep's tables and plots (report/report.md)
     fewlabel video VIDEO --ckpt_path models/model.pt  SLiPPA landmarks on a video: overlay video + per-frame JSON
     fewlabel bundles                                 list the bundles and their stages
+    fewlabel label-server --studies DIR [--port 8000]  serve the bundles from a local MONAI Label server
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import signal
 import sys
 
 import fire
 
 from fewlabel.errors import FewLabelError
 
-__all__ = ["main", "demo", "datalist", "seeds", "sweep", "report", "video", "bundles"]
+__all__ = ["main", "demo", "datalist", "seeds", "sweep", "report", "video", "bundles", "label_server"]
 
 
 def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
@@ -154,12 +156,84 @@ def bundles() -> dict:
     }
 
 
+def label_server(studies: str, port: int = 8000, bundles: str | None = None, app_dir: str = "outputs/label_server",
+                 env_dir: str | None = None, overrides: str | None = None, host: str = "127.0.0.1",
+                 rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
+                 bundles_dir: str | None = None) -> None:
+    """Serve the bundles from a local MONAI Label server, for annotation assistance.
+
+    Builds MONAI Label 0.8.5's own environment the first time (a few minutes), puts the bundles
+    and their ``models/model.pt`` into the stock ``monaibundle`` app at ``app_dir``, starts the
+    server on ``host:port`` and prints how to connect 3D Slicer or a 2D client. Ctrl-C stops it.
+
+    Args:
+        studies: folder of the images to annotate (PNG/JPEG frames, NIfTI CT volumes); created if
+            missing. Saved labels go to ``<studies>/labels/final/``.
+        port: TCP port of the server.
+        bundles: comma-separated bundle names (default every bundle; ``fewlabel bundles`` lists them).
+        app_dir: the MONAI Label app folder (weights trained from MONAI Label land in
+            ``<app_dir>/model/<bundle>/models/model.pt``; the bundle's own file is not touched).
+        env_dir: the MONAI Label environment (default ``$FEWLABEL_LABEL_ENV`` or
+            ``~/.cache/fewlabel/monailabel-0.8.5-py3XX``).
+        overrides: JSON file ``{bundle: {config id: value}}`` for bundles trained with non-default
+            settings, e.g. ``{"medsass_binary_segmentation": {"encoder_name": "resnet18"}}``.
+        host: address to bind; the default keeps the server on this machine (it has no login).
+        rebuild_env: build the MONAI Label environment again.
+        prepare_only: build the environment and the app folder, check the weights, print the
+            server command, and stop there.
+        timeout: seconds to wait for the server to answer.
+        bundles_dir: folder holding the bundle folders (default this checkout's ``bundles/``).
+    """
+    from fewlabel.bundle import REPO_BUNDLES
+    from fewlabel.label_server import ensure_env
+    from fewlabel.label_server.app import prepare_app, select_bundles
+    from fewlabel.label_server.server import LabelServer, client_instructions
+
+    extra = {}
+    if overrides:
+        try:
+            extra = json.loads(open(overrides).read())
+        except (OSError, json.JSONDecodeError) as e:
+            raise FewLabelError(f"cannot read --overrides {overrides}: {e}. It must be a JSON file "
+                                '{"<bundle>": {"<config id>": value}}.') from e
+        if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+            raise FewLabelError(f"--overrides {overrides} must hold {{\"<bundle>\": {{\"<config id>\": value}}}}.")
+    if isinstance(bundles, (list, tuple)):  # fire parses "a,b" as a tuple
+        bundles = ",".join(bundles)
+    names = [b.strip() for b in str(bundles).split(",") if b.strip()] if bundles else None
+    names = select_bundles(names, bundles_dir or REPO_BUNDLES, extra)  # before a long environment build
+    env = ensure_env(env_dir, rebuild=rebuild_env)
+    print(f"app folder {app_dir}:")
+    served = prepare_app(app_dir, env, names, bundles_dir=bundles_dir or REPO_BUNDLES, overrides=extra)
+    server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host)
+    if prepare_only:
+        print("server command (run it with the environment of LabelServer.environment()):")
+        print("  " + shlex.join(server.command()))
+        return
+    def _interrupt(signum: int, frame: object) -> None:  # `kill` stops the server too, not only Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    server.start()
+    try:
+        print(f"starting MONAI Label (log {server.log_file}) ...")
+        info = server.wait_ready(timeout)
+        print(client_instructions(server.url, info), flush=True)
+        server.process.wait()
+        raise FewLabelError(f"the MONAI Label server stopped (code {server.process.returncode}); log "
+                            f"{server.log_file}:\n{server.log_tail()}")
+    except KeyboardInterrupt:
+        print("stopping the server")
+    finally:
+        server.stop()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     try:
         fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "sweep": sweep,
                    "report": report, "video": video,
-                   "bundles": bundles},
+                   "bundles": bundles, "label-server": label_server, "label_server": label_server},
                   name="fewlabel")
     except FewLabelError as e:
         print(f"fewlabel: error: {e}", file=sys.stderr)

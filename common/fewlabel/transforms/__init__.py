@@ -34,6 +34,7 @@ from .ct import (
     LoadCTVolumed,
     NotHUWarning,
 )
+from .monailabel import MonaiLabelOutput, MonaiLabelOutputd
 from .ct_io import (
     SaveCTSegmentation,
     SaveCTSegmentationd,

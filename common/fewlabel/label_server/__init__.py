@@ -1,0 +1,10 @@
+"""Annotation assistance: the bundles served by a local MONAI Label server (``fewlabel label-server``).
+
+- :mod:`.env`: MONAI Label's own virtual environment (built once, reused);
+- :mod:`.app`: the stock ``monaibundle`` app with this repository's bundles and their weights;
+- :mod:`.server`: start, wait for and stop the server.
+"""
+
+from .env import default_env_dir, ensure_env, env_requirements
+
+__all__ = ["default_env_dir", "ensure_env", "env_requirements"]

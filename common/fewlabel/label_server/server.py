@@ -1,0 +1,201 @@
+"""Start, wait for and stop a local MONAI Label server that serves the bundles.
+
+The server runs ``python -m monailabel.main start_server`` (what ``monailabel start_server`` runs) from the MONAI Label environment in its own process
+group (its training jobs are child processes), bound to ``127.0.0.1`` unless told otherwise, with:
+
+- ``--conf models <bundles>``: the bundles placed by :func:`~fewlabel.label_server.app.prepare_app`;
+- ``--conf zoo_source local``: bundles come from the app folder only (no model-zoo or hub look-up);
+- ``--conf sam2 false``: no SAM 2 interactive models (they would download weights).
+
+fewlabel is imported from this checkout: ``PYTHONPATH`` gets a folder that holds only a link to the
+``fewlabel`` package, so nothing else of the main environment leaks into the server's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import fewlabel
+from fewlabel.errors import FewLabelError
+
+__all__ = ["LabelServer", "client_instructions"]
+
+
+class LabelServer:
+    """A MONAI Label server process (a context manager: started on enter, stopped on exit).
+
+    Args:
+        app_dir: the prepared app folder.
+        studies: the studies folder (images; MONAI Label keeps saved labels in ``labels/final/``).
+        bundles: bundle names to serve (folders in ``app_dir/model``).
+        env_dir: the MONAI Label environment.
+        port: TCP port.
+        host: address to bind; ``127.0.0.1`` keeps the server on this machine.
+        log_file: server output (default ``app_dir/logs/server.log``).
+        extra_conf: more ``--conf key value`` pairs for the app.
+    """
+
+    def __init__(self, app_dir: str | os.PathLike, studies: str | os.PathLike, bundles: Sequence[str],
+                 env_dir: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1",
+                 log_file: str | os.PathLike | None = None, extra_conf: dict[str, str] | None = None) -> None:
+        self.app_dir = Path(app_dir).resolve()
+        self.studies = Path(studies).resolve()
+        self.bundles = list(bundles)
+        self.env_dir = Path(env_dir)
+        self.port = int(port)
+        self.host = host
+        self.log_file = Path(log_file) if log_file else self.app_dir / "logs" / "server.log"
+        self.extra_conf = dict(extra_conf or {})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def command(self) -> list[str]:
+        """The ``monailabel start_server`` command line."""
+        conf = {"models": ",".join(self.bundles), "zoo_source": "local", "sam2": "false", "preload": "false",
+                **self.extra_conf}
+        # the interpreter, not the bin/monailabel wrapper script (which puts two folders above the
+        # environment on PYTHONPATH)
+        cmd = [str(self.env_dir / "bin" / "python"), "-m", "monailabel.main", "start_server", "--app", str(self.app_dir),
+               "--studies", str(self.studies), "--host", self.host, "--port", str(self.port)]
+        for key, value in conf.items():
+            cmd += ["--conf", key, str(value)]
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: the MONAI Label env first on PATH, fewlabel from this checkout."""
+        src = self.app_dir / ".fewlabel-src"
+        src.mkdir(parents=True, exist_ok=True)
+        link = src / "fewlabel"
+        package = Path(fewlabel.__file__).resolve().parent
+        if link.is_symlink() and link.resolve() != package:
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(package)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        env["PATH"] = f"{self.env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env["VIRTUAL_ENV"] = str(self.env_dir)
+        env["PYTHONPATH"] = str(src)
+        env.setdefault("MONAI_LABEL_TRACKING_ENABLED", "false")
+        return env
+
+    def start(self) -> None:
+        """Start the server in its own process group; its output goes to :attr:`log_file`."""
+        if self.process is not None and self.process.poll() is None:
+            raise FewLabelError(f"the server is already running (pid {self.process.pid}).")
+        if not (self.env_dir / "bin" / "monailabel").is_file():
+            raise FewLabelError(f"no MONAI Label in {self.env_dir}: build it with fewlabel.label_server.ensure_env.")
+        self.studies.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(self.command(), env=self.environment(), cwd=self.app_dir, stdout=log,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            start_new_session=True)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server's output."""
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no server log)"
+
+    def get(self, path: str, timeout: float = 10.0) -> Any:
+        """``GET path`` on the server, decoded from JSON."""
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=timeout) as r:  # noqa: S310 (loopback)
+            return json.loads(r.read().decode())
+
+    def wait_ready(self, timeout: float = 300.0) -> dict[str, Any]:
+        """Wait until ``GET /info/`` answers; return it.
+
+        Raises:
+            FewLabelError: the server exited, or did not answer within ``timeout`` s (the message
+                holds the end of its log).
+        """
+        if self.process is None:
+            raise FewLabelError("the server was not started.")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise FewLabelError(f"the MONAI Label server exited with code {self.process.returncode} "
+                                    f"(log {self.log_file}):\n{self.log_tail()}")
+            try:
+                return self.get("/info/", timeout=5.0)
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                time.sleep(1.0)
+        raise FewLabelError(f"the MONAI Label server did not answer on {self.url} within {timeout:.0f} s "
+                            f"(log {self.log_file}):\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server and every process it started (SIGTERM to the group, then SIGKILL)."""
+        if self.process is None:
+            return
+        pgid = self.process.pid  # start_new_session: the group id is the server's pid
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+            if not _group_alive(pgid):
+                break
+            time.sleep(0.5)
+            if not _group_alive(pgid):
+                break
+        self.process = None
+
+    def __enter__(self) -> LabelServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def client_instructions(url: str, info: dict[str, Any]) -> str:
+    """How to connect 3D Slicer (CT volumes) or a 2D client (frames) to the server at ``url``."""
+    models = info.get("models", {})
+    lines = [f"MONAI Label is serving {len(models)} bundle(s) at {url}", ""]
+    for name, m in models.items():
+        labels = ", ".join(m.get("labels", {})) if isinstance(m.get("labels"), dict) else m.get("labels")
+        lines.append(f"  {name}: labels {labels}")
+    trainers = sorted(info.get("trainers", {}))
+    if trainers:
+        lines.append(f"  training from saved labels: {', '.join(trainers)}")
+    lines += [
+        "",
+        "CT volumes (PolyCL) in 3D Slicer: install the MONAI Label extension (View > Extension Manager >",
+        f"  MONAI Label), open the MONAI Label module, set the server to {url}, press the refresh button,",
+        "  then 'Next Sample' and 'Run' under Auto Segmentation; edit the result with the Segment Editor and",
+        "  'Submit Label' (saved under <studies>/labels/final/).",
+        "Endoscopy / microscopy frames (2D bundles): any MONAI Label 2D client (e.g. the CVAT plugin, or",
+        f"  plain HTTP): POST {url}/infer/<bundle>?image=<id> returns a PNG label map (values as listed);",
+        f"  PUT {url}/datastore/label?image=<id>&tag=final saves a corrected map; POST {url}/train/<bundle>",
+        "  fine-tunes on the saved labels. The API is browsable at " + f"{url}/docs",
+        "Stop the server with Ctrl-C.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,440 @@
+"""MONAI Label: every bundle served from a local MONAI Label 0.8.5 server (fewlabel.label_server).
+
+The integration test builds (or reuses) MONAI Label's own environment, places every bundle with
+tiny seeded weights in the stock ``monaibundle`` app, starts the server on loopback and uses its
+REST API as a client does: ``/info/``, ``/infer/<bundle>`` on a study image of each bundle's
+modality (compared with the bundle's own pipeline run here), labels saved with
+``/datastore/label``, one ``/train/`` run, and a stop that leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Compose, Resize
+from PIL import Image
+
+from conftest import BUNDLES, REPO, write_png
+from fewlabel.data.ct import load_ct_volume
+from fewlabel.errors import CheckpointError, FewLabelError
+from fewlabel.label_server.app import INFER_OVERLAY, TRAIN_OVERLAY, available_bundles, prepare_app
+from fewlabel.label_server.env import env_requirements
+from fewlabel.label_server.server import LabelServer, _group_alive
+from fewlabel.transforms import MonaiLabelOutput, MonaiLabelOutputd
+
+CT_BUNDLE = "polycl_liver_ct_segmentation"
+TRAIN_BUNDLE = "surgical_semiseg_laparoscopy_segmentation"
+FRAME_HW = (72, 96)  # not square: a transposed label map cannot pass
+GRAY_HW = (60, 84)
+CT_SHAPE = (40, 36, 12)  # stored (X, Y, Z), in LPS voxel order so the loader reorients it
+
+
+# ----------------------------------------------------------------------------- helpers
+def _channel_def(bundle: str) -> dict[str, str]:
+    meta = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())
+    return meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+
+
+def _label_values(bundle: str) -> dict[str, int]:
+    return {v.lower(): int(k) for k, v in _channel_def(bundle).items() if v.lower() != "background"}
+
+
+def _smoke(bundle: str) -> dict:
+    return json.loads((REPO / "bundles" / bundle / "configs" / "smoke.json").read_text())
+
+
+def _copy_bundle(name: str, dest: Path, seed: int = 0, **network_overrides) -> Path:
+    """A copy of bundle ``name`` (configs only) with seeded tiny weights in models/model.pt."""
+    shutil.copytree(REPO / "bundles" / name / "configs", dest / "configs")
+    (dest / "models").mkdir(parents=True)
+    parser = ConfigParser()
+    parser.read_config([os.fspath(dest / "configs" / "inference.json"), os.fspath(dest / "configs" / "smoke.json")])
+    for k, v in network_overrides.items():
+        parser[k] = v
+    torch.manual_seed(seed)
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    state = net.state_dict()
+    for k in state:  # a random head's bias outweighs its features: sharpen it so the map is not constant
+        if k.startswith("segmentation_head") and k.endswith("weight"):
+            state[k] = state[k] * 30
+    torch.save({"model": state}, dest / "models" / "model.pt")
+    return dest
+
+
+def _frame(seed: int, hw: tuple[int, int] = FRAME_HW, gray: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h, w = hw
+    yy, xx = np.mgrid[:h, :w]
+    blob = ((yy - h * 0.4) ** 2 / (h * 0.3) ** 2 + (xx - w * 0.6) ** 2 / (w * 0.25) ** 2) < 1
+    img = rng.integers(20, 90, size=(h, w, 3)).astype(np.uint8)
+    img[blob] = (200, 120, 110)
+    img[:, : w // 6] //= 3  # a darker left border: the map is not symmetric
+    return img[..., 0] if gray else img
+
+
+def _ct_volume(path: Path) -> Path:
+    rng = np.random.default_rng(3)
+    x, y, z = np.mgrid[: CT_SHAPE[0], : CT_SHAPE[1], : CT_SHAPE[2]]
+    hu = rng.normal(-80, 30, CT_SHAPE)
+    hu[((x - 14) ** 2 / 100 + (y - 20) ** 2 / 64 + (z - 6) ** 2 / 16) < 1] = 60
+    affine = np.diag([-1.5, -1.2, 3.0, 1.0])
+    affine[:3, 3] = (30.0, 20.0, -10.0)
+    nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), path)
+    return path
+
+
+def _expected(bundle_dir: Path, image: Path, **overrides) -> np.ndarray:
+    """The bundle's own pipeline on ``image`` (its inference.json + smoke.json, up to its saver): the
+    label map MONAI Label should return, as a user sees the file: 2D (H, W); 3D in the file's voxel order."""
+    parser = ConfigParser()
+    parser.read_config([os.fspath(bundle_dir / "configs" / "inference.json"),
+                        os.fspath(bundle_dir / "configs" / "smoke.json")])
+    parser["bundle_root"] = os.fspath(bundle_dir)
+    parser["ckpt_dir"] = os.fspath(bundle_dir / "models")
+    parser["device"] = "cpu"
+    for k, v in overrides.items():
+        parser[k] = v
+    net = parser.get_parsed_content("network_def", instantiate=True)
+    net.load_state_dict(torch.load(bundle_dir / "models" / "model.pt", weights_only=True)["model"])
+    net.eval()
+    pre = parser.get_parsed_content("preprocessing", instantiate=True)
+    post = parser.get_parsed_content("postprocessing", instantiate=True)
+    inferer = parser.get_parsed_content("inferer", instantiate=True)
+    d = pre({"image": os.fspath(image)})
+    with torch.no_grad():
+        d["pred"] = inferer(d["image"][None], net)[0]
+    d = Compose(post.transforms[:-1])(d)  # all but the saver
+    pred = d["pred"]
+    if pred.ndim == 4:
+        from fewlabel.transforms import restore_original_orientation
+
+        return np.asarray(restore_original_orientation(pred).as_tensor()[0]).astype(np.uint8)
+    hw = tuple(int(s) for s in np.asarray(Image.open(image)).shape[:2])
+    if tuple(pred.shape[-2:]) != hw:  # SLiPPA keeps the network size; MONAI Label restores the frame's
+        pred = Resize(hw, mode="nearest")(pred)
+    return np.asarray(torch.as_tensor(pred)[0]).round().astype(np.uint8)
+
+
+def _request(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None,
+             timeout: float = 300) -> bytes:
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (loopback)
+            return r.read()
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"{method} {url} -> {e.code}: {e.read().decode(errors='replace')[:3000]}") from e
+
+
+def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict]:
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, content) in files.items():
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                  "Content-Type: application/octet-stream\r\n\r\n".encode())
+        out.write(content + b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _read_label(content: bytes, suffix: str, tmp: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    path = tmp / f"label_{uuid.uuid4().hex}{suffix}"
+    path.write_bytes(content)
+    if suffix == ".png":
+        return np.asarray(Image.open(path)), None
+    img = nib.load(path)
+    return np.asarray(img.dataobj), img.affine
+
+
+# ----------------------------------------------------------------------------- fast checks
+def test_monai_label_output_gives_the_writers_layout():
+    pred = torch.zeros(1, 3, 5)
+    pred[0, 0, 4] = 2
+    out = MonaiLabelOutput()(pred)
+    assert out.dtype == np.uint8 and out.shape == (5, 3) and out[4, 0] == 2  # (W, H): x first
+    image = MetaTensor(torch.zeros(3, 3, 5), meta={"spatial_shape": np.array([3, 5])})
+    d = MonaiLabelOutputd(keys="pred")({"pred": pred, "image": image})
+    assert d["pred"].shape == (5, 3) and tuple(d["image"].meta["spatial_shape"]) == (5, 3)
+    assert MonaiLabelOutput("uint16")(pred).dtype == np.uint16
+    for bad in (torch.full((1, 3, 5), 0.4), torch.full((1, 3, 5), -1.0), torch.full((1, 3, 5), float("nan"))):
+        with pytest.raises(ValueError, match="class-index map"):
+            MonaiLabelOutput()(bad)
+    with pytest.raises(ValueError, match="shape"):
+        MonaiLabelOutput()(torch.zeros(2, 3, 5))
+    with pytest.raises(ValueError, match="dtype"):
+        MonaiLabelOutput("float32")
+
+
+def test_monai_label_output_3d_is_in_the_files_voxel_order(tmp_path):
+    path = _ct_volume(tmp_path / "ct.nii.gz")
+    vol = load_ct_volume(path)  # RAS: x and y flipped from the file
+    mask = MetaTensor((vol > 0).to(torch.float32), meta=dict(vol.meta))
+    out = MonaiLabelOutput()(mask)
+    stored = np.asarray(nib.load(path).dataobj)
+    assert out.shape == (1, *CT_SHAPE) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], (stored > 0).astype(np.uint8))
+    with pytest.raises(ValueError, match="meta"):
+        MonaiLabelOutput()(torch.zeros(1, *CT_SHAPE))
+
+
+def test_every_bundle_has_a_monai_label_overlay_and_labels():
+    assert available_bundles() == sorted(b.name for b in BUNDLES)
+    for b in BUNDLES:
+        labels = _label_values(b.name)
+        assert labels and 0 not in labels.values(), f"{b.name}: channel_def must name the label values"
+    assert (REPO / "bundles" / TRAIN_BUNDLE / "configs" / TRAIN_OVERLAY).is_file()
+
+
+def test_env_requirements_keep_pydicom_2_out_of_fewlabels_pins():
+    reqs = env_requirements()
+    assert reqs["first"][0].startswith("torch==") and "monailabel==0.8.5" in reqs["monailabel"]
+    assert "pydicom<3" in reqs["monailabel"] and "dicomweb-client==0.59.3" in reqs["monailabel"]
+    assert not any(r.startswith(("pydicom", "highdicom")) for r in reqs["rest"])
+    assert any(r.startswith("segmentation-models-pytorch==") for r in reqs["rest"])
+
+
+@pytest.fixture
+def stock_env(tmp_path):
+    """A stand-in for the MONAI Label environment: only the stock app's files."""
+    app = tmp_path / "env" / "monailabel" / "sample-apps" / "monaibundle"
+    app.mkdir(parents=True)
+    (app / "main.py").write_text("# stock app\n")
+    return tmp_path / "env"
+
+
+def test_prepare_app_says_which_weights_file_to_put_where(tmp_path, stock_env):
+    bundles = tmp_path / "bundles"
+    shutil.copytree(REPO / "bundles" / TRAIN_BUNDLE / "configs", bundles / TRAIN_BUNDLE / "configs")
+    with pytest.raises(FewLabelError) as e:
+        prepare_app(tmp_path / "app", stock_env, bundles_dir=bundles)
+    msg = str(e.value)
+    assert str(bundles / TRAIN_BUNDLE / "models" / "model.pt") in msg and "configs/train.json" in msg
+    with pytest.raises(FewLabelError, match="unknown bundle"):
+        prepare_app(tmp_path / "app", stock_env, ["no_such_bundle"], bundles_dir=bundles)
+
+
+def test_prepare_app_rejects_weights_of_another_network(tmp_path, stock_env):
+    bundles = tmp_path / "bundles"
+    _copy_bundle(TRAIN_BUNDLE, bundles / TRAIN_BUNDLE, encoder_name="resnet18")
+    with pytest.raises(CheckpointError, match="(?s)does not fit the network.*--overrides"):
+        prepare_app(tmp_path / "app", stock_env, bundles_dir=bundles)  # inference.json says resnet101
+    served = prepare_app(tmp_path / "app", stock_env, bundles_dir=bundles,
+                         overrides={TRAIN_BUNDLE: {"encoder_name": "resnet18"}}, log=lambda s: None)
+    assert [b.name for b in served] == [TRAIN_BUNDLE] and served[0].trains
+    config = json.loads((served[0].folder / "configs" / "inference.json").read_text())
+    assert config["encoder_name"] == "resnet18"
+    assert config["postprocessing"]["transforms"][-1]["_target_"] == "fewlabel.transforms.MonaiLabelOutputd"
+    train = json.loads((served[0].folder / "configs" / "train.json").read_text())
+    assert train["encoder_name"] == "resnet18" and train["num_workers"] == 0
+
+
+def test_prepare_app_never_overwrites_weights_trained_from_monai_label(tmp_path, stock_env):
+    bundles = tmp_path / "bundles"
+    src = _copy_bundle(TRAIN_BUNDLE, bundles / TRAIN_BUNDLE) / "models" / "model.pt"
+    kw = dict(bundles_dir=bundles, overrides={TRAIN_BUNDLE: _smoke(TRAIN_BUNDLE)}, log=lambda s: None)
+    served = prepare_app(tmp_path / "app", stock_env, **kw)[0]
+    copy = served.folder / "models" / "model.pt"
+    assert copy.read_bytes() == src.read_bytes()
+    trained = torch.load(copy, weights_only=True)
+    trained["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in trained["model"].items()}
+    torch.save(trained, copy)  # as a /train run does: newer than the bundle's file
+    os.utime(copy, (time.time() + 5, time.time() + 5))
+    prepare_app(tmp_path / "app", stock_env, **kw)
+    assert copy.read_bytes() != src.read_bytes()  # kept
+    os.utime(src, (time.time() + 60, time.time() + 60))  # the user retrained the bundle: served, old copy kept
+    prepare_app(tmp_path / "app", stock_env, **kw)
+    assert copy.read_bytes() == src.read_bytes()
+    assert len(list(copy.parent.glob("model.before-*.pt.bak"))) == 1
+
+
+def test_cli_names_the_missing_weights_before_building_anything(tmp_path):
+    bundles = tmp_path / "bundles"
+    shutil.copytree(REPO / "bundles" / TRAIN_BUNDLE / "configs", bundles / TRAIN_BUNDLE / "configs")
+    env = {**os.environ, "FEWLABEL_LABEL_ENV": os.fspath(tmp_path / "no_env")}
+    proc = subprocess.run([sys.executable, "-m", "fewlabel.cli", "label-server", "--studies", os.fspath(tmp_path / "s"),
+                           "--bundles_dir", os.fspath(bundles)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert str(bundles / TRAIN_BUNDLE / "models" / "model.pt") in proc.stderr
+    assert not (tmp_path / "no_env").exists()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+# ----------------------------------------------------------------------------- the server
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from fewlabel.label_server import ensure_env
+
+    tmp = tmp_path_factory.mktemp("label_server")
+    env = ensure_env(log=print)
+    bundles = tmp / "bundles"
+    names = available_bundles()
+    for i, name in enumerate(names):
+        _copy_bundle(name, bundles / name, seed=i)
+    studies = tmp / "studies"
+    images = {}
+    for i in range(4):
+        images[f"frame{i}"] = write_png(studies / f"frame{i}.png", _frame(i))
+    images["gray"] = write_png(studies / "gray.png", _frame(9, GRAY_HW, gray=True))
+    images["ct"] = _ct_volume(studies / "ct.nii.gz")
+    app_dir = tmp / "app"
+    served = prepare_app(app_dir, env, names, bundles_dir=bundles,
+                         overrides={n: _smoke(n) for n in names})
+    server = LabelServer(app_dir, studies, [b.name for b in served], env, port=_free_port())
+    server.start()
+    try:
+        info = server.wait_ready(timeout=600)
+        yield {"server": server, "info": info, "bundles": bundles, "images": images, "tmp": tmp,
+               "served": {b.name: b for b in served}}
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_info_lists_every_bundle_with_its_labels(served):
+    models = served["info"]["models"]
+    assert sorted(models) == available_bundles()
+    for name, m in models.items():
+        assert m["type"] == "segmentation", name
+        assert m["labels"] == _label_values(name), name
+    assert sorted(served["info"]["trainers"]) == [TRAIN_BUNDLE]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bundle", [b.name for b in BUNDLES])
+def test_infer_returns_the_bundles_label_map(served, bundle):
+    image = served["images"]["ct" if bundle == CT_BUNDLE else "frame1"]
+    image_id = image.name.split(".")[0]
+    url = f"{served['server'].url}/infer/{bundle}?image={image_id}&output=image"
+    content = _request(url, "POST", *_multipart({"params": "{}"}, {}))
+    label, affine = _read_label(content, ".nii.gz" if bundle == CT_BUNDLE else ".png", served["tmp"])
+    expected = _expected(served["bundles"] / bundle, image)
+    values = {0, *_label_values(bundle).values()}
+    assert set(np.unique(label).tolist()) <= values
+    if bundle == CT_BUNDLE:
+        assert label.shape == CT_SHAPE
+        np.testing.assert_allclose(affine, nib.load(image).affine, atol=1e-3)
+    else:
+        assert label.shape == FRAME_HW
+    np.testing.assert_array_equal(label, expected)
+    assert len(np.unique(expected)) > 1 or bundle.startswith("slippa"), "a constant map proves little"
+
+
+@pytest.mark.slow
+def test_medsass_takes_an_uploaded_grayscale_image(served):
+    png = served["images"]["gray"].read_bytes()
+    url = f"{served['server'].url}/infer/medsass_binary_segmentation?output=image"
+    content = _request(url, "POST", *_multipart({"params": "{}"}, {"file": ("upload.png", png)}))
+    label, _ = _read_label(content, ".png", served["tmp"])
+    assert label.shape == GRAY_HW and set(np.unique(label).tolist()) <= {0, 1}
+    np.testing.assert_array_equal(label, _expected(served["bundles"] / "medsass_binary_segmentation",
+                                                   served["images"]["gray"], channel_policy="convert"))
+
+
+@pytest.mark.slow
+def test_train_from_saved_labels_then_infer_with_the_new_weights(served):
+    server, bundle = served["server"], served["served"][TRAIN_BUNDLE]
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        label = np.zeros(FRAME_HW, np.uint8)
+        label[10:40, 20:70] = 1 + i % 7
+        label[rng.random(FRAME_HW) < 0.05] = 5
+        buf = io.BytesIO()
+        Image.fromarray(label).save(buf, format="PNG")
+        _request(f"{server.url}/datastore/label?image=frame{i}&tag=final", "PUT",
+                 *_multipart({"params": "{}"}, {"label": (f"frame{i}.png", buf.getvalue())}))
+    assert len(list((server.studies / "labels" / "final").glob("frame*.png"))) == 4
+    weights = bundle.folder / "models" / "model.pt"
+    before = weights.read_bytes()
+    source_before = (bundle.source / "models" / "model.pt").read_bytes()
+    body = json.dumps({"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False}).encode()
+    _request(f"{server.url}/train/{TRAIN_BUNDLE}?run_sync=false", "POST", body, {"Content-Type": "application/json"})
+    deadline, status = time.monotonic() + 600, {}
+    while time.monotonic() < deadline:
+        status = json.loads(_request(f"{server.url}/train/"))
+        if status.get("status") not in ("SUBMITTED", "RUNNING"):
+            break
+        time.sleep(2)
+    assert status.get("status") == "DONE", f"{status}\n{server.log_tail(60)}"
+    assert weights.read_bytes() != before, "training saved no new weights"
+    assert (bundle.source / "models" / "model.pt").read_bytes() == source_before, "the bundle's weights were touched"
+    content = _request(f"{server.url}/infer/{TRAIN_BUNDLE}?image=frame1&output=image", "POST",
+                       *_multipart({"params": "{}"}, {}))
+    label, _ = _read_label(content, ".png", served["tmp"])
+    assert label.shape == FRAME_HW and set(np.unique(label).tolist()) <= set(range(8))
+
+
+@pytest.mark.slow
+def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
+    """``fewlabel label-server`` as a user runs it: prints the URL and labels, serves, Ctrl-C stops all."""
+    name = "medsass_binary_segmentation"
+    overrides = tmp_path / "overrides.json"
+    overrides.write_text(json.dumps({name: _smoke(name)}))
+    app, port = tmp_path / "app", _free_port()
+    cmd = [sys.executable, "-m", "fewlabel.cli", "label-server", "--studies", os.fspath(served["server"].studies),
+           "--port", str(port), "--bundles", name, "--bundles_dir", os.fspath(served["bundles"]),
+           "--app_dir", os.fspath(app), "--overrides", os.fspath(overrides)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not any("Stop the server" in line for line in lines):
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line)
+        out = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in out and f"{name}: labels foreground" in out, out
+        info = json.loads(_request(f"http://127.0.0.1:{port}/info/"))
+        assert list(info["models"]) == [name]
+        assert _processes_mentioning(os.fspath(app))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + rest
+    assert "stopping the server" in rest
+    assert not _processes_mentioning(os.fspath(app))
+
+
+@pytest.mark.slow
+def test_stop_leaves_no_process_behind(served):
+    server = served["server"]
+    pgid = server.process.pid
+    server.stop()
+    assert not _group_alive(pgid)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=2):
+        pass
