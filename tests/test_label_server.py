@@ -218,6 +218,18 @@ def test_env_requirements_keep_pydicom_2_out_of_fewlabels_pins():
     assert any(r.startswith("segmentation-models-pytorch==") for r in reqs["rest"])
 
 
+def test_check_training_data_says_how_to_get_enough_labels():
+    from fewlabel.data import check_training_data
+    from fewlabel.errors import DataError
+
+    check_training_data([{}, {}], [{}])
+    check_training_data([{}, {}], None)
+    with pytest.raises(DataError, match="1 labelled training image.*at least 2"):
+        check_training_data([{}], [{}])
+    with pytest.raises(DataError, match="no validation images.*val_split"):
+        check_training_data([{}, {}, {}], [])
+
+
 @pytest.fixture
 def stock_env(tmp_path):
     """A stand-in for the MONAI Label environment: only the stock app's files."""
@@ -369,7 +381,8 @@ def test_medsass_takes_an_uploaded_grayscale_image(served):
 def test_train_from_saved_labels_then_infer_with_the_new_weights(served):
     server, bundle = served["server"], served["served"][TRAIN_BUNDLE]
     rng = np.random.default_rng(0)
-    for i in range(4):
+
+    def save_label(i: int) -> None:
         label = np.zeros(FRAME_HW, np.uint8)
         label[10:40, 20:70] = 1 + i % 7
         label[rng.random(FRAME_HW) < 0.05] = 5
@@ -377,18 +390,29 @@ def test_train_from_saved_labels_then_infer_with_the_new_weights(served):
         Image.fromarray(label).save(buf, format="PNG")
         _request(f"{server.url}/datastore/label?image=frame{i}&tag=final", "PUT",
                  *_multipart({"params": "{}"}, {"label": (f"frame{i}.png", buf.getvalue())}))
-    assert len(list((server.studies / "labels" / "final").glob("frame*.png"))) == 4
+
+    def train(**params) -> dict:
+        body = json.dumps({"max_epochs": 1, "device": "cpu", "multi_gpu": False, **params}).encode()
+        _request(f"{server.url}/train/{TRAIN_BUNDLE}", "POST", body, {"Content-Type": "application/json"})
+        deadline, status = time.monotonic() + 600, {}
+        while time.monotonic() < deadline:
+            status = json.loads(_request(f"{server.url}/train/"))
+            if status.get("status") not in ("SUBMITTED", "RUNNING"):
+                break
+            time.sleep(2)
+        return status
+
     weights = bundle.folder / "models" / "model.pt"
     before = weights.read_bytes()
     source_before = (bundle.source / "models" / "model.pt").read_bytes()
-    body = json.dumps({"max_epochs": 1, "val_split": 0.5, "device": "cpu", "multi_gpu": False}).encode()
-    _request(f"{server.url}/train/{TRAIN_BUNDLE}?run_sync=false", "POST", body, {"Content-Type": "application/json"})
-    deadline, status = time.monotonic() + 600, {}
-    while time.monotonic() < deadline:
-        status = json.loads(_request(f"{server.url}/train/"))
-        if status.get("status") not in ("SUBMITTED", "RUNNING"):
-            break
-        time.sleep(2)
+    save_label(0)  # one label: a clear error rather than a 'DONE' that trained nothing
+    assert train()["status"] == "ERROR"
+    assert "1 labelled training image(s): training needs at least 2" in server.log_file.read_text()
+    assert weights.read_bytes() == before
+    for i in range(1, 4):
+        save_label(i)
+    assert len(list((server.studies / "labels" / "final").glob("frame*.png"))) == 4
+    status = train(val_split=0.5)
     assert status.get("status") == "DONE", f"{status}\n{server.log_tail(60)}"
     assert weights.read_bytes() != before, "training saved no new weights"
     assert (bundle.source / "models" / "model.pt").read_bytes() == source_before, "the bundle's weights were touched"

@@ -4,6 +4,7 @@
 
 from fewlabel.data.cache import cache_dir
 from fewlabel.data.datalist import (
+    check_training_data,
     list_images,
     load_datalist,
     load_images,
@@ -30,6 +31,7 @@ from fewlabel.data.statistics import class_pixel_shares
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
 __all__ = [
+    "check_training_data",
     "class_pixel_shares",
     "cache_dir",
     "save_datalist",

@@ -37,6 +37,7 @@ __all__ = [
     "load_images",
     "list_images",
     "IMAGE_SUFFIXES",
+    "check_training_data",
 ]
 
 SPLITS = ("training", "validation", "testing", "unlabelled")
@@ -238,3 +239,33 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[dict
     if not files:
         raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {root}.")
     return [{"image": str(p)} for p in files]
+
+
+def check_training_data(train: Sequence[Any], validation: Sequence[Any] | None, min_train: int = 2) -> None:
+    """Fail before training when the labelled items cannot train a network and pick a checkpoint.
+
+    For training runs whose items come from outside a datalist, such as MONAI Label's ``/train``
+    (the labels saved so far, split by its ``val_split``): with too few, the run would otherwise
+    skip every batch or never save a checkpoint, and still report success.
+
+    Args:
+        train: the training items.
+        validation: the validation items (the checkpoint is chosen on them); ``None`` skips the check.
+        min_train: fewest training items (2: a batch of one breaks batch norm on pooled features,
+            and the bundles drop such a last batch).
+
+    Raises:
+        DataError: says how many items there are and how to get enough.
+    """
+    n = len(train)
+    if n < min_train:
+        raise DataError(
+            f"{n} labelled training image(s): training needs at least {min_train}. Save more labels (MONAI Label: "
+            "PUT /datastore/label?image=<id>&tag=final), or lower val_split so fewer go to validation."
+        )
+    if validation is not None and len(validation) == 0:
+        raise DataError(
+            "no validation images, so no checkpoint would be saved. MONAI Label keeps val_split (default 0.2) of "
+            f"the saved labels for validation, and {n} were left for training: save more labels or pass a larger "
+            "val_split, e.g. {\"val_split\": 0.5}."
+        )
