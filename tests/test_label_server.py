@@ -40,7 +40,6 @@ from fewlabel.label_server.env import env_requirements
 from fewlabel.label_server.server import LabelServer, _group_alive
 from fewlabel.transforms import MonaiLabelOutput, MonaiLabelOutputd
 
-CT_BUNDLE = "polycl_liver_ct_segmentation"
 TRAIN_BUNDLE = "surgical_semiseg_laparoscopy_segmentation"
 FRAME_HW = (72, 96)  # not square: a transposed label map cannot pass
 GRAY_HW = (60, 84)
@@ -51,6 +50,12 @@ CT_SHAPE = (40, 36, 12)  # stored (X, Y, Z), in LPS voxel order so the loader re
 def _channel_def(bundle: str) -> dict[str, str]:
     meta = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())
     return meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+
+
+def _is_volume(bundle: str) -> bool:
+    """A bundle whose inference loads CT volumes (as fewlabel.deploy tells them apart)."""
+    config = json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())
+    return "LoadCTVolume" in config["preprocessing"]["transforms"][0]["_target_"]
 
 
 def _label_values(bundle: str) -> dict[str, int]:
@@ -349,15 +354,16 @@ def test_info_lists_every_bundle_with_its_labels(served):
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", [b.name for b in BUNDLES])
 def test_infer_returns_the_bundles_label_map(served, bundle):
-    image = served["images"]["ct" if bundle == CT_BUNDLE else "frame1"]
+    volume = _is_volume(bundle)
+    image = served["images"]["ct" if volume else "frame1"]
     image_id = image.name.split(".")[0]
     url = f"{served['server'].url}/infer/{bundle}?image={image_id}&output=image"
     content = _request(url, "POST", *_multipart({"params": "{}"}, {}))
-    label, affine = _read_label(content, ".nii.gz" if bundle == CT_BUNDLE else ".png", served["tmp"])
+    label, affine = _read_label(content, ".nii.gz" if volume else ".png", served["tmp"])
     expected = _expected(served["bundles"] / bundle, image)
     values = {0, *_label_values(bundle).values()}
     assert set(np.unique(label).tolist()) <= values
-    if bundle == CT_BUNDLE:
+    if volume:
         assert label.shape == CT_SHAPE
         np.testing.assert_allclose(affine, nib.load(image).affine, atol=1e-3)
     else:
