@@ -1,4 +1,4 @@
-"""The last post-processing step of a bundle served by MONAI Label (``configs/monailabel.json``).
+"""The last post-processing step of a bundle served by MONAI Label (``configs/monailabel_inference.json``).
 
 MONAI Label's bundle task runs a bundle's ``postprocessing`` (minus ``SaveImaged``), appends its own
 ``Restored`` step and writes ``pred`` with ITK. Both expect MONAI's image convention, which the
@@ -13,7 +13,7 @@ bundles here do not use for 2D frames:
 
 :class:`MonaiLabelOutput` turns a bundle's class-index map (``(1, H, W)`` for frames, ``(1, X, Y, Z)``
 in RAS order for CT volumes, see :func:`~fewlabel.data.ct.load_ct_volume`) into that, so the label
-file MONAI Label returns is the same map as ``python -m monai.bundle run`` saves.
+file MONAI Label returns is the map ``python -m monai.bundle run`` computes (before its saver).
 """
 
 from __future__ import annotations
