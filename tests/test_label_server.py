@@ -35,7 +35,7 @@ from PIL import Image
 from conftest import BUNDLES, REPO, write_png
 from fewlabel.data.ct import load_ct_volume
 from fewlabel.errors import CheckpointError, FewLabelError
-from fewlabel.label_server.app import INFER_OVERLAY, TRAIN_OVERLAY, available_bundles, prepare_app
+from fewlabel.label_server.app import TRAIN_OVERLAY, available_bundles, prepare_app
 from fewlabel.label_server.env import env_requirements
 from fewlabel.label_server.server import LabelServer, _group_alive
 from fewlabel.transforms import MonaiLabelOutput, MonaiLabelOutputd

@@ -1,7 +1,8 @@
 """Start, wait for and stop a local MONAI Label server that serves the bundles.
 
-The server runs ``python -m monailabel.main start_server`` (what ``monailabel start_server`` runs) from the MONAI Label environment in its own process
-group (its training jobs are child processes), bound to ``127.0.0.1`` unless told otherwise, with:
+The server runs ``python -m monailabel.main start_server`` (what ``monailabel start_server`` runs)
+from the MONAI Label environment, in its own process group (its training jobs are child
+processes), bound to ``127.0.0.1`` unless told otherwise, with:
 
 - ``--conf models <bundles>``: the bundles placed by :func:`~fewlabel.label_server.app.prepare_app`;
 - ``--conf zoo_source local``: bundles come from the app folder only (no model-zoo or hub look-up);
@@ -68,8 +69,9 @@ class LabelServer:
                 **self.extra_conf}
         # the interpreter, not the bin/monailabel wrapper script (which puts two folders above the
         # environment on PYTHONPATH)
-        cmd = [str(self.env_dir / "bin" / "python"), "-m", "monailabel.main", "start_server", "--app", str(self.app_dir),
-               "--studies", str(self.studies), "--host", self.host, "--port", str(self.port)]
+        cmd = [str(self.env_dir / "bin" / "python"), "-m", "monailabel.main", "start_server",
+               "--app", str(self.app_dir), "--studies", str(self.studies),
+               "--host", self.host, "--port", str(self.port)]
         for key, value in conf.items():
             cmd += ["--conf", key, str(value)]
         return cmd
