@@ -33,6 +33,7 @@ from monai.transforms import Compose, Resize
 from PIL import Image
 
 from conftest import BUNDLES, REPO, write_png
+from fewlabel.bundle import input_kind
 from fewlabel.data.ct import load_ct_volume
 from fewlabel.errors import CheckpointError, FewLabelError
 from fewlabel.label_server.app import TRAIN_OVERLAY, available_bundles, prepare_app
@@ -50,12 +51,6 @@ CT_SHAPE = (40, 36, 12)  # stored (X, Y, Z), in LPS voxel order so the loader re
 def _channel_def(bundle: str) -> dict[str, str]:
     meta = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())
     return meta["network_data_format"]["outputs"]["pred"]["channel_def"]
-
-
-def _is_volume(bundle: str) -> bool:
-    """A bundle whose inference loads CT volumes (as fewlabel.deploy tells them apart)."""
-    config = json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())
-    return "LoadCTVolume" in config["preprocessing"]["transforms"][0]["_target_"]
 
 
 def _label_values(bundle: str) -> dict[str, int]:
@@ -354,7 +349,7 @@ def test_info_lists_every_bundle_with_its_labels(served):
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", [b.name for b in BUNDLES])
 def test_infer_returns_the_bundles_label_map(served, bundle):
-    volume = _is_volume(bundle)
+    volume = input_kind(json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())) == "volume"
     image = served["images"]["ct" if volume else "frame1"]
     image_id = image.name.split(".")[0]
     url = f"{served['server'].url}/infer/{bundle}?image={image_id}&output=image"

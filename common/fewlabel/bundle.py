@@ -10,7 +10,7 @@ from typing import Any
 
 from fewlabel.errors import DataError
 
-__all__ = ["REPO_BUNDLES", "bundle_root", "resolve_datalist"]
+__all__ = ["REPO_BUNDLES", "bundle_root", "input_kind", "resolve_datalist"]
 
 logger = logging.getLogger("fewlabel")
 
@@ -26,6 +26,16 @@ def _is_bundle(folder: Path, name: str) -> bool:
         return json.loads(meta.read_text()).get("name", folder.name) == name or folder.name == name
     except json.JSONDecodeError:
         return False
+
+
+def input_kind(config: dict[str, Any]) -> str:
+    """``"volume"`` for an inference config that loads CT volumes (``LoadCTVolumed`` first), else ``"frame"``.
+
+    The first pre-processing transform tells, not the metadata's ``spatial_shape``: PolyCL's
+    network takes 2D slices of the volume it loads.
+    """
+    transforms = (config.get("preprocessing") or {}).get("transforms") or [{}]
+    return "volume" if "LoadCTVolume" in str(transforms[0].get("_target_", "")) else "frame"
 
 
 def bundle_root(name: str) -> str:

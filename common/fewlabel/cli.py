@@ -233,7 +233,7 @@ def main() -> None:
     try:
         fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "sweep": sweep,
                    "report": report, "video": video,
-                   "bundles": bundles, "label-server": label_server, "label_server": label_server},
+                   "bundles": bundles, "label-server": label_server},
                   name="fewlabel")
     except FewLabelError as e:
         print(f"fewlabel: error: {e}", file=sys.stderr)

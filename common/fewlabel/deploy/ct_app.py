@@ -24,28 +24,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from holoscan.conditions import CountCondition
-from monai.deploy.core import Application
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 
-from fewlabel.deploy.app import overrides_from_env
+from fewlabel.deploy.app import BundleApplication
 from fewlabel.deploy.operators import (
     BundleInferenceOperator,
     CTSegmentationWriterOperator,
     CTSeriesSelectorOperator,
     CTSeriesToVolumeOperator,
-    bundle_input_kind,
-    bundle_metadata,
 )
-from fewlabel.errors import DataError
 from fewlabel.transforms.ct_io import segments_from_metadata
 
 __all__ = ["CTSegmentationApp", "main"]
 
 
-class CTSegmentationApp(Application):
+class CTSegmentationApp(BundleApplication):
     """DICOM CT study in, DICOM SEG + NIfTI out, through a fewlabel CT bundle.
 
     Args:
@@ -53,18 +48,11 @@ class CTSegmentationApp(Application):
         overrides: bundle config overrides (default from ``$FEWLABEL_BUNDLE_OVERRIDES``).
     """
 
-    def __init__(self, *args: Any, overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.overrides = overrides_from_env() if overrides is None else dict(overrides)
-        super().__init__(*args, **kwargs)
+    input_kind = "volume"
+    wrong_kind = "is not a CT bundle (its inference reads 2D frames); use fewlabel.deploy.frames_app."
 
     def compose(self) -> None:
-        context = Application.init_app_context(self.argv)
-        model = Path(context.model_path)
-        metadata = bundle_metadata(model)
-        if bundle_input_kind(model) != "volume":
-            raise DataError(f"{model} is not a CT bundle (its inference reads 2D frames); use "
-                            "fewlabel.deploy.frames_app.")
-        output = Path(context.output_path)
+        context, model, metadata, output = self.bundle_context()
         loader = DICOMDataLoaderOperator(self, CountCondition(self, 1), input_folder=Path(context.input_path),
                                          name="dicom_loader")
         selector = CTSeriesSelectorOperator(self, input_folder=context.input_path, name="ct_series_selector")

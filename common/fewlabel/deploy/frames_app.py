@@ -24,28 +24,19 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from holoscan.conditions import BooleanCondition
-from monai.deploy.core import Application
 
-from fewlabel.deploy.app import overrides_from_env
-from fewlabel.deploy.operators import (
-    BundleInferenceOperator,
-    FrameResultsOperator,
-    FrameSourceOperator,
-    bundle_input_kind,
-    bundle_metadata,
-)
-from fewlabel.errors import DataError
+from fewlabel.deploy.app import BundleApplication
+from fewlabel.deploy.operators import BundleInferenceOperator, FrameResultsOperator, FrameSourceOperator
 
 __all__ = ["FrameSegmentationApp", "main"]
 
 EVERY_ENV = "FEWLABEL_FRAME_EVERY"
 
 
-class FrameSegmentationApp(Application):
+class FrameSegmentationApp(BundleApplication):
     """Frames (a folder or a video) in; masks, overlays (and landmark point lists) out.
 
     Args:
@@ -55,19 +46,15 @@ class FrameSegmentationApp(Application):
         every: keep every n-th video frame (default from ``$FEWLABEL_FRAME_EVERY``, else 1).
     """
 
-    def __init__(self, *args: Any, overrides: dict[str, Any] | None = None, every: int | None = None,
-                 **kwargs: Any) -> None:
-        self.overrides = overrides_from_env() if overrides is None else dict(overrides)
+    input_kind = "frame"
+    wrong_kind = "is not a 2D bundle (its inference reads CT volumes); use fewlabel.deploy.ct_app."
+
+    def __init__(self, *args: Any, every: int | None = None, **kwargs: Any) -> None:
         self.every = int(os.environ.get(EVERY_ENV, "1")) if every is None else int(every)
         super().__init__(*args, **kwargs)
 
     def compose(self) -> None:
-        context = Application.init_app_context(self.argv)
-        model = Path(context.model_path)
-        metadata = bundle_metadata(model)
-        if bundle_input_kind(model) != "frame":
-            raise DataError(f"{model} is not a 2D bundle (its inference reads CT volumes); use fewlabel.deploy.ct_app.")
-        output = Path(context.output_path)
+        context, model, metadata, output = self.bundle_context()
         source = FrameSourceOperator(self, BooleanCondition(self, name="frames_left"), input_path=context.input_path,
                                      frames_dir=output / "frames", every=self.every, name="frames")
         infer = BundleInferenceOperator(self, app_context=context, bundle_path=model,

@@ -38,6 +38,7 @@ from monai.deploy.operators.monai_bundle_inference_operator import (
 from monai.transforms import Compose
 from monai.utils import convert_to_dst_type, ensure_tuple
 
+from fewlabel.bundle import input_kind
 from fewlabel.data.datalist import IMAGE_SUFFIXES
 from fewlabel.data.video import VIDEO_SUFFIXES
 from fewlabel.errors import DataError
@@ -124,8 +125,7 @@ def bundle_input_kind(path: str | os.PathLike) -> str:
 
     Read from the first pre-processing transform of its ``inference`` config (folder or TorchScript).
     """
-    transforms = (bundle_config(path).get("preprocessing") or {}).get("transforms") or [{}]
-    return "volume" if "LoadCTVolume" in str(transforms[0].get("_target_", "")) else "frame"
+    return input_kind(bundle_config(path))
 
 
 class BundleInferenceOperator(MonaiBundleInferenceOperator):

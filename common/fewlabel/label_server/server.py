@@ -42,12 +42,11 @@ class LabelServer:
         port: TCP port.
         host: address to bind; ``127.0.0.1`` keeps the server on this machine.
         log_file: server output (default ``app_dir/logs/server.log``).
-        extra_conf: more ``--conf key value`` pairs for the app.
     """
 
     def __init__(self, app_dir: str | os.PathLike, studies: str | os.PathLike, bundles: Sequence[str],
                  env_dir: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1",
-                 log_file: str | os.PathLike | None = None, extra_conf: dict[str, str] | None = None) -> None:
+                 log_file: str | os.PathLike | None = None) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.studies = Path(studies).resolve()
         self.bundles = list(bundles)
@@ -55,7 +54,6 @@ class LabelServer:
         self.port = int(port)
         self.host = host
         self.log_file = Path(log_file) if log_file else self.app_dir / "logs" / "server.log"
-        self.extra_conf = dict(extra_conf or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,8 +63,7 @@ class LabelServer:
 
     def command(self) -> list[str]:
         """The ``monailabel start_server`` command line."""
-        conf = {"models": ",".join(self.bundles), "zoo_source": "local", "sam2": "false", "preload": "false",
-                **self.extra_conf}
+        conf = {"models": ",".join(self.bundles), "zoo_source": "local", "sam2": "false", "preload": "false"}
         # the interpreter, not the bin/monailabel wrapper script (which puts two folders above the
         # environment on PYTHONPATH)
         cmd = [str(self.env_dir / "bin" / "python"), "-m", "monailabel.main", "start_server",

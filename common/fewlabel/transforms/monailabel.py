@@ -52,11 +52,11 @@ class MonaiLabelOutput(Transform):
 
     Returns:
         numpy array of ``dtype``: 2D ``(W, H)``; 3D ``(1, X', Y', Z')`` in the file's voxel order
-        (MONAI Label writes it with the reference's ``original_affine``).
+        (MONAI Label writes it with the volume's ``original_affine``).
 
     Raises:
         ValueError: ``pred`` is not ``(1, H, W)`` / ``(1, X, Y, Z)``, holds values that are not whole
-            numbers in ``[0, max of dtype]``, or (3D) does not fit the reference volume.
+            numbers in ``[0, max of dtype]``, or (3D) carries no geometry or does not fit it.
     """
 
     def __init__(self, dtype: str = "uint8") -> None:
@@ -75,8 +75,7 @@ class MonaiLabelOutput(Transform):
                 "MonaiLabelOutput must come after the bundle's argmax / threshold step."
             )
 
-    def __call__(self, pred: torch.Tensor | np.ndarray, reference: Any = None,
-                 spatial_size: Sequence[int] | None = None) -> Any:
+    def __call__(self, pred: torch.Tensor | np.ndarray, spatial_size: Sequence[int] | None = None) -> np.ndarray:
         t = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
         if t.ndim not in (3, 4) or t.shape[0] != 1:
             raise ValueError(f"expected a (1, H, W) or (1, X, Y, Z) class-index map, got shape {tuple(t.shape)}.")
@@ -87,7 +86,7 @@ class MonaiLabelOutput(Transform):
             if spatial_size is not None and tuple(int(s) for s in spatial_size) != tuple(t.shape[1:]):
                 t = Resize([int(s) for s in spatial_size], mode="nearest")(t.to(torch.float32))
             return np.ascontiguousarray(_numpy(t[0]).T).astype(self.dtype)
-        return np.ascontiguousarray(_numpy(restore_original_orientation(t, reference))).astype(self.dtype)
+        return np.ascontiguousarray(_numpy(restore_original_orientation(t))).astype(self.dtype)
 
 
 class MonaiLabelOutputd(MapTransform):
