@@ -8,6 +8,7 @@
     fewlabel video VIDEO --ckpt_path models/model.pt  SLiPPA landmarks on a video: overlay video + per-frame JSON
     fewlabel bundles                                 list the bundles and their stages
     fewlabel label-server --studies DIR [--port 8000]  serve the bundles from a local MONAI Label server
+    fewlabel code-map [--check]                      write each bundle's "Where the code is" docs section
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import fire
 
 from fewlabel.errors import FewLabelError
 
-__all__ = ["main", "demo", "datalist", "seeds", "sweep", "report", "video", "bundles", "label_server"]
+__all__ = ["main", "demo", "datalist", "seeds", "sweep", "report", "video", "bundles", "label_server", "code_map"]
 
 
 def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
@@ -156,6 +157,23 @@ def bundles() -> dict:
     }
 
 
+def code_map(check: bool = False) -> None:
+    """Write each bundle's "Where the code is" section (docs/README.md) from the modules its configs name.
+
+    Args:
+        check: only compare; exit with status 1 naming the stale docs (``make lint`` runs this).
+    """
+    from fewlabel.bundle import REPO_BUNDLES
+    from fewlabel.code_map import update_docs
+
+    stale = [b.name for b in sorted(REPO_BUNDLES.iterdir())
+             if (b / "configs" / "metadata.json").is_file() and not update_docs(b, check=check)]
+    if check and stale:
+        print(f"stale 'Where the code is' sections in: {', '.join(stale)}; run `fewlabel code-map`", file=sys.stderr)
+        sys.exit(1)
+    print(f"{'checked' if check else 'updated'}: {', '.join(stale) if stale else 'all current'}")
+
+
 def label_server(studies: str, port: int = 8000, bundles: str | None = None, app_dir: str = "outputs/label_server",
                  env_dir: str | None = None, overrides: str | None = None, host: str = "127.0.0.1",
                  rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
@@ -233,7 +251,7 @@ def main() -> None:
     try:
         fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "sweep": sweep,
                    "report": report, "video": video,
-                   "bundles": bundles, "label-server": label_server},
+                   "bundles": bundles, "label-server": label_server, "code-map": code_map},
                   name="fewlabel")
     except FewLabelError as e:
         print(f"fewlabel: error: {e}", file=sys.stderr)
