@@ -81,3 +81,11 @@ def test_seeds_run_each_seed_once_and_report_mean_and_std(tmp_path):
     assert record["seed"] == 1 and [s["name"] for s in record["stages"]] == ["pretrain", "zero_label"]
     assert all("monai.bundle run" in s["command"] for s in record["stages"])
     assert "mean_iou_foreground (%)" in Path(summary["report"]).read_text()
+
+
+def test_datalist_help_names_every_adapter():
+    from fewlabel.cli import datalist
+    from fewlabel.data.adapters import ADAPTERS
+
+    missing = [name for name in ADAPTERS if name not in datalist.__doc__]
+    assert not missing, f"`fewlabel datalist --help` does not name the adapters {missing}"
