@@ -6,6 +6,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
@@ -21,7 +22,7 @@ def median_seconds(fn: Callable[[], object], repeats: int, sync: Callable[[], No
     return statistics.median(times)
 
 
-def save_result(name: str, result: dict) -> "Path":
+def save_result(name: str, result: dict) -> Path:
     """Write ``result`` as ``benchmarks/results/<name>.json``, print and return the path."""
     import json
     from pathlib import Path

@@ -91,8 +91,11 @@ def main() -> dict:
     result["mask_share_of_step"] = result["mask_at_step_batch_ms"] / result["train_step_ms"]
     result["step_device"] = device.type
 
-    print(f"NumPy per-image loop: {result['baseline_ms']:.1f} ms; MaskCorruption (CPU): {result['fewlabel_cpu_ms']:.1f} ms"
-          f" -> {result['speedup_cpu']:.1f}x")
+    print(
+        f"NumPy per-image loop: {result['baseline_ms']:.1f} ms; "
+        f"MaskCorruption (CPU): {result['fewlabel_cpu_ms']:.1f} ms"
+        f" -> {result['speedup_cpu']:.1f}x"
+    )
     if "fewlabel_cuda_ms" in result:
         print(f"MaskCorruption (CUDA): {result['fewlabel_cuda_ms']:.2f} ms -> {result['speedup_cuda']:.0f}x")
     print(f"masked share, max error over the batch: NumPy loop {result['baseline_share_max_error']:.4f}, "

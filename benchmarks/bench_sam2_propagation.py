@@ -28,7 +28,8 @@ that configuration's alone):
   weights** -- no checkpoint is available offline; the compute cost does not depend on the weight
   values (the same layers run on every frame whatever the masks are; hole filling is off, as
   ``build_sam2_propagator`` sets it without SAM 2's CUDA extension). On 2 CPU cores one frame
-  costs ~4-5 s (more under load or with 1 thread), so the default propagates through ``--real-slices`` slices (default 9: the middle slice
+  costs ~4-5 s (more under load or with 1 thread), so the default propagates through
+  ``--real-slices`` slices (default 9: the middle slice
   and the 8 after it, forwards) rather than all of them. The memory bank is full (the reference +
   6 previous frames, SAM 2's ``num_maskmem=7``) from the 8th frame on, so those 9 slices
   measure every memory-bank size; the time for the whole volume with the reference in the

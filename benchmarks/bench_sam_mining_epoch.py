@@ -182,7 +182,7 @@ def _measure(device: torch.device, sam_state: dict[str, torch.Tensor]) -> dict[s
             teacher.cache = cache
             out_dir = Path(tmp) / f"mined_{r}"
             trainer.reset()
-            t_mining.append(_seconds(lambda: mine_pseudo_labels(
+            t_mining.append(_seconds(lambda out_dir=out_dir: mine_pseudo_labels(
                 trainer.student, teacher, to_mine, out_dir, transform=lambda it: {"image": by_name[it["image"]]},
                 batch_size=BATCH, num_points=NUM_POINTS, seed=0, device=device,
             ), sync))

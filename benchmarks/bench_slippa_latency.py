@@ -148,10 +148,12 @@ def main() -> dict:
     post = LandmarkPostprocessor()
     ours_steps, base_steps, ours_wall, base_wall, agree = [], [], [], [], []
     for labels, image in frames:
-        s, wall = _step_medians(lambda: post(labels, image), REPEATS_FEWLABEL)
+        s, wall = _step_medians(lambda labels=labels, image=image: post(labels, image), REPEATS_FEWLABEL)
         ours_steps.append(s)
         ours_wall.append(wall)
-        s, wall = _step_medians(lambda: baseline.postprocess(labels, image), REPEATS_BASELINE)
+        s, wall = _step_medians(
+            lambda labels=labels, image=image: baseline.postprocess(labels, image), REPEATS_BASELINE
+        )
         base_steps.append(s)
         base_wall.append(wall)
         a, b = post(labels, image), baseline.postprocess(labels, image)

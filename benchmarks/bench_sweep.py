@@ -48,7 +48,13 @@ def main() -> None:
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance, as fewlabel sweep starts
         t0 = time.perf_counter()
-        ray.init(address="local", num_cpus=args.parallel, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address="local",
+            num_cpus=args.parallel,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         ray_start = time.perf_counter() - t0
         t0 = time.perf_counter()
         run_sweep(spec, Path(tmp) / "ray", cpus_per_run=1, report=False, progress=False)
@@ -58,9 +64,14 @@ def main() -> None:
         ray_stop = time.perf_counter() - t0
     n = len(runs)
     result = {
-        "runs": n, "parallel": args.parallel, "cpu_count": os.cpu_count(),
-        "baseline_serial_seconds": round(serial, 1), "baseline_seconds_per_run": round(serial / n, 1),
-        "sweep_seconds": round(sweep, 1), "ray_start_seconds": round(ray_start, 1), "ray_stop_seconds": round(ray_stop, 1),
+        "runs": n,
+        "parallel": args.parallel,
+        "cpu_count": os.cpu_count(),
+        "baseline_serial_seconds": round(serial, 1),
+        "baseline_seconds_per_run": round(serial / n, 1),
+        "sweep_seconds": round(sweep, 1),
+        "ray_start_seconds": round(ray_start, 1),
+        "ray_stop_seconds": round(ray_stop, 1),
         "serial_over_sweep": round(serial / sweep, 2),
         "serial_over_sweep_with_ray_start_stop": round(serial / (sweep + ray_start + ray_stop), 2),
     }

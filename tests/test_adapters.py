@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
 
 from fewlabel.data.adapters import (
     ADAPTERS,

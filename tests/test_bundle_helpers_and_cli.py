@@ -17,7 +17,9 @@ from conftest import REPO
 
 
 def test_no_dataset_dir_means_demo_data():
-    path = resolve_datalist("", demo="nuclei", demo_kwargs={"num_patients": 3, "images_per_patient": 2, "size": [64, 64]})
+    path = resolve_datalist(
+        "", demo="nuclei", demo_kwargs={"num_patients": 3, "images_per_patient": 2, "size": [64, 64]}
+    )
     assert load_datalist(path, "training")
 
 
@@ -43,7 +45,9 @@ def test_bundle_root_from_elsewhere(tmp_path, monkeypatch):
 
 def test_cli_lists_bundles_and_reports_errors_cleanly(monkeypatch, capsys, tmp_path):
     assert "medsass_binary_segmentation" in cli.bundles()
-    monkeypatch.setattr(sys, "argv", ["fewlabel", "datalist", "tiles", str(tmp_path / "absent"), "-o", str(tmp_path / "d.json")])
+    monkeypatch.setattr(
+        sys, "argv", ["fewlabel", "datalist", "tiles", str(tmp_path / "absent"), "-o", str(tmp_path / "d.json")]
+    )
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 2

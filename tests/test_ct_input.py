@@ -50,7 +50,7 @@ def phantoms(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- windowing
 def test_window_maps_window_edges_and_clips_beyond():
-    level, width = 40.0, 400.0
+    level, _width = 40.0, 400.0
     hu = np.array([-1000, level - 300, level - 200, level - 100, level, level + 100, level + 200, level + 300, 3000],
                   dtype=np.float64)
     out = CTWindow()(hu)

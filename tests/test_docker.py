@@ -21,7 +21,9 @@ DOCKERFILES = sorted(p for p in (REPO / "docker").iterdir() if p.name.startswith
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
     """``(INSTRUCTION, arguments)`` of a Dockerfile, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n", " ", "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#"))
+    )
     out = []
     for line in text.splitlines():
         if line.strip():

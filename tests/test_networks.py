@@ -41,7 +41,9 @@ def test_encoder_only_pretraining_freezes_everything_but_the_encoder():
     net = prepare_pretraining(build_network("medsass_unet", encoder_name="resnet18"), "encoder")
     names = {n for n, p in net.named_parameters() if p.requires_grad}
     assert names and all(n.startswith("encoder.") for n in names)
-    assert sum(p.numel() for p in trainable_parameters(net)) == sum(v.numel() for k, v in net.named_parameters() if k.startswith("encoder."))
+    assert sum(p.numel() for p in trainable_parameters(net)) == sum(
+        v.numel() for k, v in net.named_parameters() if k.startswith("encoder.")
+    )
     before = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("decoder.") and v.is_floating_point()}
     opt = torch.optim.SGD(trainable_parameters(net), lr=0.1)
     net(torch.rand(2, 3, 32, 32)).mean().backward()

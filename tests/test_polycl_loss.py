@@ -179,7 +179,9 @@ def test_supcon_with_two_views_per_label_is_nt_xent():
         expected = NTXentLoss(temperature=t)(z1, z2).item()
         views = torch.stack([z1, z2], dim=1)  # (B, V=2, D)
         assert SupConLoss(temperature=t)(views).item() == pytest.approx(expected, rel=1e-5)  # labels=None
-        assert SupConLoss(temperature=t)(views, torch.tensor([4, 3, 2, 1, 0])).item() == pytest.approx(expected, rel=1e-5)
+        assert SupConLoss(temperature=t)(views, torch.tensor([4, 3, 2, 1, 0])).item() == pytest.approx(
+            expected, rel=1e-5
+        )
         # (2N, D) rows whose labels pair row i with row i + N
         stacked, labels = torch.cat([z1, z2]), torch.arange(5).repeat(2)
         assert SupConLoss(temperature=t)(stacked, labels).item() == pytest.approx(expected, rel=1e-5)

@@ -20,10 +20,18 @@ from conftest import REPO
 EPOCHS = 3
 CASES = {
     # kind: (bundle, configs, extra overrides, checkpoint the stage writes)
-    "supervised": ("polycl_liver_ct_segmentation", ["train.json"],
-                   {"from_pretrained": False, "image_size": [32, 32], "channels": [8, 16, 32], "batch_size": 4}, "model.pt"),
-    "contrastive": ("polycl_liver_ct_segmentation", ["train.json", "pretrain.json"],
-                    {"image_size": [32, 32], "channels": [8, 16, 32], "pretrain_batch_size": 6}, "pretrained_M.pt"),
+    "supervised": (
+        "polycl_liver_ct_segmentation",
+        ["train.json"],
+        {"from_pretrained": False, "image_size": [32, 32], "channels": [8, 16, 32], "batch_size": 4},
+        "model.pt",
+    ),
+    "contrastive": (
+        "polycl_liver_ct_segmentation",
+        ["train.json", "pretrain.json"],
+        {"image_size": [32, 32], "channels": [8, 16, 32], "pretrain_batch_size": 6},
+        "pretrained_M.pt",
+    ),
     "self_supervised": ("medsass_binary_segmentation", ["train.json", "pretrain.json"], {}, "pretrained.pt"),
     "pseudo_labelling": ("sam_mining_polyp_segmentation", ["train.json", "mine.json"], {}, "model.pt"),
 }
@@ -32,9 +40,22 @@ CASES = {
 def _args(bundle: str, configs: list[str], ckpt_dir: Path, out: Path, overrides: dict) -> list[str]:
     folder = REPO / "bundles" / bundle / "configs"
     smoke = json.loads((folder / "smoke.json").read_text())
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps([str(folder / c) for c in configs]),
-            "--meta_file", str(folder / "metadata.json"), "--logging_file", str(folder / "logging.conf"),
-            "--ckpt_dir", str(ckpt_dir), "--output_dir", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        json.dumps([str(folder / c) for c in configs]),
+        "--meta_file",
+        str(folder / "metadata.json"),
+        "--logging_file",
+        str(folder / "logging.conf"),
+        "--ckpt_dir",
+        str(ckpt_dir),
+        "--output_dir",
+        str(out),
+    ]
     for k, v in {**smoke, "epochs": EPOCHS, **overrides}.items():
         args += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
     return args

@@ -376,7 +376,7 @@ def test_pseudo_labels_with_cached_embeddings_equal_uncached(tiny_ckpt, teacher,
     plain, valid_plain = teacher.pseudo_label(images, probs, 3, mode=mode, generator=torch.Generator().manual_seed(0))
     cached_teacher = build_sam_teacher(tiny_ckpt, "tiny", cache=EmbeddingCache())
     spy = _EmbedSpy(cached_teacher, monkeypatch)
-    for visit in range(2):
+    for _visit in range(2):
         masks, valid = cached_teacher.pseudo_label(images, probs, 3, mode=mode, cache_keys=[None] * 3,
                                                    generator=torch.Generator().manual_seed(0))
         assert torch.equal(masks, plain) and torch.equal(valid, valid_plain)

@@ -95,7 +95,9 @@ def test_stage1_stage2_evaluate_infer_and_video_end_to_end(tmp_path):
             assert set(vals) >= {"precision", "dice", "G"}
     assert set(metrics["postprocess_ms"]) >= {"skeleton", "rdp"}
     assert "| ridge" in (out / "metrics.md").read_text()
-    table = stage_table({"smoke": {"init": tmp_path / "evaluate_stage1" / "metrics.json", "tune": out / "metrics.json"}})
+    table = stage_table(
+        {"smoke": {"init": tmp_path / "evaluate_stage1" / "metrics.json", "tune": out / "metrics.json"}}
+    )
     assert table.count("|") > 10 and "smoke" in table
 
     infer = {k: SMOKE[k] for k in ("encoder_name", "image_size")} | {"demo_kwargs": SMOKE["finetune_demo_kwargs"],

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from fewlabel.data.adapters import ADAPTERS, build_datalist
 from fewlabel.data.adapters.cholecseg8k import (

@@ -10,7 +10,6 @@ import torch
 from fewlabel.engines import DenoisingPairs
 from fewlabel.transforms import MaskCorruption, mask_ratio
 
-from conftest import REPO
 
 BUNDLE = "surgical_semiseg_laparoscopy_segmentation"
 

@@ -36,10 +36,17 @@ def _write_spec(path: Path, **content) -> Path:
 
 # --------------------------------------------------------------------------------------------- specs
 def test_spec_expands_grid_and_cells_into_runs(tmp_path):
-    spec = load_spec(_write_spec(
-        tmp_path / "s.yaml", bundle=MEDSASS, stages=TINY_STAGES, grid={"learning_rate": [0.1, 0.01], "batch_size": [2, 4]},
-        cells=[{"learning_rate": 0.5, "batch_size": 8}, {"learning_rate": 0.1, "batch_size": 2}], seeds=[3, 7],
-        overrides={"epochs": 2}))
+    spec = load_spec(
+        _write_spec(
+            tmp_path / "s.yaml",
+            bundle=MEDSASS,
+            stages=TINY_STAGES,
+            grid={"learning_rate": [0.1, 0.01], "batch_size": [2, 4]},
+            cells=[{"learning_rate": 0.5, "batch_size": 8}, {"learning_rate": 0.1, "batch_size": 2}],
+            seeds=[3, 7],
+            overrides={"epochs": 2},
+        )
+    )
     assert spec.name == "s"
     params = spec.cell_params()
     # 4 grid cells, one extra cell, the duplicate of a grid cell dropped
@@ -233,11 +240,15 @@ def test_report_tables_hold_means_and_stds_over_seeds_with_the_best_in_bold(tmp_
     for name in ("plot_0_curve.png", "plot_1_heatmap.png", "plot_2_bars.png"):
         assert f"]({name})" in text
         assert (path.parent / name).stat().st_size > 5000
-    assert json.loads((path.parent / "report.json").read_text())["missing"] == ["learning_rate-0.01_batch_size-4/seed_2"]
+    assert json.loads((path.parent / "report.json").read_text())["missing"] == [
+        "learning_rate-0.01_batch_size-4/seed_2"
+    ]
 
 
 def test_report_defaults_without_a_layout(tmp_path):
-    values = {(lr, bs): {s: _metrics(0.5 + 0.1 * s, 3.0, 0.4) for s in (0, 1, 2)} for lr in (0.1, 0.01) for bs in (2, 4)}
+    values = {
+        (lr, bs): {s: _metrics(0.5 + 0.1 * s, 3.0, 0.4) for s in (0, 1, 2)} for lr in (0.1, 0.01) for bs in (2, 4)
+    }
     path = make_report(_fake_run_dir(tmp_path, {}, values))
     text = path.read_text()
     assert "| learning_rate | batch_size | mean_iou (%) | mean_hausdorff |" in text
@@ -416,9 +427,26 @@ def test_sweep_on_a_running_ray_cluster(tmp_path):
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(REPO / "tests"), RAY_AUTH_MODE="disabled")
     before = _processes()
-    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--num-cpus", "1",
-                             "--port", str(port), "--include-dashboard", "false"],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus",
+            "1",
+            "--port",
+            str(port),
+            "--include-dashboard",
+            "false",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     spec = _write_spec(tmp_path / "one.yaml", name="one", bundle=MEDSASS, stages=TINY_STAGES[:1], seeds=[0],
                        cells=[{"learning_rate": 0.001}], report={"metric": "mean_iou", "overlays": False})
     run_dir = tmp_path / "run"
@@ -542,7 +570,9 @@ def test_every_shipped_spec_renders_its_report(spec_path, tmp_path):
     for plot_index, plot in enumerate(spec.report.get("plots", [])):
         assert f"plot_{plot_index}_{plot.get('kind', 'curve')}.png" in text, (spec_path.name, plot)
     # no empty entry except where a stage is skipped for that cell (e.g. mining at 100 % labelled)
-    read = {p.split(".")[1] for p in paths if p.startswith("stages.")} | {spec.report.get("stage") or spec.stages[-1].name}
+    read = {p.split(".")[1] for p in paths if p.startswith("stages.")} | {
+        spec.report.get("stage") or spec.stages[-1].name
+    }
     assert read <= {s.name for s in spec.stages}, f"{spec_path.name} reports stages it does not have: {read}"
     skipped_somewhere = any(read - {s.name for s in r.active_stages()} for r in spec.runs(run_dir))
     if not skipped_somewhere:  # every value column of every table has a value (parameter columns may be "-")

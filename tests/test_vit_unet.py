@@ -74,7 +74,16 @@ def test_encoder_state_dict():
     full = net.state_dict()
     assert all(k.startswith(ViTUNet.encoder_prefixes) for k in enc)
     assert set(enc) == {k for k in full if k.startswith(net.encoder_prefixes)}
-    for prefix in ("vit.patch_embed.", "vit.blocks.", "vit.pos_embed", "inc.", "down1.", "down4.", "vc.conv.", "vc.linear."):
+    for prefix in (
+        "vit.patch_embed.",
+        "vit.blocks.",
+        "vit.pos_embed",
+        "inc.",
+        "down1.",
+        "down4.",
+        "vc.conv.",
+        "vc.linear.",
+    ):
         assert any(k.startswith(prefix) for k in enc), prefix
     assert not any(k.startswith(("up1.", "up2.", "up3.", "up4.", "outc.")) for k in enc)
     assert any(k.startswith("up4.") for k in full) and any(k.startswith("outc.") for k in full)

@@ -10,7 +10,18 @@ __version__ = "0.1.0"
 
 import importlib as _importlib
 
-_SUBMODULES = ("bundle", "data", "engines", "errors", "losses", "metrics", "networks", "postprocess", "sam", "transforms")
+_SUBMODULES = (
+    "bundle",
+    "data",
+    "engines",
+    "errors",
+    "losses",
+    "metrics",
+    "networks",
+    "postprocess",
+    "sam",
+    "transforms",
+)
 
 
 def __getattr__(name: str):

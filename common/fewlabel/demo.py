@@ -110,8 +110,13 @@ def _surgical(out: Path, quick: bool) -> dict[str, Any]:
         run_stage(bundle, ["train.json", "evaluate.json"], ckpt_dir=str(out / "models"), ckpt_name=ckpt.name,
                   output_dir=str(out / f"evaluate_{init}"), **common)
         results[init] = json.loads((out / f"evaluate_{init}" / "metrics.json").read_text())
-    run_stage(bundle, ["inference.json"], ckpt_path=str(out / "models" / "pretrained_finetuned.pt"),
-              output_dir=str(out / "predictions"), **{k: v for k, v in common.items() if k not in ("num_workers", "batch_size")})
+    run_stage(
+        bundle,
+        ["inference.json"],
+        ckpt_path=str(out / "models" / "pretrained_finetuned.pt"),
+        output_dir=str(out / "predictions"),
+        **{k: v for k, v in common.items() if k not in ("num_workers", "batch_size")},
+    )
     summary = {
         "seconds": round(time.time() - t0, 1),
         "labelled_training_frames": len(load_datalist(datalist, "training")),
@@ -124,7 +129,8 @@ def _surgical(out: Path, quick: bool) -> dict[str, Any]:
         "overlays": str(out / "predictions"),
     }
     print(
-        f"\nSurgicalSemiSeg demo: mIoU after masked-denoising pre-training + fine-tuning {summary['miou_pretrained']:.3f}; "
+        f"\nSurgicalSemiSeg demo: mIoU after masked-denoising pre-training + fine-tuning "
+        f"{summary['miou_pretrained']:.3f}; "
         f"random initialisation, same labels and budget {summary['miou_random_init']:.3f} "
         f"({summary['labelled_training_frames']} labelled, {summary['unlabelled_frames']} unlabelled frames; "
         f"{summary['seconds']:.0f} s).\n"
@@ -182,8 +188,13 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
     (out / "table.md").write_text(table + "\n")
     infer = {k: common[k] for k in ("encoder_name", "image_size")} | {"demo_kwargs": stage2,
                                                                      "thickness": common["gt_thickness"]}
-    run_stage(bundle, ["inference.json"], ckpt_path=str(out / "models" / "model.pt"), output_dir=str(out / "predictions"),
-              **infer)
+    run_stage(
+        bundle,
+        ["inference.json"],
+        ckpt_path=str(out / "models" / "model.pt"),
+        output_dir=str(out / "predictions"),
+        **infer,
+    )
     frames = [it["image"] for it in load_datalist(resolve_datalist("", demo="liver_landmarks", demo_kwargs=stage2),
                                                   "testing")]
     video = write_demo_video(frames, out / "video" / "demo_frames.avi", fps=5.0)
@@ -204,11 +215,15 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
         "predictions": str(out / "predictions"),
         "video": str(out / "video"),
     }
-    print(f"\nSLiPPA demo (phantom data, {summary['seconds']:.0f} s): mean over the three landmarks, test frames\n\n{table}\n"
-          f"  (P precision, D Dice, G symmetric distance, lower is better; init = stage 1, tune = fine-tuned,\n"
-          f"   post = fine-tuned + post-processing)\n"
-          f"  masks, overlays, point lists: {summary['predictions']}\n"
-          f"  overlay video + per-frame JSON: {summary['video']} ({summary['video_fps']:.1f} fps end to end on this machine)\n")
+    print(
+        f"\nSLiPPA demo (phantom data, {summary['seconds']:.0f} s): mean over the three landmarks, "
+        f"test frames\n\n{table}\n"
+        f"  (P precision, D Dice, G symmetric distance, lower is better; init = stage 1, tune = fine-tuned,\n"
+        f"   post = fine-tuned + post-processing)\n"
+        f"  masks, overlays, point lists: {summary['predictions']}\n"
+        f"  overlay video + per-frame JSON: {summary['video']} "
+        f"({summary['video_fps']:.1f} fps end to end on this machine)\n"
+    )
     return summary
 
 
@@ -250,8 +265,10 @@ def _sam_mining(out: Path, quick: bool) -> dict[str, Any]:
                   output_dir=str(out / f"predictions_{mode}"), **infer, **sam)
     labels = {"supervised": "Supervised training on labelled data (75 %)",
               "one_time": "One-time pseudo-label generation", "continuous": "Continuous pseudo-label generation"}
-    table = "\n".join(["| Method | IoU (polyp) | Dice (polyp) | stage time (s) |", "|---|---|---|---|"]
-                      + [f"| {labels[k]} | {v['iou']:.3f} | {v['dice']:.3f} | {v['seconds']:.0f} |" for k, v in rows.items()])
+    table = "\n".join(
+        ["| Method | IoU (polyp) | Dice (polyp) | stage time (s) |", "|---|---|---|---|"]
+        + [f"| {labels[k]} | {v['iou']:.3f} | {v['dice']:.3f} | {v['seconds']:.0f} |" for k, v in rows.items()]
+    )
     (out / "table.md").write_text(table + "\n")
     summary = {"seconds": round(time.time() - t0, 1), "stages": rows, "table": str(out / "table.md"),
                "predictions": {m: str(out / f"predictions_{m}") for m in ("fast", "accurate")},
@@ -302,8 +319,16 @@ def _polycl(out: Path, quick: bool) -> dict[str, Any]:
     rows["supervised"]["seconds"] = round(time.time() - t, 1)
     for method in ("S", "O", "M"):
         t = time.time()
-        run_stage(bundle, ["train.json", "pretrain.json"], ckpt_dir=str(models), output_dir=str(out / f"pretrain_{method}"),
-                  **common, pretrain_method=method, epochs=epochs["pretrain"], pretrain_learning_rate=1e-3)
+        run_stage(
+            bundle,
+            ["train.json", "pretrain.json"],
+            ckpt_dir=str(models),
+            output_dir=str(out / f"pretrain_{method}"),
+            **common,
+            pretrain_method=method,
+            epochs=epochs["pretrain"],
+            pretrain_learning_rate=1e-3,
+        )
         run_stage(bundle, ["train.json"], ckpt_dir=str(models), output_dir=str(out / f"finetune_{method}"), **common,
                   **finetune, pretrain_method=method, from_pretrained=True, ckpt_name=f"polycl_{method}.pt")
         evaluate(f"polycl_{method}", f"polycl_{method}.pt")

@@ -141,9 +141,14 @@ def _export_args(bundle: Path, tmp_path: Path, suffix: str) -> tuple[torch.nn.Mo
     parser.read_config(_cfg(bundle, "inference.json"))
     net = parser.get_parsed_content("network_def", instantiate=True).eval()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    export = dict(net_id="network_def", filepath=str(tmp_path / f"model.{suffix}"), ckpt_file=str(tmp_path / "model.pt"),
-                  meta_file=_cfg(bundle, "metadata.json")[0], config_file=_cfg(bundle, "inference.json")[0],
-                  use_trace=bundle.name in TRACED)
+    export = dict(
+        net_id="network_def",
+        filepath=str(tmp_path / f"model.{suffix}"),
+        ckpt_file=str(tmp_path / "model.pt"),
+        meta_file=_cfg(bundle, "metadata.json")[0],
+        config_file=_cfg(bundle, "inference.json")[0],
+        use_trace=bundle.name in TRACED,
+    )
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
     return net, export, torch.rand(1, meta["num_channels"], *meta["spatial_shape"])
 
@@ -250,7 +255,9 @@ def test_multi_gpu_config_trains_with_two_processes(bundle, tmp_path):
     record.write_text(json.dumps({"imports": imports + ["$import _rank_recorder"],
                                   "run": [f"$_rank_recorder.attach(@train#trainer, '{tmp_path / 'ranks'}')",
                                           "$@train#trainer.run()"]}))
-    args[args.index("--config_file") + 1] = json.dumps(_cfg(bundle, "train.json", "multi_gpu_train.json") + [str(record)])
+    args[args.index("--config_file") + 1] = json.dumps(
+        _cfg(bundle, "train.json", "multi_gpu_train.json") + [str(record)]
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]

@@ -155,7 +155,9 @@ def list_ct_volumes(folder: str | os.PathLike) -> list[dict[str, str]]:
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise DataError(f"input folder not found: {root}. Pass --dataset_dir <folder of .nii.gz files or DICOM series>.")
+        raise DataError(
+            f"input folder not found: {root}. Pass --dataset_dir <folder of .nii.gz files or DICOM series>."
+        )
 
     def has_dicom(d: Path) -> bool:
         for f in d.iterdir():

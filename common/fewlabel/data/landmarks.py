@@ -49,7 +49,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import cv2
 import numpy as np
@@ -95,7 +95,7 @@ LANDMARK_SYNONYMS: Mapping[str, int] = {
 DRAW_ORDER = (1, 2, 3)
 
 #: One annotated contour: (class index 1..3 or class name, points (N, 2) as (x, y) pixels).
-Contour = tuple[Union[int, str], Union[np.ndarray, Sequence[Sequence[float]]]]
+Contour = tuple[int | str, np.ndarray | Sequence[Sequence[float]]]
 
 # coordinates are clamped to +-_FAR px (a far-away point only changes where a clipped line
 # enters the image by a negligible angle), keeping them well inside int32 for OpenCV

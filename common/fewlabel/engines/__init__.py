@@ -1,5 +1,6 @@
 """Engine pieces: prepare-batch functions that make targets on the device, checkpoint handling,
-landmark evaluation and video inference, SimCLR pre-training, SAM knowledge mining, PolyCL triplets and slice-by-slice volume inference."""
+landmark evaluation and video inference, SimCLR pre-training, SAM knowledge mining, PolyCL triplets and
+slice-by-slice volume inference."""
 
 from .denoising import DenoisingPairs
 from .checkpoint import CheckpointLoader, missing_weights_message
@@ -12,8 +13,29 @@ from .resume import TrainingState
 from .slice_inference import SliceBySliceInferer, VolumeBatch, build_volume_inferer
 from .video_landmarks import run_video
 
-__all__ = ["DenoisingPairs", "CheckpointLoader", "PseudoLabelStatsHandler", "ThresholdPseudoLabels", "missing_weights_message",
-           "LandmarkEvaluation", "stage_table", "run_video", "ContrastiveEncoder", "SimCLRPairs", "MinedBatches",
-           "MiningLoss", "MiningStatsHandler", "PlaceholderLabeld", "mine_pseudo_labels", "mixed_items", "SupConPairs",
-           "TripletBatch", "TripletDataset", "TripletSampler", "SliceBySliceInferer", "VolumeBatch",
-           "build_volume_inferer", "TrainingState"]
+__all__ = [
+    "DenoisingPairs",
+    "CheckpointLoader",
+    "PseudoLabelStatsHandler",
+    "ThresholdPseudoLabels",
+    "missing_weights_message",
+    "LandmarkEvaluation",
+    "stage_table",
+    "run_video",
+    "ContrastiveEncoder",
+    "SimCLRPairs",
+    "MinedBatches",
+    "MiningLoss",
+    "MiningStatsHandler",
+    "PlaceholderLabeld",
+    "mine_pseudo_labels",
+    "mixed_items",
+    "SupConPairs",
+    "TripletBatch",
+    "TripletDataset",
+    "TripletSampler",
+    "SliceBySliceInferer",
+    "VolumeBatch",
+    "build_volume_inferer",
+    "TrainingState",
+]

@@ -122,7 +122,9 @@ class LandmarkEvaluation:
                 raise KeyError(f"the batch has no '{self.full_label_key}': keep a copy of the label before resizing")
             gt = _np(b[self.full_label_key]).reshape(_np(b[self.full_label_key]).shape[-2:]).astype(np.int64)
             if pred.max(initial=0) >= k or gt.max(initial=0) >= k:
-                raise ValueError(f"labels out of range for {k} classes (pred max {pred.max()}, ground truth max {gt.max()})")
+                raise ValueError(
+                    f"labels out of range for {k} classes (pred max {pred.max()}, ground truth max {gt.max()})"
+                )
             gt_masks = _one_hot_masks(gt, k)
             self.raw.add(_one_hot_masks(_resize_nearest(pred, gt.shape), k), gt_masks)
             if len(self._examples) < self.examples and self.image_key in b:
@@ -170,7 +172,9 @@ class LandmarkEvaluation:
                     m["G"], res["raw"]["num_images"])
         if "post" in res:
             m = res["post"]["mean"]
-            logger.info("landmarks (%s, post-processed): P %.3f D %.3f G %.3f", self.stage, m["precision"], m["dice"], m["G"])
+            logger.info(
+                "landmarks (%s, post-processed): P %.3f D %.3f G %.3f", self.stage, m["precision"], m["dice"], m["G"]
+            )
         return res
 
 

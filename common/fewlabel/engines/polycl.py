@@ -132,8 +132,7 @@ class TripletSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         epoch = self.epoch
         self.epoch += 1
-        for a, p, n in self.triplets(epoch).tolist():
-            yield (a, p, n)
+        yield from self.triplets(epoch).tolist()
 
     def __len__(self) -> int:
         return -(-len(self.anchors) // self.num_replicas)

@@ -170,11 +170,16 @@ class TrainingState:
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         pb = getattr(t, "prepare_batch", None)
-        state["prepare_batch"] = {k: v.get_state() for k, v in vars(pb).items()
-                                  if isinstance(v, torch.Generator)} if pb is not None and hasattr(pb, "__dict__") else {}
+        state["prepare_batch"] = (
+            {k: v.get_state() for k, v in vars(pb).items() if isinstance(v, torch.Generator)}
+            if pb is not None and hasattr(pb, "__dict__")
+            else {}
+        )
         loader = getattr(t, "data_loader", None)
         sampler = getattr(loader, "sampler", None)
-        state["sampler_epoch"] = int(sampler.epoch) if hasattr(sampler, "set_epoch") and hasattr(sampler, "epoch") else None
+        state["sampler_epoch"] = (
+            int(sampler.epoch) if hasattr(sampler, "set_epoch") and hasattr(sampler, "epoch") else None
+        )
         state["transforms"] = [_np_state(tr.R) for tr in self._random_transforms()]
         return state
 

@@ -761,7 +761,9 @@ def mine_pseudo_labels(
         sizes = {tuple(t.shape) for t in tensors}
         if len(sizes) > 1:
             listing = ", ".join(f"{it.get(image_key)} {tuple(t.shape)}" for it, t in zip(chunk, tensors))
-            raise ValueError(f"images of one batch differ in size ({listing}); pass spatial_size or a resizing transform")
+            raise ValueError(
+                f"images of one batch differ in size ({listing}); pass spatial_size or a resizing transform"
+            )
         images = torch.stack(tensors).to(device)
         masks, valid = miner.pseudo_labels(images)
         for i, it, data, mask, ok in zip(idx, chunk, loaded, masks, valid.tolist()):

@@ -148,6 +148,12 @@ def run_video(
     json_out.write_text(json.dumps({"video": str(video_path), "fps": fps, "height": h, "width": w,
                                     "class_names": list(class_names)[1:], "frames": frames, "timing_ms": timing}))
     summary = {"frames": len(frames), "overlay_video": str(video_out), "landmarks_json": str(json_out), **timing}
-    logger.info("video %s: %d frames, inference %.1f ms + post-processing %.1f ms per frame, %.1f fps end to end",
-                video_path.name, len(frames), timing["inference_ms"], timing["postprocess_ms"], timing["fps_end_to_end"])
+    logger.info(
+        "video %s: %d frames, inference %.1f ms + post-processing %.1f ms per frame, %.1f fps end to end",
+        video_path.name,
+        len(frames),
+        timing["inference_ms"],
+        timing["postprocess_ms"],
+        timing["fps_end_to_end"],
+    )
     return summary

@@ -34,7 +34,9 @@ def _split_ignore(
         if n == 1:
             raise ValueError("to_onehot_y needs a multi-channel prediction; use sigmoid=True for 1 channel")
         if target.max() >= n or target.min() < 0:
-            raise ValueError(f"label values must be in [0, {n - 1}] (or ignore_index), got [{target.min()}, {target.max()}]")
+            raise ValueError(
+                f"label values must be in [0, {n - 1}] (or ignore_index), got [{target.min()}, {target.max()}]"
+            )
         target = one_hot(target.long(), num_classes=n)
     return target.to(input.dtype), valid
 

@@ -1,4 +1,5 @@
-"""Metrics: per-class IoU / Dice reports from MONAI's metric functions; per-volume Dice / Hausdorff (PolyCL); landmark precision, Dice and G (P2ILF)."""
+"""Metrics: per-class IoU / Dice reports from MONAI's metric functions; per-volume Dice / Hausdorff (PolyCL);
+landmark precision, Dice and G (P2ILF)."""
 
 from .landmarks import (
     LANDMARK_NAMES,

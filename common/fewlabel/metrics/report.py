@@ -26,7 +26,14 @@ from monai.handlers import from_engine
 from monai.metrics import compute_dice, compute_iou
 from monai.networks import one_hot
 
-__all__ = ["ReportHandler", "example_arrays", "save_examples", "SegmentationScores", "SegmentationReport", "format_table"]
+__all__ = [
+    "ReportHandler",
+    "example_arrays",
+    "save_examples",
+    "SegmentationScores",
+    "SegmentationReport",
+    "format_table",
+]
 
 logger = logging.getLogger("fewlabel.metrics")
 
@@ -57,7 +64,10 @@ class SegmentationScores:
     def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
         """Add a batch: ``pred`` and ``label`` ``(B, 1, H, W)`` (or lists of ``(1, H, W)``) class indices."""
         if isinstance(pred, (list, tuple)):
-            pred, label = torch.stack([torch.as_tensor(p) for p in pred]), torch.stack([torch.as_tensor(t) for t in label])
+            pred, label = (
+                torch.stack([torch.as_tensor(p) for p in pred]),
+                torch.stack([torch.as_tensor(t) for t in label]),
+            )
         pred, label = torch.as_tensor(pred).detach().cpu(), torch.as_tensor(label).detach().cpu()
         if pred.shape != label.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} differs from label shape {tuple(label.shape)}")
@@ -129,7 +139,9 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
     for name, v in result["per_class"].items():
         lines.append(f"| {name} | {f(v['iou'])} | {f(v['dice'])} | {f(v['iou_aggregate'])} | {v['pixels']} |")
     lines.append(f"| **mean** | {f(result['mean_iou'])} | {f(result['mean_dice'])} | | |")
-    lines.append(f"| **mean (foreground)** | {f(result['mean_iou_foreground'])} | {f(result['mean_dice_foreground'])} | | |")
+    lines.append(
+        f"| **mean (foreground)** | {f(result['mean_iou_foreground'])} | {f(result['mean_dice_foreground'])} | | |"
+    )
     if "underrepresented" in result:
         pct = 100 * result["underrepresented_below"]
         lines += [

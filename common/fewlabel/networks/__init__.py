@@ -19,8 +19,22 @@ from .transfer import (
 from .unet3plus import UNet3Plus
 
 __all__ = [
-    "ARCHITECTURES", "build_network", "medsass_unet", "UNet3Plus", "ResUNetPlusPlus", "PolyCLUNet", "build_polycl_unet", "encoder_prefixes",
+    "ARCHITECTURES",
+    "build_network",
+    "medsass_unet",
+    "UNet3Plus",
+    "ResUNetPlusPlus",
+    "PolyCLUNet",
+    "build_polycl_unet",
+    "encoder_prefixes",
     "encoder_state_dict",
-    "freeze_non_encoder", "head_prefixes", "init_from_pretrained", "prepare_pretraining", "load_pretrained", "load_state_file", "read_weights_file", "write_weights_file",
+    "freeze_non_encoder",
+    "head_prefixes",
+    "init_from_pretrained",
+    "prepare_pretraining",
+    "load_pretrained",
+    "load_state_file",
+    "read_weights_file",
+    "write_weights_file",
     "trainable_parameters",
 ]

@@ -122,7 +122,8 @@ class ViTConvBlock(nn.Module):
 class ViTUNet(nn.Module):
     """
     The ViT-small U-Net of MedSASS: "Singh and Cirrone, Exploring Intrinsic Properties of Medical
-    Images for Self-Supervised Binary Semantic Segmentation" (Appendix A.1, Figure 5). A 2D U-Net with four downsampling and
+    Images for Self-Supervised Binary Semantic Segmentation" (Appendix A.1, Figure 5). A 2D U-Net with
+    four downsampling and
     four upsampling blocks whose bottleneck is joined by a Vision Transformer through a
     ViT-Convolution (VC) block.
 

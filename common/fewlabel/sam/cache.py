@@ -43,14 +43,14 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import torch
 
 __all__ = ["EmbeddingCache", "KeySource"]
 
 #: What identifies an image in a key: its file path, its raw content bytes, or None (hash the tensor).
-KeySource = Union[str, os.PathLike, bytes, None]
+KeySource = str | os.PathLike | bytes | None
 _KEY_FILE = re.compile(r"^[0-9a-f]{64}\.pt$")
 
 

@@ -416,7 +416,11 @@ def _build_model(config_file: str, overrides: Sequence[str], apply_postprocessin
 
     # built on the CPU without weights; the caller loads them and moves the model
     return build_sam2_video_predictor(
-        config_file, None, device="cpu", hydra_overrides_extra=list(overrides), apply_postprocessing=apply_postprocessing
+        config_file,
+        None,
+        device="cpu",
+        hydra_overrides_extra=list(overrides),
+        apply_postprocessing=apply_postprocessing,
     )
 
 

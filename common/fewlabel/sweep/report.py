@@ -138,7 +138,9 @@ def _bold_best(columns: list[list[tuple[float, float, int] | None]], lower: list
             best.append(set())
             continue
         target = min(means) if low else max(means)
-        best.append({i for i, a in enumerate(col) if a is not None and abs(a[0] - target) <= 1e-12 * max(1.0, abs(target))})
+        best.append(
+            {i for i, a in enumerate(col) if a is not None and abs(a[0] - target) <= 1e-12 * max(1.0, abs(target))}
+        )
     return best
 
 
@@ -342,7 +344,9 @@ def overlay_grid(data: dict[str, Any], path: Path, metric: str, style: _Style, c
             if npz.is_file():
                 with np.load(npz) as z:
                     k = min(examples, len([f for f in z.files if f.startswith("image_")]))
-                    rows.append((c["cell"], seed, agg, [(z[f"image_{i}"], z[f"label_{i}"], z[f"pred_{i}"]) for i in range(k)]))
+                    rows.append(
+                        (c["cell"], seed, agg, [(z[f"image_{i}"], z[f"label_{i}"], z[f"pred_{i}"]) for i in range(k)])
+                    )
                 break
         if len(rows) >= cells:
             break
@@ -476,8 +480,19 @@ def make_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Pa
               "commands that reproduce it."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps(
-        {"cells": [{"cell": c["cell"], "params": c["params"], "seeds": {str(s): m for s, m in c["seeds"].items()}}
-                   for c in data["cells"]], "missing": data["missing"], "failed": data["failed"]}, indent=2, default=str))
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell": c["cell"], "params": c["params"], "seeds": {str(s): m for s, m in c["seeds"].items()}}
+                    for c in data["cells"]
+                ],
+                "missing": data["missing"],
+                "failed": data["failed"],
+            },
+            indent=2,
+            default=str,
+        )
+    )
     logger.info("report written to %s", path)
     return path

@@ -161,7 +161,9 @@ _KEYS = {"name", "bundle", "stages", "grid", "cells", "seeds", "overrides", "rep
 
 def _stage(item: Any, where: str) -> SweepStage:
     if not isinstance(item, dict) or "name" not in item or "configs" not in item:
-        raise SpecError(f"{where}: each stage needs 'name' and 'configs' (a list of the bundle's config files), got {item!r}")
+        raise SpecError(
+            f"{where}: each stage needs 'name' and 'configs' (a list of the bundle's config files), got {item!r}"
+        )
     configs = item["configs"]
     configs = (configs,) if isinstance(configs, str) else tuple(configs)
     unknown = set(item) - {"name", "configs", "overrides", "skip_if", "only_if", "exclude"}

@@ -286,7 +286,9 @@ class SaveMask2Dd(MapTransform):
             stem = Path(str(src)).stem if src else f"{key}_{id(pred)}"
             mask = np.asarray(torch.as_tensor(pred).detach().cpu()).reshape(pred.shape[-2:]).round().astype(np.uint8)
             if self.palette is not None:
-                Image.fromarray(self.palette[np.minimum(mask, self.num_classes - 1)]).save(self.output_dir / f"{stem}_mask.png")
+                Image.fromarray(self.palette[np.minimum(mask, self.num_classes - 1)]).save(
+                    self.output_dir / f"{stem}_mask.png"
+                )
             else:
                 factor = 255 // max(self.num_classes - 1, 1) if self.scale else 1
                 Image.fromarray((mask * factor).astype(np.uint8)).save(self.output_dir / f"{stem}_mask.png")

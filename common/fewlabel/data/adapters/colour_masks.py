@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -57,7 +57,7 @@ __all__ = [
 logger = logging.getLogger("fewlabel.data")
 
 #: A class table, a path to its JSON file, or the name of a shipped table.
-ClassTableLike = Union[str, os.PathLike, Sequence[Mapping[str, Any]]]
+ClassTableLike = str | os.PathLike | Sequence[Mapping[str, Any]]
 
 _SHIPPED = "class_tables"
 
