@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # optional dependency groups of pyproject.toml to install (the deploy image installs only "deploy")
 EXTRAS ?= test,sweep,export,deploy
 
-.PHONY: setup demo test test-fast bench clean map-context label-server
+.PHONY: setup demo test test-fast lint bench clean map-context label-server
 
 setup: $(STAMP)
 
@@ -24,8 +24,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/fewlabel demo
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# style (ruff, settings in pyproject.toml) and the generated docs sections being current
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/fewlabel code-map --check
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
