@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from fewlabel import cli
-from fewlabel.bundle import bundle_root, resolve_datalist
+from fewlabel.bundle import bundle_root, input_kind, resolve_datalist
 from fewlabel.data import load_datalist
 from fewlabel.errors import DataError
 
@@ -93,3 +93,20 @@ def test_datalist_help_names_every_adapter():
 
     missing = [name for name in ADAPTERS if name not in datalist.__doc__]
     assert not missing, f"`fewlabel datalist --help` does not name the adapters {missing}"
+
+
+def test_input_kind_comes_from_the_bundles_metadata(tmp_path):
+    """PolyCL takes volumes, the 2D bundles frames; read from metadata.json, whatever the transforms are."""
+    kinds = {b.name: input_kind(b) for b in sorted((REPO / "bundles").iterdir()) if (b / "configs").is_dir()}
+    assert kinds == {name: "volume" if name.startswith("polycl") else "frame" for name in kinds}
+    meta = json.loads((REPO / "bundles" / "polycl_liver_ct_segmentation" / "configs" / "metadata.json").read_text())
+    assert input_kind(meta) == input_kind({"_meta_": meta}) == "volume"
+    # a copied bundle whose metadata says png is a frame bundle, though its inference loads CT volumes
+    copy = tmp_path / "copy" / "configs"
+    copy.mkdir(parents=True)
+    (copy / "metadata.json").write_text(json.dumps(dict(meta, data_type="png")))
+    assert input_kind(copy.parent) == "frame"
+    with pytest.raises(DataError, match=r"data_type 'hdf5' is not one of .*configs/metadata.json"):
+        input_kind(dict(meta, data_type="hdf5"))
+    with pytest.raises(DataError, match="cannot read bundle metadata .*absent"):
+        input_kind(tmp_path / "absent")

@@ -349,7 +349,7 @@ def test_info_lists_every_bundle_with_its_labels(served):
 @pytest.mark.slow
 @pytest.mark.parametrize("bundle", [b.name for b in BUNDLES])
 def test_infer_returns_the_bundles_label_map(served, bundle):
-    volume = input_kind(json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())) == "volume"
+    volume = input_kind(REPO / "bundles" / bundle) == "volume"
     image = served["images"]["ct" if volume else "frame1"]
     image_id = image.name.split(".")[0]
     url = f"{served['server'].url}/infer/{bundle}?image={image_id}&output=image"

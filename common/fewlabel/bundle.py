@@ -6,11 +6,12 @@ import json
 import logging
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from fewlabel.errors import DataError
 
-__all__ = ["REPO_BUNDLES", "bundle_root", "input_kind", "resolve_datalist"]
+__all__ = ["INPUT_KINDS", "REPO_BUNDLES", "bundle_root", "input_kind", "resolve_datalist"]
 
 logger = logging.getLogger("fewlabel")
 
@@ -28,14 +29,44 @@ def _is_bundle(folder: Path, name: str) -> bool:
         return False
 
 
-def input_kind(config: dict[str, Any]) -> str:
-    """``"volume"`` for an inference config that loads CT volumes (``LoadCTVolumed`` first), else ``"frame"``.
+#: ``metadata.json`` ``data_type`` -> what the bundle's inference takes: whole volumes or 2D frames
+VOLUME_DATA_TYPES = ("nibabel", "nifti", "dicom", "itk")
+FRAME_DATA_TYPES = ("png", "jpeg", "jpg", "image", "pil", "video")
+INPUT_KINDS = ("frame", "volume")
 
-    The first pre-processing transform tells, not the metadata's ``spatial_shape``: PolyCL's
-    network takes 2D slices of the volume it loads.
+
+def input_kind(source: str | os.PathLike | Mapping[str, Any]) -> str:
+    """What a bundle's inference takes: ``"volume"`` (CT volumes) or ``"frame"`` (2D images).
+
+    Read from the bundle's metadata (``data_type``: ``nibabel`` / ``dicom`` -> volume, ``png`` /
+    ``jpeg`` -> frame), not from its transforms: PolyCL's network takes 2D slices of the volumes it
+    loads, so neither the network's ``spatial_shape`` nor the first transform's class name says it.
+
+    Args:
+        source: a bundle folder, a ``metadata.json`` path, the metadata as a mapping, or a parsed
+            config holding it under ``_meta_`` (what ``monai.bundle`` and the Deploy SDK give).
+
+    Raises:
+        DataError: no metadata there, or a ``data_type`` this package does not know (named, with
+            the accepted values).
     """
-    transforms = (config.get("preprocessing") or {}).get("transforms") or [{}]
-    return "volume" if "LoadCTVolume" in str(transforms[0].get("_target_", "")) else "frame"
+    if not isinstance(source, (str, os.PathLike)):  # metadata, or a parser holding it under _meta_
+        meta = source.get("_meta_") or source
+    else:
+        path = Path(source)
+        path = path / "configs" / "metadata.json" if path.is_dir() else path
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"cannot read bundle metadata {path}: {e}; pass a bundle folder with "
+                            "configs/metadata.json") from e
+    data_type = str(meta.get("data_type", "")).lower()
+    if data_type in VOLUME_DATA_TYPES:
+        return "volume"
+    if data_type in FRAME_DATA_TYPES:
+        return "frame"
+    raise DataError(f"bundle {meta.get('name', '?')!r}: metadata data_type {data_type!r} is not one of "
+                    f"{VOLUME_DATA_TYPES} (volumes) or {FRAME_DATA_TYPES} (2D frames); set it in configs/metadata.json")
 
 
 def bundle_root(name: str) -> str:

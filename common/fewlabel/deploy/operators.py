@@ -121,11 +121,11 @@ def bundle_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def bundle_input_kind(path: str | os.PathLike) -> str:
-    """``"volume"`` for a bundle whose inference loads CT volumes (``LoadCTVolumed``), else ``"frame"``.
+    """``"volume"`` or ``"frame"``: :func:`fewlabel.bundle.input_kind` of a bundle folder or TorchScript.
 
-    Read from the first pre-processing transform of its ``inference`` config (folder or TorchScript).
+    Read from ``metadata.json`` (``data_type``), the bundle's own or the copy ``ckpt_export`` embedded.
     """
-    return input_kind(bundle_config(path))
+    return input_kind(bundle_metadata(path))
 
 
 class BundleInferenceOperator(MonaiBundleInferenceOperator):
