@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import sys
 
 import pytest
@@ -61,30 +60,6 @@ def test_quick_demo_writes_summary_metrics_and_overlay(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["zero_label_iou"] <= 1.0 and 0.0 < summary["otsu_iou"] <= 1.0
     assert (out / "zero_label" / "metrics.md").is_file() and summary["overlays"]
-
-
-@pytest.mark.slow
-def test_seeds_run_each_seed_once_and_report_mean_and_std(tmp_path):
-    pytest.importorskip("ray")
-    from fewlabel.protocols import run_seeds
-
-    bundle = "medsass_binary_segmentation"
-    smoke = json.loads((REPO / "bundles" / bundle / "configs" / "smoke.json").read_text())
-    summary = run_seeds(bundle, "0,1", tmp_path, **smoke)
-    runs = tmp_path / bundle / "runs" / "default"
-    per_seed = [json.loads((runs / f"seed_{s}" / "zero_label" / "metrics.json").read_text()) for s in (0, 1)]
-    values = [m["mean_iou_foreground"] for m in per_seed]
-    assert summary["metrics"]["mean_iou_foreground"]["mean"] == pytest.approx(sum(values) / 2)
-    assert summary["metrics"]["mean_iou_foreground"]["n"] == 2
-    assert summary["metrics"]["foreground iou"]["mean"] == pytest.approx(
-        sum(m["per_class"]["foreground"]["iou"] for m in per_seed) / 2)
-    stamp = (runs / "seed_0" / "zero_label" / "metrics.json").stat().st_mtime_ns
-    run_seeds(bundle, "0,1", tmp_path, **smoke)  # finished seeds are not rerun
-    assert (runs / "seed_0" / "zero_label" / "metrics.json").stat().st_mtime_ns == stamp
-    record = json.loads((runs / "seed_1" / "run.json").read_text())
-    assert record["seed"] == 1 and [s["name"] for s in record["stages"]] == ["pretrain", "zero_label"]
-    assert all("monai.bundle run" in s["command"] for s in record["stages"])
-    assert "mean_iou_foreground (%)" in Path(summary["report"]).read_text()
 
 
 def test_datalist_help_names_every_adapter():

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fewlabel.errors import DataError
 
-__all__ = ["INPUT_KINDS", "REPO_BUNDLES", "bundle_root", "input_kind", "resolve_datalist"]
+__all__ = ["INPUT_KINDS", "PROTOCOL_FILE", "REPO_BUNDLES", "Stage", "bundle_root", "input_kind", "load_protocol",
+           "resolve_datalist"]
 
 logger = logging.getLogger("fewlabel")
 
@@ -72,13 +74,18 @@ def input_kind(source: str | os.PathLike | Mapping[str, Any]) -> str:
 def bundle_root(name: str) -> str:
     """Find bundle ``name``'s folder, so configs work from the repository root and the bundle folder.
 
-    Looks at the current folder, its parent (run from ``configs/``), ``./bundles/<name>``, and the
-    ``bundles/`` folder of the checkout fewlabel was installed from. Pass ``--bundle_root DIR`` to
-    ``monai.bundle`` to use another copy.
+    ``name`` is a bundle's name or the path of a bundle folder (one holding ``configs/metadata.json``,
+    e.g. a bundle of your own outside this repository). A name is looked up in the current folder,
+    its parent (run from ``configs/``), ``./bundles/<name>``, and the ``bundles/`` folder of the
+    checkout fewlabel was installed from. Pass ``--bundle_root DIR`` to ``monai.bundle`` to use
+    another copy.
 
     Raises:
         FileNotFoundError: no candidate holds ``configs/metadata.json`` of that bundle.
     """
+    as_path = Path(name).expanduser()
+    if (os.sep in str(name) or as_path.is_absolute()) and (as_path / "configs" / "metadata.json").is_file():
+        return str(as_path.resolve())
     cwd = Path.cwd()
     for candidate in (cwd, cwd.parent, cwd / "bundles" / name, REPO_BUNDLES / name):
         if _is_bundle(candidate, name):
@@ -87,6 +94,77 @@ def bundle_root(name: str) -> str:
         f"cannot find bundle '{name}' from {cwd}: run from the repository root or the bundle folder, "
         "or pass --bundle_root <bundle folder>."
     )
+
+
+#: the file in a bundle's ``configs/`` that lists its protocol's stages
+PROTOCOL_FILE = "protocol.json"
+_STAGE_KEYS = {"name", "configs", "overrides", "reads", "writes"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a bundle's protocol: one ``monai.bundle run``.
+
+    Attributes:
+        name: the stage's output sub-folder (unique in the protocol).
+        configs: config files of the bundle's ``configs/`` merged in this order.
+        overrides: config values the stage always sets (the user's overrides come first, these win).
+        reads / writes: files relative to the run folder (``models/pretrained.pt``,
+            ``evaluate/metrics.json``) that the stage needs from an earlier stage / leaves for a later one.
+    """
+
+    name: str
+    configs: tuple[str, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+
+
+def load_protocol(bundle: str | os.PathLike) -> tuple[Stage, ...]:
+    """The stages of a bundle's protocol, from ``configs/protocol.json`` of its folder.
+
+    The file holds ``{"description": ..., "stages": [{"name", "configs", "overrides", "reads",
+    "writes"}, ...]}``; ``fewlabel demo``, ``fewlabel seeds`` and sweeps without ``stages`` run it.
+
+    Args:
+        bundle: a bundle name or folder (see :func:`bundle_root`).
+
+    Raises:
+        FileNotFoundError: no such bundle.
+        DataError: no protocol file, or one that is not valid (file and field named), e.g. a stage
+            naming a config file the bundle lacks or reading a file no earlier stage writes.
+    """
+    root = Path(bundle_root(os.fspath(bundle)))
+    path = root / "configs" / PROTOCOL_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise DataError(f"bundle {root.name} has no protocol: write {path} (stages in order, see "
+                        "fewlabel.bundle.load_protocol)") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from e
+    items = raw.get("stages") if isinstance(raw, dict) else None
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{path}: 'stages' must be a non-empty list of stages")
+    stages, written = [], set()
+    for i, item in enumerate(items):
+        where = f"{path}: stage {i} ({item.get('name', '?') if isinstance(item, dict) else repr(item)})"
+        if not isinstance(item, dict) or not {"name", "configs"} <= set(item) or set(item) - _STAGE_KEYS:
+            raise DataError(f"{where}: a stage is a mapping with 'name' and 'configs' and optionally "
+                            f"'overrides', 'reads', 'writes'")
+        stage = Stage(str(item["name"]), tuple(item["configs"]), dict(item.get("overrides") or {}),
+                      tuple(item.get("reads") or ()), tuple(item.get("writes") or ()))
+        missing = [c for c in stage.configs if not (root / "configs" / c).is_file()]
+        if missing:
+            raise DataError(f"{where}: config files {missing} are not in {root / 'configs'}")
+        unread = [r for r in stage.reads if r not in written]
+        if unread:
+            raise DataError(f"{where}: reads {unread}, which no earlier stage writes")
+        if stage.name in {s.name for s in stages}:
+            raise DataError(f"{where}: stage names must be unique")
+        written.update(stage.writes)
+        stages.append(stage)
+    return tuple(stages)
 
 
 def resolve_datalist(

@@ -30,13 +30,13 @@ def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: boo
     """Run the demo of ``bundle`` (or of every bundle) on demo data and print where its outputs are.
 
     Args:
-        bundle: bundle folder name (see ``fewlabel bundles``); all bundles when omitted.
+        bundle: bundle name (see ``fewlabel bundles``) or folder; all bundles when omitted.
         output_dir: where models, metrics and pictures go (one sub-folder per bundle).
         quick: a tiny budget (seconds), to check the pipeline rather than the result.
     """
-    from fewlabel.demo import DEMOS, run_demo
+    from fewlabel.demo import demo_bundles, run_demo
 
-    for name in [bundle] if bundle else list(DEMOS):
+    for name in [bundle] if bundle else demo_bundles():
         run_demo(name, output_dir, quick=quick)  # prints its summary; saved as <output_dir>/<bundle>/summary.json
 
 

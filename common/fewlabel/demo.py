@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fewlabel.bundle import resolve_datalist
+from fewlabel.bundle import bundle_root, load_protocol, resolve_datalist
 from fewlabel.data import load_datalist
-from fewlabel.protocols import run_protocol, run_stage
+from fewlabel.errors import DataError
+from fewlabel.protocols import PROTOCOLS, run_protocol, run_stage
 
 __all__ = ["DEMOS", "run_demo", "ihc_nuclear_image"]
 
@@ -370,12 +371,47 @@ DEMOS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
 }
 
 
+def _protocol_demo(bundle: str, out: Path, quick: bool) -> dict[str, Any]:
+    """A bundle without a hand-made demo: its protocol on its own demo data (``quick``: ``smoke.json`` sizes)."""
+    root = Path(bundle_root(bundle))
+    smoke = root / "configs" / "smoke.json"
+    overrides = json.loads(smoke.read_text()) if quick and smoke.is_file() else {}
+    t0 = time.time()
+    last = run_protocol(bundle, out, **overrides)
+    metrics_file = last / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    summary = {"bundle": root.name, "stages": [s.name for s in load_protocol(bundle)], "seconds": time.time() - t0,
+               "metrics_file": str(metrics_file) if metrics else None,
+               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+    print(f"\n{root.name} demo ({summary['seconds']:.0f} s): stages {', '.join(summary['stages'])}; "
+          f"metrics of the last stage: {metrics_file if metrics else 'none written'}\n")
+    return summary
+
+
+def demo_bundles() -> list[str]:
+    """Bundles ``fewlabel demo`` runs: those with a hand-made demo, then any other bundle with a protocol."""
+    return list(DEMOS) + [b for b in PROTOCOLS if b not in DEMOS]
+
+
 def run_demo(bundle: str, output_dir: str | Path = "outputs/demo", quick: bool = False) -> dict[str, Any]:
-    """Run one bundle's demo; outputs go to ``output_dir/<bundle>``; returns its summary (also saved as JSON)."""
-    if bundle not in DEMOS:
-        raise ValueError(f"no demo for '{bundle}'; demos exist for {sorted(DEMOS)}")
-    out = Path(output_dir).resolve() / bundle
+    """Run one bundle's demo; outputs go to ``output_dir/<bundle>``; returns its summary (also saved as JSON).
+
+    The five bundles of this repository have hand-made demos (summaries, pictures); any other bundle
+    (a name or folder, see :func:`fewlabel.bundle.bundle_root`) runs its ``configs/protocol.json``.
+    """
+    if bundle in DEMOS:
+        name, run = bundle, DEMOS[bundle]
+    else:
+        try:
+            name = Path(bundle_root(bundle)).name
+            load_protocol(bundle)
+        except (FileNotFoundError, DataError) as e:
+            raise ValueError(f"no demo for '{bundle}': {e}; hand-made demos exist for {sorted(DEMOS)}") from e
+
+        def run(out: Path, quick: bool) -> dict[str, Any]:
+            return _protocol_demo(bundle, out, quick)
+    out = Path(output_dir).resolve() / name
     out.mkdir(parents=True, exist_ok=True)
-    summary = DEMOS[bundle](out, quick)
+    summary = run(out, quick)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,7 +1,9 @@
 """Each bundle's experimental protocol (its stages in order) and repeated runs over seeds.
 
 A stage is an ordinary ``monai.bundle run`` of some of the bundle's configs with overrides, so a
-protocol is exactly what a user would type, stage after stage. ``fewlabel seeds BUNDLE`` runs a
+protocol is exactly what a user would type, stage after stage. Each bundle lists its stages in its
+own ``configs/protocol.json`` (:func:`fewlabel.bundle.load_protocol`), so a new bundle needs no edit
+here. ``fewlabel seeds BUNDLE`` runs a
 protocol once per seed as a sweep (:mod:`fewlabel.sweep`; grids and ablations are sweep specs) and
 reports mean and standard deviation of the final stage's metrics (the papers report five-seed means).
 """
@@ -9,65 +11,48 @@ reports mean and standard deviation of the final stage's metrics (the papers rep
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fewlabel.bundle import bundle_root
+from fewlabel.bundle import PROTOCOL_FILE, REPO_BUNDLES, Stage, bundle_root, load_protocol
+from fewlabel.errors import DataError
 
-__all__ = ["Stage", "PROTOCOLS", "run_stage", "run_protocol", "run_seeds"]
+__all__ = ["Stage", "PROTOCOLS", "load_protocol", "run_stage", "run_protocol", "run_seeds"]
 
 logger = logging.getLogger("fewlabel")
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One ``monai.bundle run``: a name (its output sub-folder), config files, fixed overrides."""
+class _Protocols(Mapping):
+    """``PROTOCOLS[bundle]``: the stages of a bundle's ``configs/protocol.json`` (read when asked).
 
-    name: str
-    configs: tuple[str, ...]
-    overrides: dict[str, Any] = field(default_factory=dict)
+    Iterates over the bundles of this checkout; any other bundle folder or name that
+    :func:`~fewlabel.bundle.bundle_root` finds can be looked up too.
+    """
+
+    def __getitem__(self, bundle: str) -> tuple[Stage, ...]:
+        try:
+            return load_protocol(bundle)
+        except FileNotFoundError as e:
+            raise KeyError(bundle) from e
+
+    def __contains__(self, bundle: object) -> bool:
+        try:
+            load_protocol(str(bundle))
+        except (FileNotFoundError, DataError):
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        folders = sorted(REPO_BUNDLES.iterdir()) if REPO_BUNDLES.is_dir() else []
+        return iter([f.name for f in folders if (f / "configs" / PROTOCOL_FILE).is_file()])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
-PROTOCOLS: dict[str, tuple[Stage, ...]] = {
-    "medsass_binary_segmentation": (
-        Stage("pretrain", ("train.json", "pretrain.json")),
-        Stage("zero_label", ("train.json", "evaluate.json"), {"ckpt_name": "pretrained.pt"}),
-    ),
-    "surgical_semiseg_laparoscopy_segmentation": (
-        Stage("pretrain", ("train.json", "pretrain.json")),
-        Stage("finetune", ("train.json",), {"from_pretrained": True}),
-        Stage("evaluate", ("train.json", "evaluate.json")),
-    ),
-    "slippa_liver_landmark_segmentation": (
-        Stage("stage1", ("train.json",)),
-        Stage("finetune", ("train.json", "finetune.json")),
-        Stage("evaluate_stage1", ("train.json", "finetune.json", "evaluate.json"),
-              {"ckpt_name": "stage1.pt", "eval_stage": "init"}),
-        Stage("evaluate", ("train.json", "finetune.json", "evaluate.json")),
-    ),
-    # Table 1's rows: supervised on the labelled part, then one-time and continuous mining, each from
-    # the supervised checkpoint; the SAM checkpoint comes from the user (--sam_checkpoint)
-    "sam_mining_polyp_segmentation": (
-        Stage("supervised", ("train.json",)),
-        Stage("evaluate_supervised", ("train.json", "evaluate.json"), {"ckpt_name": "supervised.pt"}),
-        Stage("one_time", ("train.json", "mine.json"), {"mining_schedule": "one_time", "ckpt_name": "one_time.pt"}),
-        Stage("evaluate_one_time", ("train.json", "mine.json", "evaluate.json"), {"ckpt_name": "one_time.pt"}),
-        Stage("continuous", ("train.json", "mine.json")),
-        Stage("evaluate", ("train.json", "mine.json", "evaluate.json")),
-    ),
-    # section 3.1's three example-selection strategies, fine-tuning from PolyCL-M (the bundle default), and
-    # Tables 4-7's evaluations: the network alone, + SAM box refinement, + SAM 2 propagation
-    "polycl_liver_ct_segmentation": (
-        Stage("pretrain_S", ("train.json", "pretrain.json"), {"pretrain_method": "S"}),
-        Stage("pretrain_O", ("train.json", "pretrain.json"), {"pretrain_method": "O"}),
-        Stage("pretrain_M", ("train.json", "pretrain.json"), {"pretrain_method": "M"}),
-        Stage("finetune", ("train.json",), {"from_pretrained": True}),
-        Stage("evaluate_sam", ("train.json", "evaluate.json"), {"refine": "sam"}),
-        Stage("evaluate_sam2", ("train.json", "evaluate.json"), {"propagate": "sam2"}),
-        Stage("evaluate", ("train.json", "evaluate.json")),
-    ),
-}
+#: each bundle's protocol, read from its ``configs/protocol.json`` (kept for code that imported it)
+PROTOCOLS: Mapping[str, tuple[Stage, ...]] = _Protocols()
 
 
 def run_stage(bundle: str, configs: tuple[str, ...] | list[str], **overrides: Any) -> None:
@@ -81,17 +66,17 @@ def run_stage(bundle: str, configs: tuple[str, ...] | list[str], **overrides: An
 
 
 def run_protocol(bundle: str, out: str | Path, **overrides: Any) -> Path:
-    """Run every stage of ``bundle``'s protocol into ``out/<stage>`` (weights in ``out/models``).
+    """Run every stage of ``bundle``'s protocol (``configs/protocol.json``) into ``out/<stage>``.
 
-    Returns the output folder of the last stage (where its ``metrics.json`` is).
+    Weights go to ``out/models``. Returns the output folder of the last stage (where its
+    ``metrics.json`` is).
     """
-    if bundle not in PROTOCOLS:
-        raise ValueError(f"no protocol for '{bundle}'; known: {sorted(PROTOCOLS)}")
     out = Path(out)
-    for stage in PROTOCOLS[bundle]:
+    stages = load_protocol(bundle)
+    for stage in stages:
         run_stage(bundle, stage.configs, **{"ckpt_dir": str(out / "models"), "output_dir": str(out / stage.name),
                                            **overrides, **stage.overrides})
-    return out / PROTOCOLS[bundle][-1].name
+    return out / stages[-1].name
 
 
 def run_seeds(bundle: str, seeds: Any = (0, 1, 2, 3, 4), output_dir: str | Path = "outputs/seeds",
@@ -107,7 +92,7 @@ def run_seeds(bundle: str, seeds: Any = (0, 1, 2, 3, 4), output_dir: str | Path 
 
     seeds = [int(s) for s in str(seeds).split(",") if s.strip()] if isinstance(seeds, (str, int)) else list(seeds)
     spec = {"name": f"{bundle}_seeds", "bundle": bundle, "seeds": seeds, "overrides": overrides}
-    result = run_sweep(spec, Path(output_dir) / bundle)
+    result = run_sweep(spec, Path(output_dir) / Path(bundle_root(bundle)).name)
     (cell,) = collect(result["run_dir"])["cells"]
     names: list[str] = []
     for m in cell["seeds"].values():

@@ -3,7 +3,7 @@
 A spec is a YAML (or JSON) file::
 
     bundle: surgical_semiseg_laparoscopy_segmentation
-    stages:                       # optional; default: the bundle's protocol (fewlabel.protocols.PROTOCOLS)
+    stages:                       # optional; default: the bundle's protocol (configs/protocol.json)
       - {name: pretrain, configs: [train.json, pretrain.json]}
       - {name: finetune, configs: [train.json], overrides: {from_pretrained: true}}
       - {name: evaluate, configs: [train.json, evaluate.json], exclude: [learning_rate]}
@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from fewlabel.errors import FewLabelError
+from fewlabel.errors import DataError, FewLabelError
 
 __all__ = ["SpecError", "SweepStage", "SweepSpec", "Run", "load_spec", "cell_name"]
 
@@ -190,8 +190,7 @@ def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
         SpecError: unreadable file, unknown fields, an unknown bundle or config file, an empty grid
             axis, no seeds; the message names the file and the field.
     """
-    from fewlabel.bundle import bundle_root
-    from fewlabel.protocols import PROTOCOLS
+    from fewlabel.bundle import bundle_root, load_protocol
 
     if isinstance(path, dict):
         raw, where, name = path, "sweep spec", str(path.get("name", "sweep"))
@@ -219,10 +218,11 @@ def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
         raise SpecError(f"{where}: {e}") from e
     if raw.get("stages"):
         stages = tuple(_stage(s, where) for s in raw["stages"])
-    elif bundle in PROTOCOLS:
-        stages = tuple(SweepStage(s.name, s.configs, dict(s.overrides)) for s in PROTOCOLS[bundle])
     else:
-        raise SpecError(f"{where}: no 'stages' given and bundle '{bundle}' has no default protocol")
+        try:
+            stages = tuple(SweepStage(s.name, s.configs, dict(s.overrides)) for s in load_protocol(root))
+        except DataError as e:
+            raise SpecError(f"{where}: no 'stages' given and {e}") from e
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise SpecError(f"{where}: stage names must be unique, got {names}")
