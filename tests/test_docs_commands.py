@@ -489,22 +489,13 @@ def checked(doc: Path) -> dict[int, list[str]]:
     return out
 
 
-# issue 20 defects fixed on other branches; the merge drops these marks
-XFAIL: dict[str, str] = {}
-
-
-def _param(cmd: Command):
-    marks = [pytest.mark.xfail(reason=r, strict=True) for pattern, r in XFAIL.items() if pattern in cmd.name]
-    return pytest.param(cmd, id=cmd.name, marks=marks)
-
-
 def test_docs_have_commands():
     """Every document shows commands (a broken extractor would check nothing)."""
     for doc in DOCS:
         assert extract_commands(doc), f"no command found in {doc.relative_to(REPO)}"
 
 
-@pytest.mark.parametrize("cmd", [_param(c) for c in ALL_COMMANDS])
+@pytest.mark.parametrize("cmd", ALL_COMMANDS, ids=[c.name for c in ALL_COMMANDS])
 def test_documented_command(cmd: Command):
     errors = checked(cmd.doc)[cmd.index]
     assert not errors, f"{cmd.name}\n  " + "\n  ".join(errors)
