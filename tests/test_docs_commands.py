@@ -3,7 +3,8 @@
 Documents: ``README.md`` and every ``bundles/*/docs/README.md``. Commands are the lines of fenced
 ``bash`` / ``sh`` / ``shell`` / ``console`` (or unlabelled) code blocks, and the inline `code` spans,
 that start with ``fewlabel``, ``python -m monai.bundle``, ``python -m fewlabel...``,
-``python <script>.py``, ``torchrun ... -m monai.bundle`` or ``make``. For each one:
+``python <script>.py``, ``torchrun ... -m monai.bundle``, ``make`` or a viewer (``xdg-open``,
+``itksnap``, whose files must exist or be written before). For each one:
 
 - ``fewlabel SUB``: ``SUB`` is a command of ``fewlabel.cli``; every flag is a parameter of its function,
   or, for commands that pass ``**overrides`` to bundles, a key of the configs they load (``seeds``: the
@@ -55,7 +56,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted(REPO.glob("bundles/*/docs/README.md"))]
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
-COMMAND = re.compile(r"^(fewlabel\s|python -m (monai\.bundle|fewlabel)\b|python \S+\.py\b|torchrun\s|make\b)")
+COMMAND = re.compile(r"^(fewlabel\s|python -m (monai\.bundle|fewlabel)\b|python \S+\.py\b|torchrun\s|make\b|"
+                     r"(xdg-open|itksnap)\s)")
+VIEWERS = {"xdg-open", "itksnap"}  # "look at the result" steps: their files must exist or be written before
 # flags whose value a command writes (not read)
 OUTPUT_KEYS = {"o", "output_dir", "ckpt_dir", "filepath", "run_dir", "embedding_cache_dir", "app_dir", "out_dir"}
 # flags whose value is relative to another folder than the working directory
@@ -287,6 +290,10 @@ class Checker:
                 self.need_path(tokens[1], "script")
         elif tokens[0] == "fewlabel":
             self.check_fewlabel(tokens[1:])
+        elif tokens[0] in VIEWERS:
+            for tok in tokens[1:]:
+                if not tok.startswith("-"):
+                    self.need_path(tok, "file to open")
 
     def check_make(self, args: list[str]) -> None:
         targets, text = makefile()
@@ -570,9 +577,26 @@ def test_checker_finds_defects(tmp_path: Path):
     assert "no dataset adapter 'nodata'" in errors("fewlabel datalist nodata /data/x -o /data/x/d.json")
     assert "--nokey is not a key of any config" in errors("fewlabel seeds medsass_binary_segmentation --nokey 1")
     assert "make target 'nothing'" in errors("make nothing")
+    assert "file to open 'outputs/none.png'" in errors("xdg-open outputs/none.png")
     # placeholders are exempt; a training run's checkpoint and -o outputs feed later commands
     assert not errors(f"M={m}\npython -m monai.bundle run --config_file {b}/train.json --epochs 2 --dataset_dir DATA\n"
                       f"python -m monai.bundle run --config_file \"['{b}/train.json','{b}/evaluate.json']\"\n"
                       "python -m monai.bundle run --config_file $B/inference.json --ckpt_path $M/model.pt "
                       "--dataset_dir /data/x --output_dir outputs/x\n"
                       "fewlabel report outputs/x/sub\nmake label-server STUDIES=/data/frames")
+
+
+@pytest.mark.parametrize("doc", DOCS[1:], ids=lambda d: d.parts[-3])
+def test_bundle_doc_has_own_data_in_five_commands(doc: Path):
+    """Each bundle's docs take a newcomer from a folder of their data to a result they can look at."""
+    text = doc.read_text()
+    assert "## On your own data in five commands" in text, f"{doc.relative_to(REPO)}: section missing"
+    section = text.split("## On your own data in five commands", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    steps = re.split(r"^# (\d)\. ", block, flags=re.MULTILINE)[1:]
+    numbers = steps[0::2]
+    assert numbers == ["1", "2", "3", "4", "5"], f"{doc.relative_to(REPO)}: steps {numbers}"
+    firsts = [next(line for line in body.splitlines()[1:] if line.strip()) for body in steps[1::2]]
+    assert firsts[0].startswith("fewlabel datalist ") and "-o " in firsts[0]
+    assert all(line.startswith("python -m monai.bundle run ") for line in firsts[1:4])
+    assert "--dataset_dir" in firsts[1] and "--datalist" in steps[7] and firsts[4].split()[0] in VIEWERS
