@@ -429,15 +429,14 @@ class Checker:
             self.produced.add(_norm(Path(bound.get("output_dir") or "outputs/demo") / bound["bundle"]))
 
     def fewlabel_seeds(self, bound: dict, extra: list[str]) -> None:
-        from fewlabel.protocols import PROTOCOLS
+        from fewlabel.sweep import load_spec
 
         bundle = bound.get("bundle")
         if not self.need_bundle(bundle):
             return
-        if bundle not in PROTOCOLS:
-            self.error(f"bundle {bundle} has no protocol for fewlabel seeds")
-            return
-        parsers = [_merged_keys_cached(bundle_configs(bundle, s.configs)) for s in PROTOCOLS[bundle]]
+        # the spec fewlabel seeds runs (fewlabel.protocols.run_seeds): the bundle's protocol as the stages
+        stages = load_spec({"name": f"{bundle}_seeds", "bundle": bundle, "seeds": [0]}).stages
+        parsers = [_merged_keys_cached(bundle_configs(bundle, s.configs)) for s in stages]
         for key in extra:
             if key != "key" and not any(key in p for p in parsers):
                 self.error(f"--{key} is not a key of any config of {bundle}'s protocol")
