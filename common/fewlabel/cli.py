@@ -6,7 +6,7 @@
     fewlabel sweep SPEC.yaml [--run_dir DIR] [--address RAY] [--key value]   a grid x seeds on Ray, then a report
     fewlabel report RUN_DIR                          a sweep's tables and plots (report/report.md)
     fewlabel video VIDEO --ckpt_path models/model.pt  SLiPPA landmarks on a video: overlay video + per-frame JSON
-    fewlabel bundles                                 list the bundles and their stages
+    fewlabel bundles                                 list the bundles in this checkout and their config files
     fewlabel label-server --studies DIR [--port 8000]  serve the bundles from a local MONAI Label server
     fewlabel code-map [--check]                      write each bundle's "Where the code is" docs section
 """
@@ -149,7 +149,11 @@ def video(video_path: str, ckpt_path: str, output_dir: str = "outputs/video",
 
 
 def bundles() -> dict:
-    """List the bundles in this checkout with their config files."""
+    """List the bundles in this checkout (``bundles/<name>/``) and the config files in each ``configs/``.
+
+    Prints ``name: [config files]``; the names are what ``fewlabel demo``, ``fewlabel seeds`` and
+    ``--bundles`` take, the files what ``--config_file bundles/<name>/configs/<file>`` can merge.
+    """
     from fewlabel.bundle import REPO_BUNDLES
 
     return {
