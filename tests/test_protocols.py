@@ -91,3 +91,20 @@ def test_a_sixth_bundle_runs_through_fewlabel_seeds_without_an_edit_in_common(tm
     stamp = (runs / "seed_0" / stages[-1] / "metrics.json").stat().st_mtime_ns
     cli.seeds(str(copy), "0,1", str(tmp_path / "out"), **smoke)  # finished seeds are not rerun
     assert (runs / "seed_0" / stages[-1] / "metrics.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_fewlabel_demo_runs_the_protocol_of_a_bundle_without_a_hand_made_demo(tmp_path):
+    """``fewlabel demo FOLDER --quick``: the protocol at smoke.json sizes, the last stage's metrics summarised."""
+    from fewlabel import cli
+
+    copy = _copy(tmp_path)
+    cli.demo(str(copy), str(tmp_path / "demo"), quick=True)
+    out = tmp_path / "demo" / copy.name
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = json.loads((out / "zero_label" / "metrics.json").read_text())
+    assert summary["stages"] == ["pretrain", "zero_label"]
+    assert summary["mean_iou_foreground"] == metrics["mean_iou_foreground"]
+    assert (out / "models" / "pretrained.pt").is_file()
+    with pytest.raises(ValueError, match="no demo for 'no_such_bundle'"):
+        cli.demo("no_such_bundle")
