@@ -8,9 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fewlabel.arguments import as_bool, as_optional, as_optional_bool
 from fewlabel.errors import DataError
 
-__all__ = ["REPO_BUNDLES", "bundle_root", "input_kind", "resolve_datalist"]
+__all__ = [
+    "REPO_BUNDLES", "as_bool", "as_optional", "as_optional_bool", "bundle_root", "input_kind", "load_bundle_config",
+    "resolve_datalist",
+]
 
 logger = logging.getLogger("fewlabel")
 
@@ -56,6 +60,16 @@ def bundle_root(name: str) -> str:
         f"cannot find bundle '{name}' from {cwd}: run from the repository root or the bundle folder, "
         "or pass --bundle_root <bundle folder>."
     )
+
+
+def load_bundle_config(bundle: str, configs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The merged content of ``configs`` (file names in the bundle's ``configs/``, later ones win), with the
+    bundle's ``metadata.json`` under ``_meta_``, as ``monai.bundle run`` merges them (nothing is resolved)."""
+    from monai.bundle import ConfigParser
+
+    folder = Path(bundle_root(bundle)) / "configs"
+    merged = ConfigParser.load_config_files([str(folder / c) for c in configs])
+    return {**merged, "_meta_": ConfigParser.load_config_file(str(folder / "metadata.json"))}
 
 
 def resolve_datalist(
