@@ -237,8 +237,9 @@ def cli_command(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         bound = sig.bind(*args, **kwargs)
-        named = {k: v for k, v in bound.arguments.items() if sig.parameters[k].kind is not sig.parameters[k].VAR_KEYWORD}
-        extra = next((v for k, v in bound.arguments.items() if sig.parameters[k].kind is sig.parameters[k].VAR_KEYWORD), {})
+        var_kw = [k for k, p in sig.parameters.items() if p.kind is p.VAR_KEYWORD]
+        named = {k: v for k, v in bound.arguments.items() if k not in var_kw}
+        extra = bound.arguments.get(var_kw[0], {}) if var_kw else {}
         named = coerce_kwargs(fn, named, f"fewlabel {fn.__name__.replace('_', '-')}")
         return fn(**named, **extra)
 

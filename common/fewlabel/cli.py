@@ -65,7 +65,8 @@ def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) ->
 
 
 @cli_command
-def seeds(bundle: str, seeds: str | int | tuple | list = "0,1,2,3,4", output_dir: str = "outputs/seeds", **overrides) -> None:
+def seeds(bundle: str, seeds: str | int | tuple | list = "0,1,2,3,4", output_dir: str = "outputs/seeds",
+          **overrides) -> None:
     """Run ``bundle``'s protocol (e.g. MedSASS: pre-train, then zero-label evaluation) once per seed,
     as a sweep on a local Ray instance, and print the mean and standard deviation of its metrics
     (the report is ``<output_dir>/<bundle>/report/report.md``).
@@ -88,7 +89,7 @@ def seeds(bundle: str, seeds: str | int | tuple | list = "0,1,2,3,4", output_dir
 @cli_command
 def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num_cpus: int | None = None,
           num_gpus: int | None = None, cpus_per_run: float = 1, gpus_per_run: float | None = None,
-          only: str | None = None, force: bool = False, report: bool = True, dry_run: bool = False,
+          only: str | list[str] | None = None, force: bool = False, report: bool = True, dry_run: bool = False,
           **overrides) -> None:
     """Run a sweep (a bundle's stages over a grid of overrides and seeds) on Ray and write its report.
 
@@ -196,9 +197,9 @@ def code_map(check: bool = False) -> None:
 
 
 @cli_command
-def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None = None, app_dir: str = "outputs/label_server",
-                 env_dir: str | None = None, overrides: str | None = None, host: str = "127.0.0.1",
-                 rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
+def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None = None,
+                 app_dir: str = "outputs/label_server", env_dir: str | None = None, overrides: str | None = None,
+                 host: str = "127.0.0.1", rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
                  bundles_dir: str | None = None) -> None:
     """Serve the bundles from a local MONAI Label server, for annotation assistance.
 
