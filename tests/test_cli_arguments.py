@@ -91,6 +91,15 @@ def test_seeds_from_the_command_line(planned, monkeypatch, argv, seeds):
     assert planned[-1][0].seeds == seeds
 
 
+@pytest.mark.parametrize("typed", ["0,1,2", [0, 1, 2], "[0, 1, 2]"])
+def test_sweep_specs_read_seeds_the_same_way(typed):
+    from fewlabel.sweep import SpecError, load_spec
+
+    assert load_spec({"bundle": MEDSASS, "seeds": typed}).seeds == [0, 1, 2]
+    with pytest.raises(SpecError, match=r"'seeds' must be a list of integers \(seeds: expected an integer, got 'x'"):
+        load_spec({"bundle": MEDSASS, "seeds": "0,x"})
+
+
 def test_bad_seed_fails_before_anything_runs(planned, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _main(monkeypatch, "seeds", MEDSASS, "--seeds", "0,x")

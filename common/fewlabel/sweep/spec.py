@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from fewlabel.arguments import ArgumentError, as_int, as_list
 from fewlabel.errors import FewLabelError
 
 __all__ = ["SpecError", "SweepStage", "SweepSpec", "Run", "load_spec", "cell_name", "check_run_overrides",
@@ -280,12 +281,10 @@ def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
     cells = raw.get("cells") or []
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise SpecError(f"{where}: 'cells' must be a list of mappings of config overrides")
-    seeds = raw.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) else seeds
-    try:
-        seeds = [int(s) for s in seeds]
-    except (TypeError, ValueError) as e:
-        raise SpecError(f"{where}: 'seeds' must be a list of integers, got {raw.get('seeds')!r}") from e
+    try:  # [0, 1, 2], 3 or "0,1,2", as on the command line
+        seeds = as_list(raw.get("seeds", [0]), "seeds", as_int)
+    except ArgumentError as e:
+        raise SpecError(f"{where}: 'seeds' must be a list of integers ({e})") from e
     if not seeds or len(set(seeds)) != len(seeds):
         raise SpecError(f"{where}: 'seeds' must be a non-empty list of distinct integers")
     report = raw.get("report") or {}
