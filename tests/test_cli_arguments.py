@@ -314,6 +314,11 @@ def test_unknown_flag_of_a_command_names_the_closest(monkeypatch, capsys, argv, 
     assert f"did you mean '{closest}'" in capsys.readouterr().err
 
 
+def test_fire_spellings_of_known_flags_pass_the_check():
+    cli.check_flags(["demo", "--quick", "--output-dir=x", "--noquick", "--", "--help"])
+    cli.check_flags(["code_map", "--check", "false"])
+
+
 def test_unknown_datalist_option_names_the_closest(tmp_path):
     with pytest.raises(ArgumentError, match=r"tiles adapter has no option --tile_sise \(did you mean 'tile_size'"):
         cli.datalist("tiles", str(tmp_path), str(tmp_path / "d.json"), tile_sise=480)

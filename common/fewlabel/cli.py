@@ -275,7 +275,8 @@ def check_flags(argv: list[str]) -> None:
     """Refuse an unknown ``--flag`` of a command that takes no config overrides, naming the closest option.
 
     (Commands with overrides check theirs against the configs they load; fire alone would only say
-    "could not consume arg".) Flags after a bare ``--`` are fire's own (``-- --help``).
+    "could not consume arg".) Flags after a bare ``--`` are fire's own (``-- --help``); ``--noquick``
+    is fire's ``--quick False``.
 
     Raises:
         ArgumentError: the first unknown flag.
@@ -291,7 +292,7 @@ def check_flags(argv: list[str]) -> None:
             break
         if token.startswith("--") and len(token) > 2:
             name = token[2:].split("=", 1)[0].replace("-", "_")
-            if name not in params and name != "help":
+            if name not in params and name != "help" and not (name.startswith("no") and name[2:] in params):
                 raise ArgumentError(f"fewlabel {command} has no option --{name}{closest(name, params)}; its options: "
                                     f"{', '.join('--' + p for p in params) or 'none'}")
 
