@@ -89,7 +89,7 @@ def test_a_sixth_bundle_runs_through_fewlabel_seeds_without_an_edit_in_common(tm
     report = Path(printed.split("; report ")[1].split("\n")[0])
     assert "mean_iou_foreground (%)" in report.read_text()
     stamp = (runs / "seed_0" / stages[-1] / "metrics.json").stat().st_mtime_ns
-    cli.seeds(str(copy), "0,1", str(tmp_path / "out"), **smoke)  # finished seeds are not rerun
+    cli.seeds(str(copy), [0, 1], str(tmp_path / "out"), **smoke)  # finished seeds are not rerun
     assert (runs / "seed_0" / stages[-1] / "metrics.json").stat().st_mtime_ns == stamp
 
 

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fewlabel.arguments import as_bool, as_optional, as_optional_bool
 from fewlabel.errors import DataError
 
-__all__ = ["INPUT_KINDS", "PROTOCOL_FILE", "REPO_BUNDLES", "Stage", "bundle_root", "input_kind", "load_protocol",
-           "resolve_datalist"]
+__all__ = [
+    "INPUT_KINDS", "PROTOCOL_FILE", "REPO_BUNDLES", "Stage", "as_bool", "as_optional", "as_optional_bool",
+    "bundle_root", "input_kind", "load_bundle_config", "load_protocol", "resolve_datalist",
+]
 
 logger = logging.getLogger("fewlabel")
 
@@ -165,6 +168,16 @@ def load_protocol(bundle: str | os.PathLike) -> tuple[Stage, ...]:
         written.update(stage.writes)
         stages.append(stage)
     return tuple(stages)
+
+
+def load_bundle_config(bundle: str, configs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The merged content of ``configs`` (file names in the bundle's ``configs/``, later ones win), with the
+    bundle's ``metadata.json`` under ``_meta_``, as ``monai.bundle run`` merges them (nothing is resolved)."""
+    from monai.bundle import ConfigParser
+
+    folder = Path(bundle_root(bundle)) / "configs"
+    merged = ConfigParser.load_config_files([str(folder / c) for c in configs])
+    return {**merged, "_meta_": ConfigParser.load_config_file(str(folder / "metadata.json"))}
 
 
 def resolve_datalist(

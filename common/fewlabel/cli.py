@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shlex
@@ -21,11 +22,13 @@ import sys
 
 import fire
 
+from fewlabel.arguments import ArgumentError, as_list, cli_command, closest
 from fewlabel.errors import FewLabelError
 
 __all__ = ["main", "demo", "datalist", "seeds", "sweep", "report", "video", "bundles", "label_server", "code_map"]
 
 
+@cli_command
 def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
     """Run the demo of ``bundle`` (or of every bundle) on demo data and print where its outputs are.
 
@@ -40,6 +43,7 @@ def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: boo
         run_demo(name, output_dir, quick=quick)  # prints its summary; saved as <output_dir>/<bundle>/summary.json
 
 
+@cli_command
 def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) -> str:
     """Write a datalist JSON for a published dataset layout.
 
@@ -60,28 +64,32 @@ def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) ->
     return str(path)
 
 
-def seeds(bundle: str, seeds: str = "0,1,2,3,4", output_dir: str = "outputs/seeds", **overrides) -> None:
+@cli_command
+def seeds(bundle: str, seeds: str | int | tuple | list = "0,1,2,3,4", output_dir: str = "outputs/seeds",
+          **overrides) -> None:
     """Run ``bundle``'s protocol (e.g. MedSASS: pre-train, then zero-label evaluation) once per seed,
     as a sweep on a local Ray instance, and print the mean and standard deviation of its metrics
     (the report is ``<output_dir>/<bundle>/report/report.md``).
 
     Args:
         bundle: bundle folder name.
-        seeds: comma-separated seeds (the papers average five).
+        seeds: the seeds, ``0,1,2``, ``[0,1,2]`` or one (``3``); the papers average five.
         output_dir: the sweep goes to ``<output_dir>/<bundle>``; seeds already finished are not rerun.
-        overrides: config overrides for every stage, e.g. ``--dataset_dir /data/ISIC2017 --epochs 50``.
+        overrides: config overrides for every stage, e.g. ``--dataset_dir /data/ISIC2017 --epochs 50``;
+            each must be a config id of the protocol's configs (checked before anything runs).
     """
     from fewlabel.protocols import run_seeds
 
-    result = run_seeds(bundle, str(seeds), output_dir, **overrides)
+    result = run_seeds(bundle, seeds, output_dir, **overrides)
     print(f"{bundle}: {len(result['seeds'])} seeds; report {result['report']}")
     for name, v in result["metrics"].items():
         print(f"  {name}: {v['mean']:.4f} ± {v['std']:.4f} (n={v['n']})")
 
 
+@cli_command
 def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num_cpus: int | None = None,
           num_gpus: int | None = None, cpus_per_run: float = 1, gpus_per_run: float | None = None,
-          only: str | None = None, force: bool = False, report: bool = True, dry_run: bool = False,
+          only: str | list[str] | None = None, force: bool = False, report: bool = True, dry_run: bool = False,
           **overrides) -> None:
     """Run a sweep (a bundle's stages over a grid of overrides and seeds) on Ray and write its report.
 
@@ -92,16 +100,19 @@ def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num
         address: a running Ray cluster's address; without it a local Ray instance runs the sweep.
         num_cpus, num_gpus: CPUs and GPUs of the local instance (default all).
         cpus_per_run, gpus_per_run: Ray resources of each run (default 1 CPU; 1 GPU when the cluster has GPUs).
-        only: run only these runs or cells (shell patterns of ``<cell>/seed_<s>``, comma-separated).
+        only: run only these runs or cells (shell patterns of ``<cell>/seed_<s>``, ``a,b`` or ``[a,b]``).
         force: rerun the selected runs even when finished.
         report: write ``<run_dir>/report/report.md`` at the end.
         dry_run: list the runs and their commands; run nothing.
-        overrides: config overrides for every run (``--dataset_dir /data/ISIC2017 --epochs 50``).
+        overrides: config overrides for every run (``--dataset_dir /data/ISIC2017 --epochs 50``); each must be a
+            config id of the stages' configs (``<stage>:<id>`` for one stage), checked before anything runs.
     """
     from fewlabel.bundle import bundle_root
-    from fewlabel.sweep import load_spec, run_sweep, select_runs
+    from fewlabel.sweep import check_run_overrides, load_spec, run_sweep, select_runs
 
     parsed = load_spec(spec)
+    overrides = check_run_overrides(parsed, overrides, own=tuple(inspect.signature(sweep).parameters))
+    only = as_list(only, "only") if only is not None else None
     if dry_run:
         parsed.overrides = {**parsed.overrides, **overrides}
         root = bundle_root(parsed.bundle)
@@ -118,6 +129,7 @@ def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num
         sys.exit(1)
 
 
+@cli_command
 def report(run_dir: str, output_dir: str | None = None) -> None:
     """Write a sweep's report: Markdown tables (mean ± std over seeds, best in bold) and PNG plots.
 
@@ -130,6 +142,7 @@ def report(run_dir: str, output_dir: str | None = None) -> None:
     print(f"report: {make_report(run_dir, output_dir)}")
 
 
+@cli_command
 def video(video_path: str, ckpt_path: str, output_dir: str = "outputs/video",
           bundle: str = "slippa_liver_landmark_segmentation", **overrides) -> None:
     """Segment a laparoscopic video frame by frame with a landmark bundle: writes ``<stem>_overlay.mp4``
@@ -140,14 +153,21 @@ def video(video_path: str, ckpt_path: str, output_dir: str = "outputs/video",
         ckpt_path: the trained weights (the bundle's ``models/model.pt``).
         output_dir: where the outputs go.
         bundle: the bundle whose ``inference.json`` + ``video.json`` run.
-        overrides: config overrides, e.g. ``--arch unetplusplus --max_frames 100``.
+        overrides: config overrides, e.g. ``--arch unetplusplus --max_frames 100`` (config ids of
+            ``inference.json`` + ``video.json``, checked before anything runs).
     """
+    from fewlabel.arguments import check_overrides, config_ids
+    from fewlabel.bundle import load_bundle_config
     from fewlabel.protocols import run_stage
 
-    run_stage(bundle, ["inference.json", "video.json"], video_path=video_path, ckpt_path=ckpt_path,
-              output_dir=output_dir, **overrides)
+    configs = ["inference.json", "video.json"]
+    ids = config_ids(load_bundle_config(bundle, configs))
+    overrides = check_overrides(overrides, ids, f"{bundle} ({', '.join(configs)})",
+                                own=tuple(inspect.signature(video).parameters))
+    run_stage(bundle, configs, video_path=video_path, ckpt_path=ckpt_path, output_dir=output_dir, **overrides)
 
 
+@cli_command
 def bundles() -> dict:
     """List the bundles in this checkout (``bundles/<name>/``) and the config files in each ``configs/``.
 
@@ -162,6 +182,7 @@ def bundles() -> dict:
     }
 
 
+@cli_command
 def code_map(check: bool = False) -> None:
     """Write each bundle's "Where the code is" section (docs/README.md) from the modules its configs name.
 
@@ -179,9 +200,10 @@ def code_map(check: bool = False) -> None:
     print(f"{'checked' if check else 'updated'}: {', '.join(stale) if stale else 'all current'}")
 
 
-def label_server(studies: str, port: int = 8000, bundles: str | None = None, app_dir: str = "outputs/label_server",
-                 env_dir: str | None = None, overrides: str | None = None, host: str = "127.0.0.1",
-                 rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
+@cli_command
+def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None = None,
+                 app_dir: str = "outputs/label_server", env_dir: str | None = None, overrides: str | None = None,
+                 host: str = "127.0.0.1", rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
                  bundles_dir: str | None = None) -> None:
     """Serve the bundles from a local MONAI Label server, for annotation assistance.
 
@@ -193,7 +215,7 @@ def label_server(studies: str, port: int = 8000, bundles: str | None = None, app
         studies: folder of the images to annotate (PNG/JPEG frames, NIfTI CT volumes); created if
             missing. Saved labels go to ``<studies>/labels/final/``.
         port: TCP port of the server.
-        bundles: comma-separated bundle names (default every bundle; ``fewlabel bundles`` lists them).
+        bundles: bundle names, ``a,b`` or ``[a,b]`` (default every bundle; ``fewlabel bundles`` lists them).
         app_dir: the MONAI Label app folder (weights trained from MONAI Label land in
             ``<app_dir>/model/<bundle>/models/model.pt``; the bundle's own file is not touched).
         env_dir: the MONAI Label environment (default ``$FEWLABEL_LABEL_ENV`` or
@@ -221,9 +243,7 @@ def label_server(studies: str, port: int = 8000, bundles: str | None = None, app
                                 '{"<bundle>": {"<config id>": value}}.') from e
         if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
             raise FewLabelError(f"--overrides {overrides} must hold {{\"<bundle>\": {{\"<config id>\": value}}}}.")
-    if isinstance(bundles, (list, tuple)):  # fire parses "a,b" as a tuple
-        bundles = ",".join(bundles)
-    names = [b.strip() for b in str(bundles).split(",") if b.strip()] if bundles else None
+    names = as_list(bundles, "bundles") if bundles is not None else None
     names = select_bundles(names, bundles_dir or REPO_BUNDLES, extra)  # before a long environment build
     env = ensure_env(env_dir, rebuild=rebuild_env)
     print(f"app folder {app_dir}:")
@@ -251,13 +271,41 @@ def label_server(studies: str, port: int = 8000, bundles: str | None = None, app
         server.stop()
 
 
+COMMANDS = {"demo": demo, "datalist": datalist, "seeds": seeds, "sweep": sweep, "report": report, "video": video,
+            "bundles": bundles, "label-server": label_server, "code-map": code_map}
+
+
+def check_flags(argv: list[str]) -> None:
+    """Refuse an unknown ``--flag`` of a command that takes no config overrides, naming the closest option.
+
+    (Commands with overrides check theirs against the configs they load; fire alone would only say
+    "could not consume arg".) Flags after a bare ``--`` are fire's own (``-- --help``); ``--noquick``
+    is fire's ``--quick False``.
+
+    Raises:
+        ArgumentError: the first unknown flag.
+    """
+    if not argv or argv[0].replace("_", "-") not in COMMANDS:
+        return
+    command = argv[0].replace("_", "-")
+    params = inspect.signature(COMMANDS[command]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    for token in argv[1:]:
+        if token == "--":
+            break
+        if token.startswith("--") and len(token) > 2:
+            name = token[2:].split("=", 1)[0].replace("-", "_")
+            if name not in params and name != "help" and not (name.startswith("no") and name[2:] in params):
+                raise ArgumentError(f"fewlabel {command} has no option --{name}{closest(name, params)}; its options: "
+                                    f"{', '.join('--' + p for p in params) or 'none'}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     try:
-        fire.Fire({"demo": demo, "datalist": datalist, "seeds": seeds, "sweep": sweep,
-                   "report": report, "video": video,
-                   "bundles": bundles, "label-server": label_server, "code-map": code_map},
-                  name="fewlabel")
+        check_flags(sys.argv[1:])
+        fire.Fire(COMMANDS, name="fewlabel")
     except FewLabelError as e:
         print(f"fewlabel: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -18,7 +18,7 @@ from typing import Any
 from fewlabel.bundle import PROTOCOL_FILE, REPO_BUNDLES, Stage, bundle_root, load_protocol
 from fewlabel.errors import DataError
 
-__all__ = ["Stage", "PROTOCOLS", "load_protocol", "run_stage", "run_protocol", "run_seeds"]
+__all__ = ["Stage", "PROTOCOLS", "load_protocol", "run_stage", "run_protocol", "plan_seeds", "run_seeds"]
 
 logger = logging.getLogger("fewlabel")
 
@@ -79,6 +79,26 @@ def run_protocol(bundle: str, out: str | Path, **overrides: Any) -> Path:
     return out / stages[-1].name
 
 
+def plan_seeds(bundle: str, seeds: Any = (0, 1, 2, 3, 4), **overrides: Any) -> Any:
+    """The sweep spec :func:`run_seeds` runs, with ``seeds`` parsed and ``overrides`` checked; nothing runs.
+
+    Args:
+        bundle: bundle folder name.
+        seeds: ``"0,1,2"``, ``"[0,1,2]"``, ``(0, 1, 2)``, ``[0, 1, 2]``, ``3`` or ``"3"``.
+        overrides: config ids of the protocol's configs (``--epochs 50``, ``--postprocess#skeleton false``).
+
+    Raises:
+        fewlabel.arguments.ArgumentError: a seed that is not an integer, an unknown config id (the
+            message names the closest one) or a bad boolean.
+    """
+    from fewlabel.arguments import as_int, as_list
+    from fewlabel.sweep import check_run_overrides, load_spec
+
+    spec = load_spec({"name": f"{bundle}_seeds", "bundle": bundle, "seeds": as_list(seeds, "seeds", as_int)})
+    spec.overrides = check_run_overrides(spec, overrides, own=("seeds", "output_dir"))
+    return spec
+
+
 def run_seeds(bundle: str, seeds: Any = (0, 1, 2, 3, 4), output_dir: str | Path = "outputs/seeds",
               **overrides: Any) -> dict[str, Any]:
     """Run ``bundle``'s protocol once per seed as a sweep (:func:`fewlabel.sweep.run_sweep`, on a local
@@ -90,8 +110,8 @@ def run_seeds(bundle: str, seeds: Any = (0, 1, 2, 3, 4), output_dir: str | Path 
     """
     from fewlabel.sweep import aggregate, collect, run_sweep
 
-    seeds = [int(s) for s in str(seeds).split(",") if s.strip()] if isinstance(seeds, (str, int)) else list(seeds)
-    spec = {"name": f"{bundle}_seeds", "bundle": bundle, "seeds": seeds, "overrides": overrides}
+    spec = plan_seeds(bundle, seeds, **overrides)
+    seeds = spec.seeds
     result = run_sweep(spec, Path(output_dir) / Path(bundle_root(bundle)).name)
     (cell,) = collect(result["run_dir"])["cells"]
     names: list[str] = []

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fewlabel.arguments import as_bool, as_optional
 from fewlabel.data.cache import cache_dir, rank_zero_first
 from fewlabel.data.ct import (
     NIFTI_SUFFIXES,
@@ -126,6 +127,7 @@ def cache_ct_slices(
         raise ValueError(f"size must be (H, W) with positive sizes, got {size}")
     _middle_bounds(1, fraction, rounding)
     organ = sorted({int(v) for v in np.atleast_1d(np.asarray(organ_labels)).tolist()})
+    cache = as_optional(cache, "slice_cache")
     root = Path(cache) if cache is not None else cache_dir("ct_slices")
     root.mkdir(parents=True, exist_ok=True)
     params = {"v": _STACK_VERSION, "size": list(size), "fraction": float(fraction), "organ": organ,
@@ -263,6 +265,7 @@ def write_ct_demo_dataset(
     if fr.shape != (3,) or (fr < 0).any() or not math.isclose(float(fr.sum()), 1.0, abs_tol=1e-6):
         raise ValueError(f"fractions must be three non-negative shares summing to 1, got {list(fractions)}")
     shape = tuple(int(s) for s in shape)
+    dicom_testing = as_bool(dicom_testing, "dicom_testing")
     params = {"kind": "ct", "num_scans": int(num_scans), "shape": list(shape), "seed": int(seed),
               "fractions": fr.tolist(), "dicom_testing": bool(dicom_testing)}
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from fewlabel.arguments import as_bool
 from fewlabel.errors import CheckpointError
 from fewlabel.networks.transfer import read_weights_file
 
@@ -61,18 +62,6 @@ def _handlers(engine: Engine) -> Iterator[Any]:
             if id(obj) not in seen:
                 seen.add(id(obj))
                 yield obj
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    """``True`` / ``False``, or their command-line spellings (``"true"``, ``"false"``, ``"1"``, ``"0"``)."""
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("true", "1", "yes"):
-            return True
-        if low in ("false", "0", "no", ""):
-            return False
-        raise ValueError(f"{name} must be true or false, got '{value}'")
-    return bool(value)
 
 
 def _module(net: Any) -> Any:
@@ -115,9 +104,9 @@ class TrainingState:
         if int(every) < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.path = Path(path)
-        self.resume = _as_bool(resume, "resume")
+        self.resume = as_bool(resume or False, "resume")  # "" (an empty override) is False too
         self.every = int(every)
-        self.missing_ok = bool(missing_ok)
+        self.missing_ok = as_bool(missing_ok, "missing_ok")
         self.trainer: Engine | None = None
 
     def attach(self, trainer: Engine) -> TrainingState:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fewlabel.arguments import as_bool, as_int, as_optional
 from fewlabel.errors import DataError
 
 __all__ = ["run_video"]
@@ -83,6 +84,8 @@ def run_video(
     from fewlabel.transforms.io import overlay_mask
     from fewlabel.transforms.landmarks import landmarks_record, render_landmarks, scale_paths
 
+    max_frames = as_optional(max_frames, "max_frames", as_int)
+    amp = as_bool(amp, "amp")
     video_path = Path(video_path)
     if not video_path.is_file():
         raise DataError(f"video not found: {video_path}. Pass --video_path with a video file.")

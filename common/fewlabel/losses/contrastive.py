@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
+from fewlabel.arguments import as_optional
+
 __all__ = ["contrastive_loss", "NTXentLoss", "PolyCLLoss", "SupConLoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -224,7 +226,7 @@ class PolyCLLoss(_Loss):
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got '{reduction}'")
         super().__init__(reduction=reduction)
-        self.temperature = _check_temperature(temperature, allow_none=True)
+        self.temperature = _check_temperature(as_optional(temperature, "temperature"), allow_none=True)
 
     def forward(
         self, anchor: torch.Tensor, positive: torch.Tensor | None = None, negative: torch.Tensor | None = None

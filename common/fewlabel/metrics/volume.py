@@ -27,6 +27,7 @@ import torch
 from ignite.engine import Engine
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
+from fewlabel.arguments import as_optional
 from fewlabel.metrics.report import ReportHandler
 
 __all__ = ["volume_scores", "VolumeScores", "VolumeReport", "format_volume_table"]
@@ -69,7 +70,7 @@ class VolumeScores:
     """Collect per-volume Dice / Hausdorff; :meth:`compute` gives means, standard deviations and the rows."""
 
     def __init__(self, percentile: float | None = None, spacing: Sequence[float] | None = None) -> None:
-        self.percentile = percentile
+        self.percentile = as_optional(percentile, "hausdorff_percentile", lambda v, k: float(v))
         self.spacing = spacing
         self.rows: list[dict[str, Any]] = []
 

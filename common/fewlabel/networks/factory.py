@@ -17,6 +17,8 @@ from typing import Any
 import segmentation_models_pytorch as smp
 import torch.nn as nn
 
+from fewlabel.arguments import as_bool, as_optional
+
 __all__ = ["ARCHITECTURES", "build_network", "medsass_unet"]
 
 _SMP = {"unet": smp.Unet, "unetplusplus": smp.UnetPlusPlus, "deeplabv3plus": smp.DeepLabV3Plus}
@@ -102,6 +104,9 @@ def build_network(
         The network; its forward maps ``(B, in_channels, H, W)`` to ``(B, out_channels, H, W)`` logits.
     """
     key = arch.lower().replace("-", "").replace("_", "").replace("+", "plus")
+    encoder_weights_path = as_optional(encoder_weights_path, "encoder_weights_path")
+    if "deep_supervision" in kwargs:
+        kwargs["deep_supervision"] = as_bool(kwargs["deep_supervision"], "deep_supervision")
     if key != "unet3plus" and "deep_supervision" in kwargs:
         if kwargs.pop("deep_supervision"):
             raise ValueError(f"deep_supervision is available for unet3plus only, not '{arch}'")

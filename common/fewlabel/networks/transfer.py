@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from fewlabel.arguments import as_bool
 from fewlabel.errors import CheckpointError
 
 __all__ = ["encoder_prefixes", "encoder_state_dict", "freeze_non_encoder", "trainable_parameters", "load_pretrained",
@@ -222,7 +223,11 @@ def init_from_pretrained(
     parts = {"end_to_end": "all", "encoder": "encoder", "all_but_head": "all_but_head"}
     if mode not in parts:
         raise ValueError(f"transfer mode must be one of {sorted(parts)}, got '{mode}'")
-    if policy is False or policy == "false" or not checkpoint:
+    if not (isinstance(policy, str) and policy.strip().lower() == "auto"):
+        policy = as_bool(policy, "from_pretrained (or the config's other from_* key)")
+    else:
+        policy = "auto"
+    if policy is False or not checkpoint:
         logger.info("fine-tuning from random initialisation")
         return network
     if policy == "auto" and not os.path.isfile(checkpoint):

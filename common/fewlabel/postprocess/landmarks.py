@@ -49,6 +49,7 @@ from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize as _skimage_skeletonize
 
+from fewlabel.arguments import as_bool, as_int, as_optional
 from fewlabel.data.landmarks import LANDMARK_CLASSES
 
 __all__ = [
@@ -956,10 +957,10 @@ class LandmarkPostprocessor:
         if len(self.class_names) < 2:
             raise ValueError(f"class_names needs the background and at least one landmark, got {self.class_names}")
         self.num_classes = len(self.class_names)
-        self.fov = bool(fov)
+        self.fov = as_bool(fov, "fov")
         self.fov_threshold = float(fov_threshold)
         self.fov_margin = int(fov_margin)
-        self.ligament = bool(ligament)
+        self.ligament = as_bool(ligament, "ligament")
         self.ligament_class = int(ligament_class)
         self.reference_classes = tuple(int(c) for c in reference_classes)
         if self.ligament:
@@ -967,18 +968,20 @@ class LandmarkPostprocessor:
                 if not 0 < c < self.num_classes:
                     raise ValueError(f"ligament step: class {c} is not a landmark of {self.class_names}")
         self.ligament_margin = int(ligament_margin)
-        self.connect = bool(connect)
+        self.connect = as_bool(connect, "connect")
         self.max_gap = float(max_gap)
         self.connect_thickness = int(connect_thickness)
-        self.skeleton = bool(skeleton)
-        self.min_branch = min_branch
+        self.skeleton = as_bool(skeleton, "skeleton")
+        self.min_branch = as_optional(min_branch, "min_branch", as_int)
         self.min_length = int(min_length)
+        rdp_epsilon = as_optional(rdp_epsilon, "rdp_epsilon", lambda v, k: float(v))
         if rdp_epsilon is not None and not rdp_epsilon >= 0:
             raise ValueError(f"rdp_epsilon must be >= 0 or None, got {rdp_epsilon}")
         self.rdp_epsilon = rdp_epsilon
         if int(thickness) < 1:
             raise ValueError(f"thickness must be >= 1, got {thickness}")
         self.thickness = int(thickness)
+        scale = as_optional(scale, "scale")
         if scale is None:
             self.scale = None
         else:

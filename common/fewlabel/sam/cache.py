@@ -47,6 +47,8 @@ from typing import Any, Protocol
 
 import torch
 
+from fewlabel.arguments import as_optional
+
 __all__ = ["EmbeddingCache", "KeySource"]
 
 #: What identifies an image in a key: its file path, its raw content bytes, or None (hash the tensor).
@@ -98,6 +100,7 @@ class EmbeddingCache:
             raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
         if max_memory_entries is not None and max_memory_entries < 0:
             raise ValueError(f"max_memory_entries must be >= 0 or None, got {max_memory_entries}")
+        cache_dir = as_optional(cache_dir, "cache_dir")
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)

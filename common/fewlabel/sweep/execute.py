@@ -30,8 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fewlabel.arguments import as_list
 from fewlabel.errors import FewLabelError
-from fewlabel.sweep.spec import Run, SweepSpec, load_spec
+from fewlabel.sweep.spec import Run, SweepSpec, check_run_overrides, load_spec
 
 __all__ = ["RunFailed", "execute_run", "run_sweep", "select_runs"]
 
@@ -143,7 +144,7 @@ def select_runs(runs: Sequence[Run], only: str | Sequence[str] | None) -> list[R
     """The runs whose key (``<cell>/seed_<s>``) matches one of the shell patterns in ``only`` (all when empty)."""
     if not only:
         return list(runs)
-    patterns = [p for p in (only.split(",") if isinstance(only, str) else only) if p]
+    patterns = as_list(only, "only", allow_empty=True)
     return [r for r in runs if any(fnmatch.fnmatchcase(r.key, p) or fnmatch.fnmatchcase(r.cell, p) for p in patterns)]
 
 
@@ -191,7 +192,7 @@ def run_sweep(
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     if overrides:
-        spec.overrides = {**spec.overrides, **overrides}
+        spec.overrides = {**spec.overrides, **check_run_overrides(spec, overrides)}
     run_dir = Path(run_dir or Path("outputs/sweeps") / spec.name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "sweep.yaml").write_text(_yaml_dump(spec.to_dict()))

@@ -31,9 +31,19 @@ from typing import Any
 
 import yaml
 
+from fewlabel.arguments import ArgumentError, as_int, as_list
 from fewlabel.errors import DataError, FewLabelError
 
-__all__ = ["SpecError", "SweepStage", "SweepSpec", "Run", "load_spec", "cell_name"]
+__all__ = ["SpecError", "SweepStage", "SweepSpec", "Run", "load_spec", "cell_name", "check_run_overrides",
+           "RESERVED_OVERRIDES"]
+
+# ids every run sets for itself: an override of them would be ignored (seed) or make runs share folders
+RESERVED_OVERRIDES = {
+    "seed": "each run sets its own seed; choose them with --seeds (fewlabel seeds) or the spec's 'seeds'",
+    "ckpt_dir": "each run keeps its weights in <run folder>/models",
+    "output_dir": "each stage writes into <run folder>/<stage>; choose the sweep's folder with --run_dir "
+                  "(fewlabel sweep) or --output_dir of fewlabel seeds",
+}
 
 
 class SpecError(FewLabelError, ValueError):
@@ -156,6 +166,36 @@ class SweepSpec:
                 "report": self.report}
 
 
+def check_run_overrides(spec: SweepSpec, overrides: dict[str, Any], own: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check overrides given on the command line for every run of ``spec`` before anything runs.
+
+    A plain key must be a config id of some stage's merged configs; ``<stage>:<key>`` one of that stage's.
+    Values are converted as :func:`fewlabel.arguments.check_overrides` does (``false`` -> ``False``).
+
+    Raises:
+        fewlabel.arguments.ArgumentError: an unknown key (the message names the closest id), an unknown
+            stage, a key each run sets itself (:data:`RESERVED_OVERRIDES`) or a bad boolean.
+    """
+    from fewlabel.arguments import ArgumentError, check_overrides, config_ids
+    from fewlabel.bundle import load_bundle_config
+
+    per_stage = {s.name: config_ids(load_bundle_config(spec.bundle, s.configs)) for s in spec.stages}
+    every: dict[str, Any] = {}
+    for ids in per_stage.values():
+        every = {**ids, **every}
+    where = f"{spec.bundle} (stages {', '.join(per_stage)})"
+    out = {}
+    for key, value in overrides.items():
+        stage, _, cid = key.rpartition(":")
+        if stage and stage not in per_stage:
+            raise ArgumentError(f"--{key}: no stage '{stage}' in {where}")
+        ids = per_stage[stage] if stage else every
+        checked = check_overrides({cid: value}, ids, f"{spec.bundle} stage '{stage}'" if stage else where, own,
+                                  RESERVED_OVERRIDES)
+        out[key] = checked[cid]
+    return out
+
+
 _KEYS = {"name", "bundle", "stages", "grid", "cells", "seeds", "overrides", "report"}
 
 
@@ -243,12 +283,10 @@ def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
     cells = raw.get("cells") or []
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise SpecError(f"{where}: 'cells' must be a list of mappings of config overrides")
-    seeds = raw.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) else seeds
-    try:
-        seeds = [int(s) for s in seeds]
-    except (TypeError, ValueError) as e:
-        raise SpecError(f"{where}: 'seeds' must be a list of integers, got {raw.get('seeds')!r}") from e
+    try:  # [0, 1, 2], 3 or "0,1,2", as on the command line
+        seeds = as_list(raw.get("seeds", [0]), "seeds", as_int)
+    except ArgumentError as e:
+        raise SpecError(f"{where}: 'seeds' must be a list of integers ({e})") from e
     if not seeds or len(set(seeds)) != len(seeds):
         raise SpecError(f"{where}: 'seeds' must be a non-empty list of distinct integers")
     report = raw.get("report") or {}

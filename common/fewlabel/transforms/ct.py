@@ -30,6 +30,7 @@ from monai.data import MetaTensor
 from monai.transforms import Crop, Cropd, MapTransform, Transform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type
 
+from fewlabel.arguments import as_bool, as_optional
 from fewlabel.data.ct import _middle_bounds, as_ct_volume, load_ct_volume
 from fewlabel.errors import DataError
 
@@ -153,8 +154,8 @@ class CTWindowd(MapTransform):
 
     def __init__(self, keys: KeysCollection, width: float = 400.0, level: float = 40.0, nonfinite: str = "error",
                  fill_value: float = -1000.0, check_hu: bool = True, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.window = CTWindow(width, level, nonfinite, fill_value, check_hu)
+        super().__init__(keys, as_bool(allow_missing_keys, "allow_missing_keys"))
+        self.window = CTWindow(width, level, nonfinite, fill_value, as_bool(check_hu, "check_hu"))
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
@@ -264,8 +265,8 @@ class LoadCTVolumed(MapTransform):
 
     def __init__(self, keys: KeysCollection, axcodes: str | None = "RAS", dtype: np.dtype | type | None = np.float32,
                  allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.loader = LoadCTVolume(axcodes, dtype)
+        super().__init__(keys, as_bool(allow_missing_keys, "allow_missing_keys"))
+        self.loader = LoadCTVolume(as_optional(axcodes, "axcodes"), as_optional(dtype, "dtype"))
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -307,7 +308,7 @@ class LoadCTSliced(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, index_key: str = "index", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, as_bool(allow_missing_keys, "allow_missing_keys"))
         self.index_key = index_key
         self.loader = LoadCTSlice()
 

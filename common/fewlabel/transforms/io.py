@@ -19,6 +19,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from PIL import Image
 
+from fewlabel.arguments import as_bool
 from fewlabel.errors import DataError
 
 __all__ = [
@@ -165,7 +166,7 @@ class LoadLabel2D(Transform):
 
 class _LoadD(MapTransform):
     def __init__(self, keys: KeysCollection, loader: Transform, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
+        super().__init__(keys, as_bool(allow_missing_keys, "allow_missing_keys"))
         self.loader = loader
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
@@ -188,11 +189,14 @@ class LoadLabel2Dd(_LoadD):
 
     def __init__(self, keys: KeysCollection, num_classes: int = 2, binary: bool = False,
                  allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, LoadLabel2D(num_classes, binary), allow_missing_keys)
+        super().__init__(keys, LoadLabel2D(num_classes, as_bool(binary, "binary")), allow_missing_keys)
 
 
 class CheckSameSize2Dd(MapTransform):
     """Raise a :class:`~fewlabel.errors.DataError` naming both files when the keys' spatial sizes differ."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, as_bool(allow_missing_keys, "allow_missing_keys"))
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -120,11 +120,15 @@ def build_datalist(name: str, src_dir: str | os.PathLike, output: str | os.PathL
         The path written.
 
     Raises:
-        ValueError: unknown ``name`` (the message lists the known ones).
+        ValueError: unknown ``name`` (the message lists the known ones), or an option the adapter does
+            not take (:class:`fewlabel.arguments.ArgumentError`, naming the closest one).
         DataError: ``src_dir`` does not have the layout the adapter expects.
     """
     key = str(name).strip().lower().replace("-", "_")
     if key not in ADAPTERS:
         raise ValueError(f"Unknown dataset adapter {name!r}; known adapters: {', '.join(sorted(ADAPTERS))}.")
+    from fewlabel.arguments import coerce_kwargs
+
+    options = coerce_kwargs(ADAPTERS[key], options, f"the {key} adapter")  # unknown option -> closest name
     datalist = ADAPTERS[key](src_dir, **options)
     return save_datalist(datalist, output)
