@@ -204,6 +204,23 @@ def test_nonfinite_replace_reaches_the_2d_loader(bundle, stage, tmp_path):
     assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
 
 
+@pytest.mark.parametrize("bundle", BUNDLES_2D)
+def test_bundle_inference_segments_a_float_image_with_nan_under_nonfinite_replace(bundle, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    arr = np.random.default_rng(0).random((40, 48)).astype(np.float32)
+    arr[3:6, 4:9] = np.nan
+    Image.fromarray(arr, mode="F").save(folder / "float.tif")
+    ckpt = tmp_path / "model.pt"
+    net = _parser(bundle, ["inference.json"], image_channels=1).get_parsed_content("network_def")
+    torch.save({"model": net.state_dict()}, ckpt)
+    out = tmp_path / "out"
+    run(config_file=_configs(bundle, ["inference.json"])[0], dataset_dir=str(folder), output_dir=str(out),
+        ckpt_path=str(ckpt), image_channels=1, nonfinite="replace", **_smoke(bundle))
+    written = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert any(name.startswith("float") and "overlay" in name for name in written), written
+
+
 def _nan_volume(folder: Path) -> Path:
     ph = write_ct_phantom(folder / "scan.nii.gz", shape=(12, 24, 20))
     img = nib.load(str(ph.image))

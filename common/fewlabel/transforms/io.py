@@ -328,7 +328,7 @@ class SaveMask2Dd(MapTransform):
                 factor = 255 // max(self.num_classes - 1, 1) if self.scale else 1
                 Image.fromarray((mask * factor).astype(np.uint8)).save(self.output_dir / f"{stem}_mask.png")
             if self.overlay and src and os.path.isfile(str(src)):
-                image = read_image_2d(str(src))
+                image = read_image_2d(str(src), nonfinite="replace")  # drawing only: the loader checked the file
                 if image.ndim == 3 and image.shape[-1] == 4:
                     image = image[..., :3]
                 if image.shape[:2] == mask.shape:
