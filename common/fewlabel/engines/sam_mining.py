@@ -663,12 +663,14 @@ def mixed_items(
 # ---------------------------------------------------------------------------------------------
 
 
-def _default_transform(image_key: str, channels: int, spatial_size: Sequence[int] | None) -> Callable:
+def _default_transform(image_key: str, channels: int, spatial_size: Sequence[int] | None,
+                       channel_policy: str = "error", nonfinite: str = "error") -> Callable:
     from monai.transforms import Compose, Resized
 
     from fewlabel.transforms.io import LoadImage2Dd
 
-    steps: list[Callable] = [LoadImage2Dd(keys=image_key, channels=channels)]
+    steps: list[Callable] = [LoadImage2Dd(keys=image_key, channels=channels, channel_policy=channel_policy,
+                                          nonfinite=nonfinite)]
     if spatial_size is not None:
         steps.append(Resized(keys=image_key, spatial_size=tuple(int(s) for s in spatial_size), mode="bilinear"))
     return Compose(steps)
@@ -692,6 +694,8 @@ def mine_pseudo_labels(
     transform: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
     spatial_size: Sequence[int] | None = None,
     channels: int = 3,
+    channel_policy: str = "error",
+    nonfinite: str = "error",
     batch_size: int = 8,
     num_points: int = 3,
     threshold: float = 0.5,
@@ -725,6 +729,8 @@ def mine_pseudo_labels(
         spatial_size: ``(H, W)`` of the default transform's resize (None: no resize; the images
             of a batch must then share one size).
         channels: channels of the default transform (1 gray, 3 RGB).
+        channel_policy, nonfinite: the default transform's :class:`fewlabel.transforms.LoadImage2D` options
+            (a bundle's ``--channel_policy`` / ``--nonfinite``).
         batch_size: images per student/teacher call.
         num_points, threshold, prompt_mode: prompting (see :class:`MinedBatches`).
         seed: seed of the point tie-breaking.
@@ -744,7 +750,7 @@ def mine_pseudo_labels(
     out = Path(out_dir)
     masks_dir = out / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
-    transform = transform or _default_transform(image_key, channels, spatial_size)
+    transform = transform or _default_transform(image_key, channels, spatial_size, channel_policy, nonfinite)
     if device is None:
         first = next(iter(student.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")

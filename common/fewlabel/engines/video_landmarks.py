@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 
 from fewlabel.arguments import as_bool, as_int, as_optional
 from fewlabel.errors import DataError
@@ -51,7 +52,8 @@ def run_video(
     video_path: str | os.PathLike, network: torch.nn.Module, image_size: Sequence[int], class_names: Sequence[str],
     postprocessor: Any, output_dir: str | os.PathLike, ckpt_path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu", amp: bool = False, palette: Sequence[Sequence[int]] | None = None,
-    thickness: int = 12, max_frames: int | None = None, progress: bool = True,
+    thickness: int = 12, max_frames: int | None = None, progress: bool = True, channels: int = 3,
+    channel_policy: str = "error",
 ) -> dict[str, Any]:
     """Segment every frame of ``video_path`` and write the overlay video and the per-frame JSON.
 
@@ -69,6 +71,9 @@ def run_video(
         thickness: curve width in frame pixels.
         max_frames: stop after this many frames (``None``: the whole video).
         progress: show a progress bar.
+        channels / channel_policy: the bundle's ``image_channels`` / ``channel_policy``: each (RGB) frame goes
+            through :class:`fewlabel.transforms.LoadImage2D` as image files do, so a 1-channel network
+            needs ``channel_policy="convert"`` (luma) and gets a clear error otherwise.
 
     Returns:
         A summary: frames processed, output paths, mean milliseconds per frame of inference and of
@@ -81,7 +86,7 @@ def run_video(
     from tqdm import tqdm
 
     from fewlabel.networks.transfer import load_pretrained
-    from fewlabel.transforms.io import overlay_mask
+    from fewlabel.transforms.io import LoadImage2D, overlay_mask
     from fewlabel.transforms.landmarks import landmarks_record, render_landmarks, scale_paths
 
     max_frames = as_optional(max_frames, "max_frames", as_int)
@@ -92,6 +97,7 @@ def run_video(
     cap = cv2.VideoCapture(str(video_path))
     if not cap.isOpened():
         raise DataError(f"OpenCV cannot open {video_path}: is it a video file (mp4, avi, ...) and not truncated?")
+    loader = LoadImage2D(channels, channel_policy)
     device = torch.device(device)
     if ckpt_path:
         load_pretrained(network, ckpt_path, part="all")
@@ -119,13 +125,14 @@ def run_video(
             if writer is None:
                 writer, video_out = _open_writer(out_dir / f"{video_path.stem}_overlay", fps, (w, h))
             t0 = time.perf_counter()
-            x = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float() / 255.0
-            x = F.interpolate(x, size=tuple(int(s) for s in image_size), mode="bilinear", align_corners=False)
+            frame = loader(MetaTensor(torch.from_numpy(rgb), meta={"filename_or_obj": f"{video_path} frame {index}"}))
+            x = F.interpolate(frame.as_tensor()[None].to(device), size=tuple(int(s) for s in image_size),
+                              mode="bilinear", align_corners=False)
             with torch.inference_mode(), torch.autocast(device.type, enabled=bool(amp) and device.type == "cuda"):
                 labels = network(x).argmax(dim=1)[0]
             labels = labels.to("cpu", torch.uint8).numpy()
             t1 = time.perf_counter()
-            small = x[0].permute(1, 2, 0).cpu().numpy()
+            small = x[0].expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()  # the field of view is found in RGB
             res = postprocessor(labels, small)
             full = scale_paths(res.paths, labels.shape, (h, w))
             t2 = time.perf_counter()

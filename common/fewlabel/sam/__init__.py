@@ -4,6 +4,7 @@ and a cache of image embeddings.
 - :mod:`fewlabel.sam.prompts`: point / box / mask prompts from a probability map (SAM mining, 2.3).
 - :mod:`fewlabel.sam.teacher`: :func:`build_sam_teacher` (SAM / MedSAM checkpoints, tiny test
   models) and :class:`SamTeacher` (embed, predict, pseudo_label).
+- :mod:`fewlabel.sam.checkpoints`: default SAM / SAM 2 checkpoint paths of ``sam_model_type`` / ``sam2_config``.
 - :mod:`fewlabel.sam.cache`: :class:`EmbeddingCache` (memory / disk, keyed by image + weights).
 - :mod:`fewlabel.sam.inferer`: fast (student) and accurate (student -> SAM) inference.
 - :mod:`fewlabel.sam.box_refine`: PolyCL's refinement, one SAM box prompt per connected component.
@@ -13,6 +14,14 @@ and a cache of image embeddings.
 
 from .box_refine import MERGE_MODES, REFINED_LOGIT, SamBoxRefineInferer, component_boxes, refine_with_sam
 from .cache import EmbeddingCache, KeySource
+from .checkpoints import (
+    SAM2_CHECKPOINT_FILES,
+    SAM_CHECKPOINT_FILES,
+    large_files_entry,
+    large_files_hint,
+    sam2_checkpoint_path,
+    sam_checkpoint_path,
+)
 from .prompts import (
     MASK_PROMPT_EPS,
     MODES,
@@ -51,6 +60,12 @@ __all__ = [
     "tiny_sam2_checkpoint",
     "EmbeddingCache",
     "KeySource",
+    "SAM_CHECKPOINT_FILES",
+    "SAM2_CHECKPOINT_FILES",
+    "sam_checkpoint_path",
+    "sam2_checkpoint_path",
+    "large_files_entry",
+    "large_files_hint",
     "MASK_PROMPT_EPS",
     "MODES",
     "PromptMode",

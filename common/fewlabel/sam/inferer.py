@@ -81,7 +81,7 @@ class SamRefineInferer(Inferer):
 
 
 def build_inferer(mode: str = "fast", checkpoint: str | os.PathLike | None = None, model_type: str = "vit_b",
-                  device: str | torch.device = "cpu", **kwargs: Any) -> Inferer:
+                  device: str | torch.device = "cpu", multimask_output: bool = False, **kwargs: Any) -> Inferer:
     """The inferer of a bundle's ``inference_mode``: ``"fast"`` (student) or ``"accurate"`` (student + SAM).
 
     Args:
@@ -91,6 +91,8 @@ def build_inferer(mode: str = "fast", checkpoint: str | os.PathLike | None = Non
             not fit ``model_type``).
         model_type: ``vit_b`` / ``vit_l`` / ``vit_h`` (MedSAM: ``vit_b``) or ``tiny`` (tests, demos).
         device: where SAM runs.
+        multimask_output: SAM predicts its three masks and the one with the highest predicted IoU
+            is kept (True), or its single mask (False, default); see :meth:`fewlabel.sam.SamTeacher.predict`.
         kwargs: :class:`SamRefineInferer` options (``num_points``, ``threshold``, ``mode`` as
             ``prompt_mode``, ``seed``).
     """
@@ -100,7 +102,7 @@ def build_inferer(mode: str = "fast", checkpoint: str | os.PathLike | None = Non
         return SimpleInferer()
     if not checkpoint:
         raise ValueError("inference_mode 'accurate' needs sam_checkpoint: the SAM (or MedSAM) weights file")
-    teacher = build_sam_teacher(checkpoint, model_type, device)
+    teacher = build_sam_teacher(checkpoint, model_type, device, multimask_output=multimask_output)
     if "prompt_mode" in kwargs:
         kwargs["mode"] = kwargs.pop("prompt_mode")
     logger.info("accurate inference: student prompts SAM '%s' from %s", model_type, checkpoint)

@@ -57,6 +57,7 @@ import torch
 
 from fewlabel.errors import CheckpointError
 from fewlabel.networks.transfer import read_weights_file
+from fewlabel.sam.checkpoints import SAM2_CHECKPOINT_FILES, large_files_hint
 from fewlabel.sam.teacher import state_dict_mismatch
 
 __all__ = [
@@ -91,16 +92,7 @@ SAM2_CONFIGS: dict[str, str] = {
 }
 
 # checkpoint file of each config (to name it in error messages)
-_CONFIG_FILES = {
-    "sam2.1_hiera_t": "sam2.1_hiera_tiny.pt",
-    "sam2.1_hiera_s": "sam2.1_hiera_small.pt",
-    "sam2.1_hiera_b+": "sam2.1_hiera_base_plus.pt",
-    "sam2.1_hiera_l": "sam2.1_hiera_large.pt",
-    "sam2_hiera_t": "sam2_hiera_tiny.pt",
-    "sam2_hiera_s": "sam2_hiera_small.pt",
-    "sam2_hiera_b+": "sam2_hiera_base_plus.pt",
-    "sam2_hiera_l": "sam2_hiera_large.pt",
-}
+_CONFIG_FILES = SAM2_CHECKPOINT_FILES
 # (trunk width, trunk blocks) of the released image encoders -> size letter
 _TRUNK_TO_SIZE = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
 
@@ -446,7 +438,7 @@ def _check_state_dict(sd: Mapping[str, Any], model: torch.nn.Module, path: Path,
 
 
 def build_sam2_propagator(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     config: str = "sam2.1_hiera_t",
     device: str | torch.device = "cpu",
     apply_postprocessing: bool = True,
@@ -473,16 +465,19 @@ def build_sam2_propagator(
             names the file, the config, a few mismatched keys and the config the file looks like).
         ValueError: unknown config name.
     """
-    path = Path(checkpoint)
     if config != "tiny":
         config_file = _config_file(config)
+    if checkpoint is None or str(checkpoint) == "":
+        raise CheckpointError(f"no SAM 2 checkpoint given for config '{config}': pass sam2_checkpoint.")
+    path = Path(checkpoint)
     if not path.is_file():
         expected = _CONFIG_FILES.get(config, "sam2.1_hiera_tiny.pt")
+        where = large_files_hint(path, "https://github.com/facebookresearch/sam2 or the Hugging Face model "
+                                       "facebook/sam2.1-hiera-tiny etc.")
         raise CheckpointError(
             f"SAM 2 checkpoint not found: {path}. Download the SAM 2 weights for config '{config}' "
-            f"({expected}, from https://github.com/facebookresearch/sam2 or the Hugging Face model "
-            "facebook/sam2.1-hiera-tiny etc.) and pass the file's path as the checkpoint; tests and demos "
-            "can use fewlabel.sam.propagate.save_tiny_sam2(path) with config='tiny'."
+            f"({expected}; see {where}) and pass the file's path as the checkpoint (--sam2_checkpoint PATH); "
+            "tests and demos can use fewlabel.sam.propagate.save_tiny_sam2(path) with config='tiny'."
         )
     payload = read_weights_file(path, "SAM 2 checkpoint")
 

@@ -42,6 +42,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from fewlabel.errors import CheckpointError
 from fewlabel.networks.transfer import read_weights_file
+from fewlabel.sam.checkpoints import SAM_CHECKPOINT_FILES, large_files_hint
 from fewlabel.sam.prompts import SamPrompt, make_prompts
 
 if TYPE_CHECKING:
@@ -218,16 +219,13 @@ def tiny_sam_checkpoint(path: str | os.PathLike, seed: int = 0) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _missing_checkpoint_message(path: Path) -> str:
-    hint = f"the bundle's large_files.yml ({_BUNDLE_LARGE_FILES})"
-    for parent in path.resolve().parents:
-        if (parent / "large_files.yml").is_file():
-            hint = f"{parent / 'large_files.yml'}"
-            break
+def _missing_checkpoint_message(path: Path, model_type: str) -> str:
+    hint = large_files_hint(path, f"the bundle's large_files.yml ({_BUNDLE_LARGE_FILES})")
+    official = SAM_CHECKPOINT_FILES.get(model_type)
+    expected = f" (the released SAM '{model_type}' file is {official})" if official else ""
     return (
-        f"SAM checkpoint not found: {path}. Download the SAM or MedSAM weights listed in {hint} "
-        "(SAM ViT-B: sam_vit_b_01ec64.pth; MedSAM: medsam_vit_b.pth, model_type='vit_b') and pass the "
-        "file's path as the checkpoint."
+        f"SAM checkpoint not found: {path}{expected}. Download it as listed in {hint}; or pass the file's path "
+        "as the checkpoint (--sam_checkpoint PATH; MedSAM: medsam_vit_b.pth with model_type 'vit_b')."
     )
 
 
@@ -296,7 +294,7 @@ def _unwrap_state_dict(payload: Any) -> Any:
 
 
 def build_sam_teacher(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     model_type: str = "vit_b",
     device: str | torch.device = "cpu",
     cache: EmbeddingCache | None = None,
@@ -328,9 +326,14 @@ def build_sam_teacher(
     """
     if model_type not in MODEL_TYPES:
         raise ValueError(f"unknown SAM model_type '{model_type}', expected one of {MODEL_TYPES}")
+    if checkpoint is None or str(checkpoint) == "":
+        raise CheckpointError(
+            f"no SAM checkpoint given for model_type '{model_type}' (it has no release file to default to): pass "
+            "sam_checkpoint, e.g. fewlabel.sam.tiny_sam_checkpoint(path) for a tiny test model."
+        )
     path = Path(checkpoint)
     if not path.is_file():
-        raise CheckpointError(_missing_checkpoint_message(path))
+        raise CheckpointError(_missing_checkpoint_message(path, model_type))
     identity = _file_identity(path)
     payload = read_weights_file(path, "SAM checkpoint")
 

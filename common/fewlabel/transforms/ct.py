@@ -33,6 +33,7 @@ from monai.utils import TransformBackends, convert_data_type, convert_to_dst_typ
 from fewlabel.arguments import as_bool, as_optional
 from fewlabel.data.ct import _middle_bounds, as_ct_volume, load_ct_volume
 from fewlabel.errors import DataError
+from fewlabel.transforms.io import NONFINITE_POLICIES
 
 __all__ = [
     "NotHUWarning",
@@ -46,9 +47,6 @@ __all__ = [
     "LoadCTSlice",
     "LoadCTSliced",
 ]
-
-#: what :class:`CTWindow` does with NaN / Inf voxels
-NONFINITE_POLICIES = ("error", "replace")
 
 
 class NotHUWarning(UserWarning):
@@ -122,8 +120,8 @@ class CTWindow(Transform):
                 if self.nonfinite == "error":
                     raise DataError(
                         f"{_source(img)} holds {n_nan} NaN and {n_inf} infinite voxel(s) of {x.numel()}; "
-                        "fix or remove the file, or use CTWindow(nonfinite='replace') to set NaN to "
-                        f"{self.fill_value:g} HU and clip infinities."
+                        "fix or remove the file, or pass --nonfinite replace (CTWindow(nonfinite='replace')) "
+                        f"to set NaN to {self.fill_value:g} HU and clip infinities."
                     )
                 x = torch.nan_to_num(x, nan=self.fill_value, posinf=self.level + self.width,
                                      neginf=self.level - self.width)

@@ -23,6 +23,8 @@ from fewlabel.arguments import as_bool
 from fewlabel.errors import DataError
 
 __all__ = [
+    "CHANNEL_POLICIES",
+    "NONFINITE_POLICIES",
     "read_image_2d",
     "LoadImage2D",
     "LoadImage2Dd",
@@ -35,13 +37,44 @@ __all__ = [
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
+#: ``channel_policy`` values of :class:`LoadImage2D` (a bundle's ``--channel_policy``).
+CHANNEL_POLICIES = ("error", "convert")
+#: ``nonfinite`` values of :class:`LoadImage2D` and :class:`fewlabel.transforms.CTWindow` (a bundle's ``--nonfinite``).
+NONFINITE_POLICIES = ("error", "replace")
 
-def read_image_2d(path: str | os.PathLike) -> np.ndarray:
+
+def _replace_nonfinite(arr: np.ndarray) -> np.ndarray:
+    """NaN -> 0, +Inf / -Inf -> the largest / smallest finite value of the image (1 / 0 when there is none)."""
+    finite = arr[np.isfinite(arr)]
+    hi, lo = (float(finite.max()), float(finite.min())) if finite.size else (1.0, 0.0)
+    return np.nan_to_num(arr, nan=0.0, posinf=hi, neginf=lo)
+
+
+def _check_finite(arr: np.ndarray, source: str, nonfinite: str) -> np.ndarray:
+    if arr.dtype.kind != "f" or np.isfinite(arr).all():
+        return arr
+    if nonfinite == "replace":
+        return _replace_nonfinite(arr)
+    n_nan = int(np.isnan(arr).sum())
+    raise DataError(
+        f"image {source} contains {n_nan} NaN and {int((~np.isfinite(arr)).sum()) - n_nan} infinite value(s); fix or "
+        "remove it from the datalist, or pass --nonfinite replace (NaN -> 0, infinities -> the image's finite range)."
+    )
+
+
+def read_image_2d(path: str | os.PathLike, nonfinite: str = "error") -> np.ndarray:
     """Read a PNG / JPEG / TIFF / BMP file into ``(H, W)`` or ``(H, W, C)`` (any dtype).
 
+    Args:
+        path: the image file.
+        nonfinite: NaN / Inf pixels of a float image (TIFF): ``"error"`` (default) or
+            ``"replace"`` (NaN -> 0, +Inf / -Inf -> the image's largest / smallest finite value).
+
     Raises:
-        DataError: the file is missing, truncated, not an image, or holds NaN/Inf.
+        DataError: the file is missing, truncated, not an image, or holds NaN/Inf (with ``nonfinite="error"``).
     """
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"image file not found: {path}. Check dataset_dir and the datalist.")
@@ -56,9 +89,7 @@ def read_image_2d(path: str | os.PathLike) -> np.ndarray:
             f"cannot read image {path}: {type(e).__name__}: {e}. The file is truncated or not an image; re-export "
             "or remove it from the datalist."
         ) from e
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise DataError(f"image {path} contains NaN or Inf values; fix or remove it from the datalist.")
-    return arr
+    return _check_finite(arr, path, nonfinite)
 
 
 def _scale_to_unit(arr: np.ndarray) -> np.ndarray:
@@ -70,16 +101,14 @@ def _scale_to_unit(arr: np.ndarray) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _frame_array(frame: np.ndarray | torch.Tensor) -> np.ndarray:
+def _frame_array(frame: np.ndarray | torch.Tensor, nonfinite: str = "error") -> np.ndarray:
     """A frame in memory, ``(H, W)`` or channel-last ``(H, W, C)`` as image files and OpenCV give it."""
     source = str(getattr(frame, "meta", {}).get("filename_or_obj") or "in-memory frame")
     arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4) or arr.size == 0:
         raise DataError(f"{source}: a frame must be (H, W) or channel-last (H, W, C) with C <= 4, got shape "
                         f"{arr.shape}.")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise DataError(f"{source} contains NaN or Inf values.")
-    return arr
+    return _check_finite(arr, source, nonfinite)
 
 
 class LoadImage2D(Transform):
@@ -90,6 +119,9 @@ class LoadImage2D(Transform):
         channel_policy: what to do when the file has other channels: ``"error"`` (default: a
             :class:`~fewlabel.errors.DataError` naming the file) or ``"convert"`` (gray is
             repeated to RGB, RGB is turned to BT.601 luma). An alpha channel is always dropped.
+            Every 2D bundle exposes it as ``--channel_policy`` (with ``--image_channels``).
+        nonfinite: NaN / Inf pixels of a float image: ``"error"`` (default, naming the file) or
+            ``"replace"`` (see :func:`read_image_2d`); a bundle's ``--nonfinite``.
 
     The input is a file path, or a frame already in memory: an ``(H, W)`` / channel-last
     ``(H, W, C)`` array or tensor (a MetaTensor's ``filename_or_obj`` is kept), scaled the same way.
@@ -97,20 +129,23 @@ class LoadImage2D(Transform):
     Returns a :class:`~monai.data.MetaTensor` whose meta holds ``filename_or_obj`` and ``spatial_shape``.
     """
 
-    def __init__(self, channels: int = 3, channel_policy: str = "error") -> None:
+    def __init__(self, channels: int = 3, channel_policy: str = "error", nonfinite: str = "error") -> None:
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if channel_policy not in ("error", "convert"):
-            raise ValueError(f"channel_policy must be 'error' or 'convert', got '{channel_policy}'")
+            raise ValueError(f"channels (image_channels) must be 1 or 3, got {channels}")
+        if channel_policy not in CHANNEL_POLICIES:
+            raise ValueError(f"channel_policy must be one of {CHANNEL_POLICIES}, got '{channel_policy}'")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got '{nonfinite}'")
         self.channels = channels
         self.channel_policy = channel_policy
+        self.nonfinite = nonfinite
 
     def __call__(self, path: str | os.PathLike | np.ndarray | torch.Tensor) -> MetaTensor:
         if isinstance(path, (np.ndarray, torch.Tensor)):  # a frame in memory (video, MONAI Deploy)
-            arr = _scale_to_unit(_frame_array(path))
+            arr = _scale_to_unit(_frame_array(path, self.nonfinite))
             path = str(getattr(path, "meta", {}).get("filename_or_obj") or "in-memory frame")
         else:
-            arr = _scale_to_unit(read_image_2d(path))
+            arr = _scale_to_unit(read_image_2d(path, self.nonfinite))
         if arr.ndim == 3 and arr.shape[-1] in (2, 4):  # drop alpha
             arr = arr[..., :-1] if arr.shape[-1] == 4 else arr[..., 0]
         have = 1 if arr.ndim == 2 else arr.shape[-1]
@@ -120,7 +155,9 @@ class LoadImage2D(Transform):
                 want = {1: "grayscale", 3: "RGB"}[self.channels]
                 raise DataError(
                     f"{path} is a {kind} image but this bundle expects {want} input ({self.channels} channels). "
-                    f"Convert the file, or set image_channels={have} (and retrain), or channel_policy='convert'."
+                    f"Convert the file, or pass --channel_policy convert (channel_policy='convert': "
+                    f"{'gray repeated to RGB' if have == 1 else 'RGB to luma'}), or train with "
+                    f"--image_channels {have} instead."
                 )
             arr = np.repeat(arr[..., None], 3, axis=-1) if have == 1 else arr[..., :3] @ _LUMA
         chw = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
@@ -180,8 +217,8 @@ class LoadImage2Dd(_LoadD):
     """Dictionary-based twin of :class:`LoadImage2D`."""
 
     def __init__(self, keys: KeysCollection, channels: int = 3, channel_policy: str = "error",
-                 allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, LoadImage2D(channels, channel_policy), allow_missing_keys)
+                 nonfinite: str = "error", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, LoadImage2D(channels, channel_policy, nonfinite), allow_missing_keys)
 
 
 class LoadLabel2Dd(_LoadD):
@@ -297,7 +334,7 @@ class SaveMask2Dd(MapTransform):
                 factor = 255 // max(self.num_classes - 1, 1) if self.scale else 1
                 Image.fromarray((mask * factor).astype(np.uint8)).save(self.output_dir / f"{stem}_mask.png")
             if self.overlay and src and os.path.isfile(str(src)):
-                image = read_image_2d(str(src))
+                image = read_image_2d(str(src), nonfinite="replace")  # drawing only: the loader checked the file
                 if image.ndim == 3 and image.shape[-1] == 4:
                     image = image[..., :3]
                 if image.shape[:2] == mask.shape:

@@ -129,7 +129,8 @@ class SaveLandmarksd(MapTransform):
             paths = d.get(pkey) or {}
             src = self._source(pred, d.get(self.image_key))
             net_size = tuple(int(s) for s in torch.as_tensor(pred).shape[-2:])
-            frame = read_image_2d(src) if src and os.path.isfile(src) else None
+            # drawing only: the loader already applied the bundle's nonfinite policy to this file
+            frame = read_image_2d(src, nonfinite="replace") if src and os.path.isfile(src) else None
             size = frame.shape[:2] if frame is not None else net_size
             full = scale_paths(paths, net_size, size)
             if pkey in d:
