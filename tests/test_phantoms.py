@@ -220,7 +220,7 @@ def test_demo_dataset_replaces_other_parameters_and_refuses_foreign_folder(tmp_p
 
 
 def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
-    from fewlabel.data import phantoms
+    from fewlabel.data.phantoms import dataset as phantoms  # the module write_demo_dataset looks _save_png up in
 
     calls = {"n": 0}
     real = phantoms._save_png
