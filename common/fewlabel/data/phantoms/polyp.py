@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -56,27 +58,32 @@ def _polyp_blob(
     return (slice(y0, y1), slice(x0, x1)), depth, height.astype(np.float32), depth > 0
 
 
-@register_phantom("polyp", num_classes=2, class_names=("background", "polyp"), modality="endoscopy")
-def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
-    """Colonoscopy frame: pink mucosa with folds and vessels, dark lumen, one or two raised polyps.
 
-    ``style_rng`` draws one *patient / video*: field of view (circle or rounded rectangle with
-    black corners), mucosa and polyp colours, vessel density, light tint and exposure, and the
-    scope-guide box some frames carry in their lower-left corner. ``rng`` draws one *frame*: the
-    lumen (a dark tunnel, possibly off-frame) with haustral folds around it, the vessels, and the
-    polyps: always at least one (one in ~80 % of frames, two otherwise), each a lobulated blob,
-    slightly paler or redder than the mucosa, with a pit-pattern texture, shaded as a dome lit
-    from the scope, a contact shadow around its base and specular glints. Light falls off from
-    the centre (vignetting) and outside the field of view the frame is black. The mask is the
-    union of the polyps inside the field of view (and outside the box).
+@dataclass(frozen=True)
+class _PolypVideo:
+    """What ``style_rng`` draws for one patient / video.
+
+    Attributes:
+        fov: ``(H, W)`` float32 soft field of view in [0, 1] (see :func:`_fov_mask`).
+        col: base colours (keys of ``_POLYP_COLOURS``), ``(3, 1, 1)`` float32 RGB in [0, 1].
+        vessel_density: in [0.3, 1].
+        gain: ``(3, 1, 1)`` float32 light tint times exposure, about [0.8, 1.1].
+        has_box, box_w, box_h: whether frames carry the scope-guide box in their lower-left corner, its size in px.
     """
-    h, w = size
-    m = float(min(h, w))
-    s = float(np.sqrt(h * w) / 224.0)
-    col = {k: np.asarray(v, np.float32).reshape(3, 1, 1) for k, v in _POLYP_COLOURS.items()}
 
-    # ---- patient / video
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    fov: np.ndarray
+    col: dict[str, np.ndarray]
+    vessel_density: float
+    gain: np.ndarray
+    has_box: bool
+    box_w: float
+    box_h: float
+
+
+def _polyp_video(style_rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: tuple[int, int]) -> _PolypVideo:
+    """Draw one patient / video (see :class:`_PolypVideo`) from the ``(H, W)`` pixel grids ``yy``, ``xx``."""
+    h, w = size
+    col = {k: np.asarray(v, np.float32).reshape(3, 1, 1) for k, v in _POLYP_COLOURS.items()}
     fov = _fov_mask(style_rng, yy, xx, size)
     for key in ("mucosa", "polyp", "vessel"):
         col[key] = np.clip(col[key] * (1.0 + style_rng.normal(0.0, 0.05, (3, 1, 1))), 0.0, 1.0).astype(np.float32)
@@ -91,11 +98,40 @@ def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple
     gain = (tint * style_rng.uniform(0.9, 1.1)).reshape(3, 1, 1)
     has_box = style_rng.random() < 0.3
     box_w, box_h = style_rng.uniform(0.2, 0.28) * w, style_rng.uniform(0.22, 0.3) * h
+    return _PolypVideo(fov, col, vessel_density, gain, has_box, box_w, box_h)
 
-    # ---- frame: lumen and haustral folds around it
-    fine = _fast_noise(rng, size, 1.2 * s)
-    mid = _fast_noise(rng, size, 3.5 * s)
-    coarse = _fast_noise(rng, size, 12.0 * s)
+
+class _Noises(NamedTuple):
+    """Unit-std ``(H, W)`` float32 noises of one frame, by correlation length."""
+
+    fine: np.ndarray
+    mid: np.ndarray
+    coarse: np.ndarray
+
+
+class _Lumen(NamedTuple):
+    """The colon wall around the lumen, before lighting.
+
+    Attributes:
+        img: ``(3, H, W)`` float32 RGB, about [0, 1]; the later steps paint into it in place.
+        shade: ``(H, W)`` float32 shading of the wall, about [0, 1.2].
+        crest: ``(H, W)`` float32 fold crests, in [0, 1].
+        far: ``(H, W)`` float32 depth, in [0, 1]: 0 deep in the lumen, 1 near the scope.
+    """
+
+    img: np.ndarray
+    shade: np.ndarray
+    crest: np.ndarray
+    far: np.ndarray
+
+
+def _polyp_lumen(
+    rng: np.random.Generator, video: _PolypVideo, yy: np.ndarray, xx: np.ndarray, noise: _Noises
+) -> _Lumen:
+    """Draw the lumen (a dark tunnel, possibly off-frame) and the haustral folds around it."""
+    h, w = yy.shape
+    m = float(min(h, w))
+    col, fine, mid, coarse = video.col, noise.fine, noise.mid, noise.coarse
     angle = rng.uniform(0.0, 2 * np.pi)
     dist = rng.uniform(0.05, 0.65) * m
     ly, lx = (h - 1) / 2 + dist * math.sin(angle), (w - 1) / 2 + dist * math.cos(angle)
@@ -118,15 +154,52 @@ def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple
     shade *= (1.0 - 0.3 * fold_shadow * far) * (1.0 + 0.05 * mid + 0.04 * fine)
     img = col["mucosa"] * shade
     img += (col["fold_shadow"] - col["mucosa"]) * (0.35 * fold_shadow * far * shade)
+    return _Lumen(img, shade, crest, far)
 
-    # ---- vessels: thin dark-red branching lines (ridges of band-limited noise), patchy and faint
+
+def _paint_vessels(
+    rng: np.random.Generator, video: _PolypVideo, wall: _Lumen, noise: _Noises, s: float
+) -> None:
+    """Paint vessels into ``wall.img`` in place: thin dark-red branching lines, patchy and faint.
+
+    The lines are ridges of band-limited noise, fading into the lumen with ``wall.far``.
+    """
+    size = wall.far.shape
+    mid, coarse = noise.mid, noise.coarse
     main = np.exp(-np.square(_fast_noise(rng, size, 4.0 * s) / 0.03))
     small = np.exp(-np.square(_fast_noise(rng, size, 1.6 * s) / 0.04)) * _smoothstep(0.2, 1.2, mid)
     vessels = np.clip(main + 0.8 * small, 0.0, 1.0) * _smoothstep(0.3, 1.3, coarse + 0.5 * mid)
-    vessels *= (0.45 * vessel_density) * far
-    img += (col["vessel"] * shade - img) * vessels
+    vessels *= (0.45 * video.vessel_density) * wall.far
+    wall.img[...] += (video.col["vessel"] * wall.shade - wall.img) * vessels
 
-    # ---- polyps: always at least one, inside the field of view and off the box
+
+def _polyp_centre(rng: np.random.Generator, video: _PolypVideo, size: tuple[int, int]) -> tuple[float, float]:
+    """Draw a polyp centre ``(y, x)`` in px: inside the field of view and off the box (30 tries, then the centre)."""
+    h, w = size
+    for _ in range(30):
+        cy = (h - 1) / 2 + rng.uniform(-0.3, 0.3) * h
+        cx = (w - 1) / 2 + rng.uniform(-0.3, 0.3) * w
+        in_box = video.has_box and cx < video.box_w + 2 and cy > h - video.box_h - 2
+        if video.fov[int(cy), int(cx)] > 0.5 and not in_box:
+            return cy, cx
+    return (h - 1) / 2, (w - 1) / 2
+
+
+def _polyp_polyps(
+    rng: np.random.Generator, video: _PolypVideo, wall: _Lumen, noise: _Noises
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one or two polyps and paint them into ``wall.img`` in place.
+
+    Each is a lobulated blob (:func:`_polyp_blob`) with a pit-pattern texture, shaded as a dome lit
+    from the scope (Lambertian, and a specular lobe), with a contact shadow around its base.
+
+    Returns:
+        ``(mask, glint_boost)``: ``(H, W)`` bool union of the polyps, ``(H, W)`` float32 >= 0
+        specular strength of the polyps' glints.
+    """
+    size = wall.far.shape
+    m = float(min(size))
+    img, far, col, fine, mid = wall.img, wall.far, video.col, noise.fine, noise.mid
     n_polyps = 1 if rng.random() < 0.8 else 2
     mask = np.zeros(size, bool)
     glint_boost = np.zeros(size, np.float32)
@@ -134,14 +207,7 @@ def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple
     light_norm = math.sqrt(lx_ * lx_ + ly_ * ly_ + 1.0)
     for k in range(n_polyps):
         radius = max(4.0, rng.uniform(0.09, 0.22) * m * (0.6 if k else 1.0))
-        for _ in range(30):
-            cy = (h - 1) / 2 + rng.uniform(-0.3, 0.3) * h
-            cx = (w - 1) / 2 + rng.uniform(-0.3, 0.3) * w
-            in_box = has_box and cx < box_w + 2 and cy > h - box_h - 2
-            if fov[int(cy), int(cx)] > 0.5 and not in_box:
-                break
-        else:  # the centre is always in the field of view and off the box
-            cy, cx = (h - 1) / 2, (w - 1) / 2
+        cy, cx = _polyp_centre(rng, video, size)
         (sy, sx), depth, height, inside = _polyp_blob(rng, cy, cx, radius, size)
         alpha = np.clip(depth + 0.5, 0.0, 1.0)
         # Lambertian shading of the dome (height 0.6 radius) and a specular lobe
@@ -158,19 +224,40 @@ def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple
         spec = np.clip(ndotl, 0.0, 1.0) ** 60 * alpha * (0.7 + 0.6 * fine[sy, sx])
         np.maximum(glint_boost[sy, sx], 3.5 * spec, out=glint_boost[sy, sx])
         mask[sy, sx] |= inside
+    return mask, glint_boost
 
-    # ---- light: vignetting from the scope, specular glints on wet surfaces, noise, black outside
+
+def _polyp_light(
+    rng: np.random.Generator,
+    video: _PolypVideo,
+    wall: _Lumen,
+    noise: _Noises,
+    glint_boost: np.ndarray,
+    mask: np.ndarray,
+    s: float,
+) -> np.ndarray:
+    """Light ``wall.img`` (in place): vignetting from the scope, wet glints, gain, the box, noise, black outside.
+
+    ``mask`` is cleared under the box and outside the field of view, in place.
+
+    Returns:
+        the ``(H, W, 3)`` uint8 RGB frame, slightly blurred above 224 px.
+    """
+    h, w = size = wall.far.shape
+    m = float(min(h, w))
+    img, fov, fine, mid, coarse = wall.img, video.fov, noise.fine, noise.mid, noise.coarse
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yn, xn = (yy - (h - 1) / 2) / m, (xx - (w - 1) / 2) / m
     r2 = yn * yn + xn * xn
     light = (1.1 - 0.55 * r2) * fov
-    glints = fine + 0.9 * crest * far * _smoothstep(0.0, 1.5, mid) + glint_boost
+    glints = fine + 0.9 * wall.crest * wall.far * _smoothstep(0.0, 1.5, mid) + glint_boost
     highlight = _smoothstep(2.4, 2.9, glints) * fov
     img *= light
     img += highlight * (np.array([1.0, 0.98, 0.95], np.float32).reshape(3, 1, 1) - img)
-    img *= gain
-    if has_box:  # the scope-guide box: dark with a green map inside
-        bx, by = int(box_w), int(h - box_h)
-        inner = (0.5 + 0.5 * _smoothstep(-0.2, 0.6, coarse[by:, :bx])) * col["box"]
+    img *= video.gain
+    if video.has_box:  # the scope-guide box: dark with a green map inside
+        bx, by = int(video.box_w), int(h - video.box_h)
+        inner = (0.5 + 0.5 * _smoothstep(-0.2, 0.6, coarse[by:, :bx])) * video.col["box"]
         img[:, by:, :bx] = inner
         img[:, by : by + max(1, int(s)), :bx] = 0.02
         img[:, by:, bx - max(1, int(s)) : bx] = 0.02
@@ -179,4 +266,32 @@ def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple
     image = _to_uint8(img).transpose(1, 2, 0)
     image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), 0.5 * s) if s > 1.0 else np.ascontiguousarray(image)
     mask &= fov >= 0.5
+    return image
+
+
+@register_phantom("polyp", num_classes=2, class_names=("background", "polyp"), modality="endoscopy")
+def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+    """Colonoscopy frame: pink mucosa with folds and vessels, dark lumen, one or two raised polyps.
+
+    ``style_rng`` draws one *patient / video*: field of view (circle or rounded rectangle with
+    black corners), mucosa and polyp colours, vessel density, light tint and exposure, and the
+    scope-guide box some frames carry in their lower-left corner. ``rng`` draws one *frame*: the
+    lumen (a dark tunnel, possibly off-frame) with haustral folds around it, the vessels, and the
+    polyps: always at least one (one in ~80 % of frames, two otherwise), each a lobulated blob,
+    slightly paler or redder than the mucosa, with a pit-pattern texture, shaded as a dome lit
+    from the scope, a contact shadow around its base and specular glints. Light falls off from
+    the centre (vignetting) and outside the field of view the frame is black. The mask is the
+    union of the polyps inside the field of view (and outside the box).
+
+    The steps below draw from ``rng`` in this order; changing it changes every frame.
+    """
+    h, w = size
+    s = float(np.sqrt(h * w) / 224.0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    video = _polyp_video(style_rng, yy, xx, size)
+    noise = _Noises(_fast_noise(rng, size, 1.2 * s), _fast_noise(rng, size, 3.5 * s), _fast_noise(rng, size, 12.0 * s))
+    wall = _polyp_lumen(rng, video, yy, xx, noise)
+    _paint_vessels(rng, video, wall, noise, s)
+    mask, glint_boost = _polyp_polyps(rng, video, wall, noise)
+    image = _polyp_light(rng, video, wall, noise, glint_boost, mask, s)
     return image, mask.astype(np.uint8)
