@@ -106,6 +106,49 @@ def write_demo_dataset(
         ValueError: unknown ``kind`` or invalid parameters.
         DataError: ``root`` exists, is not empty and holds no demo dataset.
     """
+    params = _demo_params(kind, num_patients, images_per_patient, size, seed, fractions, unlabelled_fraction)
+    if root is None:
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+        root = cache_dir("demo", f"{kind}-{digest}")
+    root = Path(root).expanduser()
+    datalist_path = root / "datalist.json"
+    if _is_complete(datalist_path, params):
+        return datalist_path
+
+    items, seeds = _demo_items(params["num_patients"], params["images_per_patient"], params["seed"])
+    # the split depends on the items only, so it is decided before any file is written
+    datalist = _demo_datalist(kind, items, params)
+    no_label = {item["image"] for item in datalist.get("unlabelled", [])}
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        _write_phantoms(tmp, kind, items, seeds, tuple(params["size"]), no_label)
+        save_datalist(datalist, tmp / "datalist.json")
+        _move_into_place(tmp, root, params)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return datalist_path
+
+
+def _demo_params(
+    kind: str,
+    num_patients: int,
+    images_per_patient: int,
+    size: tuple[int, int],
+    seed: int,
+    fractions: tuple[float, float, float],
+    unlabelled_fraction: float,
+) -> dict[str, Any]:
+    """Check the arguments of :func:`write_demo_dataset` and return them as the ``"phantom"`` entry of its datalist.
+
+    That entry (JSON types: ``size`` and ``fractions`` as lists, ``version`` :data:`PHANTOM_VERSION`)
+    is also the cache key; ``unlabelled_fraction`` is in it only when > 0, so that the cache keys
+    of datasets written before that option existed stay valid.
+
+    Raises:
+        ValueError: unknown ``kind`` or an invalid argument (the message names it).
+    """
     _check_kind(kind)
     size = _check_size(size)
     seed = _check_seed(seed, "seed")
@@ -128,56 +171,66 @@ def write_demo_dataset(
     }
     if unlabelled_fraction > 0:  # only then, so that existing cache keys stay valid
         params["unlabelled_fraction"] = unlabelled_fraction
-    if root is None:
-        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-        root = cache_dir("demo", f"{kind}-{digest}")
-    root = Path(root).expanduser()
-    datalist_path = root / "datalist.json"
-    if _is_complete(datalist_path, params):
-        return datalist_path
+    return params
 
-    info = phantom_info(kind)
+
+def _demo_items(
+    num_patients: int, images_per_patient: int, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, tuple[int, int]]]:
+    """The datalist items and each image's seeds.
+
+    Returns:
+        ``(items, seeds)``: ``{"image": "images/<patient>_<k>.png", "label": "labels/...", "patient"}``
+        in patient, then image order; ``{image: (content seed, style seed)}`` (see :func:`_image_seeds`).
+    """
     items = []
     seeds: dict[str, tuple[int, int]] = {}
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
-        (tmp / "images").mkdir()
-        (tmp / "labels").mkdir()
-        for p in range(int(num_patients)):
-            patient = f"p{p:03d}"
-            for k in range(int(images_per_patient)):
-                name = f"{patient}_{k}.png"
-                items.append({"image": f"images/{name}", "label": f"labels/{name}", "patient": patient})
-                seeds[f"images/{name}"] = _image_seeds(seed, p, k)
-        # the split depends on the items only, so it is decided before any file is written
-        training, validation, testing = split_by_group(items, fractions, seed=seed)
-        unlabelled: list[dict[str, Any]] = []
-        if unlabelled_fraction > 0:
-            training, unlabelled = split_labelled(training, 1.0 - unlabelled_fraction, seed=seed)
-        no_label = {item["image"] for item in unlabelled}
-        for item in items:
-            content_seed, style_seed = seeds[item["image"]]
-            image, mask = make_phantom(kind, content_seed, size, style_seed=style_seed)
-            _save_png(image, tmp / item["image"])
-            if item["image"] not in no_label:
-                _save_png(mask, tmp / item["label"])
-        datalist = {
-            "name": f"fewlabel demo: {kind} phantoms",
-            "labels": {str(i): n for i, n in enumerate(info["class_names"])},
-            "phantom": params,
-            "training": training,
-            "validation": validation,
-            "testing": testing,
-        }
-        if unlabelled_fraction > 0:
-            datalist["unlabelled"] = unlabelled
-        save_datalist(datalist, tmp / "datalist.json")
-        _move_into_place(tmp, root, params)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return datalist_path
+    for p in range(num_patients):
+        patient = f"p{p:03d}"
+        for k in range(images_per_patient):
+            name = f"{patient}_{k}.png"
+            items.append({"image": f"images/{name}", "label": f"labels/{name}", "patient": patient})
+            seeds[f"images/{name}"] = _image_seeds(seed, p, k)
+    return items, seeds
+
+
+def _demo_datalist(kind: str, items: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """The datalist of ``items``: split by patient, the unlabelled patients' items without their ``"label"`` key."""
+    seed = params["seed"]
+    training, validation, testing = split_by_group(items, tuple(params["fractions"]), seed=seed)
+    unlabelled: list[dict[str, Any]] = []
+    if "unlabelled_fraction" in params:
+        training, unlabelled = split_labelled(training, 1.0 - params["unlabelled_fraction"], seed=seed)
+    datalist = {
+        "name": f"fewlabel demo: {kind} phantoms",
+        "labels": {str(i): n for i, n in enumerate(phantom_info(kind)["class_names"])},
+        "phantom": params,
+        "training": training,
+        "validation": validation,
+        "testing": testing,
+    }
+    if "unlabelled_fraction" in params:
+        datalist["unlabelled"] = unlabelled
+    return datalist
+
+
+def _write_phantoms(
+    folder: Path,
+    kind: str,
+    items: list[dict[str, Any]],
+    seeds: dict[str, tuple[int, int]],
+    size: tuple[int, int],
+    no_label: set[str],
+) -> None:
+    """Draw and save each item's image (and its label, unless its image is in ``no_label``) under ``folder``."""
+    (folder / "images").mkdir()
+    (folder / "labels").mkdir()
+    for item in items:
+        content_seed, style_seed = seeds[item["image"]]
+        image, mask = make_phantom(kind, content_seed, size, style_seed=style_seed)
+        _save_png(image, folder / item["image"])
+        if item["image"] not in no_label:
+            _save_png(mask, folder / item["label"])
 
 
 def _move_into_place(tmp: Path, root: Path, params: dict[str, Any]) -> None:
