@@ -10,7 +10,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -216,9 +216,7 @@ def write_ct_phantom_dicom(
     Returns:
         :class:`CTPhantom` (the folder, the label path or None, liver slice range).
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     folder = Path(folder)
     spacing = _check_spacing(spacing)
@@ -234,45 +232,77 @@ def write_ct_phantom_dicom(
     prefix = "" if series_number == 1 else f"S{series_number}_"
     for k in range(nz):
         instance = nz - k  # head first: instance 1 is the top slice
-        sop_uid = generate_uid(entropy_srcs=[series_uid, str(k)])
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = _CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "CT"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.Manufacturer = "fewlabel phantom"
-        ds.PatientName = f"Phantom^{seed}"
-        ds.PatientID = f"phantom-{seed}"
-        ds.PatientPosition = "HFS"
-        ds.StudyID = "1"
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = "fewlabel CT phantom"
-        ds.InstanceNumber = instance
-        ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(origin[2] + k * sz)]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.SliceLocation = float(origin[2] + k * sz)
-        ds.PixelSpacing = [sy, sx]
-        ds.SliceThickness = sz
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = ny, nx
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-        ds.PixelRepresentation = 0
-        ds.RescaleIntercept = -1024
-        ds.RescaleSlope = 1
-        ds.RescaleType = "HU"
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        ds.PixelData = (hu[k].astype(np.int32) + 1024).clip(0, 65535).astype("<u2").tobytes()
+        uids = {"sop": generate_uid(entropy_srcs=[series_uid, str(k)]), "study": study_uid, "series": series_uid,
+                "frame": frame_uid}
+        position = [float(origin[0]), float(origin[1]), float(origin[2] + k * sz)]
+        ds = _ct_slice_dataset(hu[k], instance, position, spacing, uids, seed, series_number)
         ds.save_as(folder / f"{prefix}IM{instance:04d}.dcm", enforce_file_format=True)
     if label_path is not None:
         label_path = Path(label_path)
         _save_nifti(label, _phantom_affine(hu.shape, spacing), label_path)
     return CTPhantom(folder, label_path, organ)
+
+
+def _ct_slice_dataset(
+    hu_slice: np.ndarray,
+    instance: int,
+    position: list[float],
+    spacing: tuple[float, float, float],
+    uids: dict[str, str],
+    seed: int,
+    series_number: int,
+) -> Any:
+    """One axial slice as a ``pydicom.Dataset`` of CT Image Storage, explicit VR little endian.
+
+    Args:
+        hu_slice: ``(rows, columns)`` int16 HU; stored as ``HU + 1024`` in unsigned 16 bit (clipped to
+            [0, 65535]) with ``RescaleIntercept`` -1024.
+        instance: ``InstanceNumber``.
+        position: ``ImagePositionPatient`` (LPS, mm); its z is also the ``SliceLocation``.
+        spacing: ``(z, y, x)`` mm: ``SliceThickness`` and ``PixelSpacing`` ``[y, x]``.
+        uids: ``sop``, ``study``, ``series`` and ``frame`` (of reference) instance UIDs.
+        seed, series_number: the phantom's seed (in the patient name and id) and ``SeriesNumber``.
+    """
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    sz, sy, sx = spacing
+    ny, nx = hu_slice.shape
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = uids["sop"]
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = _CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = uids["sop"]
+    ds.StudyInstanceUID = uids["study"]
+    ds.SeriesInstanceUID = uids["series"]
+    ds.FrameOfReferenceUID = uids["frame"]
+    ds.Modality = "CT"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.Manufacturer = "fewlabel phantom"
+    ds.PatientName = f"Phantom^{seed}"
+    ds.PatientID = f"phantom-{seed}"
+    ds.PatientPosition = "HFS"
+    ds.StudyID = "1"
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = "fewlabel CT phantom"
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = position
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.SliceLocation = position[2]
+    ds.PixelSpacing = [sy, sx]
+    ds.SliceThickness = sz
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = ny, nx
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    ds.RescaleType = "HU"
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.PixelData = (hu_slice.astype(np.int32) + 1024).clip(0, 65535).astype("<u2").tobytes()
+    return ds
