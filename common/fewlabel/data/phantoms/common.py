@@ -12,7 +12,6 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-correlated noise of correlation length ``sigma`` px, zero mean, unit std, float32.
 
@@ -31,6 +30,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
 
 
 def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+    """Hermite step of ``x``: 0 below ``edge0``, 1 above ``edge1``, smooth in between (same shape as ``x``)."""
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
@@ -58,8 +58,8 @@ def _radial_boundary(u: np.ndarray, v: np.ndarray, rho: np.ndarray, amp: np.ndar
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """Intensities in [0, 1] (clipped) to uint8 in [0, 255], rounded to nearest."""
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
 
 
 def _polyline_distance(
@@ -88,9 +88,9 @@ def _polyline_distance(
 
 
 def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 10) -> np.ndarray:
+    """``(n, 2)`` float32 points of the quadratic Bezier curve with ``(2,)`` control points ``p0, p1, p2``."""
     t = np.linspace(0.0, 1.0, n, dtype=np.float32)[:, None]
     return ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2).astype(np.float32)
-
 
 
 def _fov_mask(style_rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -28,7 +28,6 @@ from fewlabel.errors import DataError
 __all__ = ["write_demo_dataset"]
 
 
-
 def _image_seeds(seed: int, patient: int, k: int) -> tuple[int, int]:
     """(content seed, style seed) of image ``k`` of ``patient``: patients share the style seed."""
     content = int(np.random.SeedSequence([seed, patient, k]).generate_state(1)[0])

@@ -69,7 +69,6 @@ def _world_sampler(
     return sample
 
 
-
 def _lap_instrument(
     rng: np.random.Generator,
     yy: np.ndarray,

@@ -11,7 +11,6 @@ from fewlabel.data.phantoms.common import _fourier_shape, _radial_boundary, _smo
 from fewlabel.data.phantoms.registry import _Pair, register_phantom
 
 
-
 @register_phantom("nuclei", num_classes=2, class_names=("background", "nucleus"), modality="microscopy")
 def _nuclei(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
     """DAPI-like fluorescence: dim uneven background, 15-60 bright textured nuclei, blur, shot noise."""

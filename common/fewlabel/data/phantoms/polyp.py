@@ -58,7 +58,6 @@ def _polyp_blob(
     return (slice(y0, y1), slice(x0, x1)), depth, height.astype(np.float32), depth > 0
 
 
-
 @dataclass(frozen=True)
 class _PolypVideo:
     """What ``style_rng`` draws for one patient / video.

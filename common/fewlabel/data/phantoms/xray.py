@@ -36,7 +36,6 @@ def _lung_mask(
     return ndi.gaussian_filter(raster, smooth, truncate=3.0) > 0.5
 
 
-
 @dataclass(frozen=True)
 class _XrayPatient:
     """What ``style_rng`` draws for one patient: build, lung proportions, heart size, exposure, ribs.
