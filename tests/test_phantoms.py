@@ -40,6 +40,30 @@ def test_package_exports():
         assert hasattr(fdata, name), name
 
 
+def test_each_modality_module_registers_its_kind():
+    """One module per modality registers its kind on import of the package, in a fixed order."""
+    from fewlabel.data import phantoms
+    from fewlabel.data.phantoms import registry
+
+    assert phantoms.PHANTOMS is registry.PHANTOMS and phantoms._INFO is registry._INFO
+    assert phantoms.make_phantom is registry.make_phantom and phantoms.register_phantom is registry.register_phantom
+    modules = {"nuclei": "microscopy", "dermoscopy": "dermoscopy", "xray": "xray", "laparoscopy": "laparoscopy",
+               "liver_landmarks": "liver_landmarks", "polyp": "polyp"}
+    assert list(PHANTOMS)[: len(modules)] == list(modules)  # demo datasets and listings follow this order
+    for kind, module in modules.items():
+        assert PHANTOMS[kind].__module__ == f"fewlabel.data.phantoms.{module}", kind
+
+
+def test_ct_phantoms_live_in_the_package_and_data_ct_reexports_them():
+    import fewlabel.data.ct as ct_data
+    from fewlabel.data import phantoms
+    from fewlabel.data.phantoms import ct as ct_phantoms
+
+    for name in ("CTPhantom", "make_ct_phantom", "write_ct_phantom", "write_ct_phantom_dicom"):
+        assert getattr(ct_data, name) is getattr(ct_phantoms, name) is getattr(phantoms, name), name
+        assert name in ct_data.__all__ and name in phantoms.__all__
+
+
 @pytest.mark.parametrize("kind", sorted(PHANTOMS))
 @pytest.mark.parametrize("size", [(224, 224), (96, 160)])
 def test_shapes_dtypes_ranges(kind, size):
@@ -220,7 +244,7 @@ def test_demo_dataset_replaces_other_parameters_and_refuses_foreign_folder(tmp_p
 
 
 def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
-    from fewlabel.data import phantoms
+    from fewlabel.data.phantoms import dataset as phantoms  # the module write_demo_dataset looks _save_png up in
 
     calls = {"n": 0}
     real = phantoms._save_png
