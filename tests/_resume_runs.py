@@ -38,7 +38,7 @@ def run_stage(bundle: str, configs: list[str] | tuple[str, ...], ckpt_dir: Path,
             trainer: Engine = wf.parser.get_parsed_content("train#trainer")
 
             def crash(engine: Engine) -> None:
-                if engine.state.epoch == crash_epoch and engine.state.iteration % engine.state.epoch_length == 1:
+                if engine.state.epoch == crash_epoch and (engine.state.iteration - 1) % engine.state.epoch_length == 0:
                     raise Crash(f"crash in epoch {crash_epoch}")
 
             trainer.add_event_handler(Events.ITERATION_COMPLETED, crash)
