@@ -2,7 +2,7 @@
 exception after the first iteration of epoch 2 and resumed with ``resume=True``, ends with every tensor and
 value of its checkpoint and of its training state equal to an uninterrupted run's.
 
-The stages run in-process at smoke sizes made smaller still (3 epochs of 2 iterations on tiny images). The
+The stages run in-process at smoke sizes made smaller still (3 epochs of 1-5 iterations on 32 px images). The
 earlier stages a stage reads (e.g. pre-trained weights) come from the uninterrupted runs of the same bundle,
 which run once per test session, in protocol order. A new bundle (or stage) is covered by its protocol.
 """
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _resume_runs import crash_and_resume, differences, run_stage, smoke_overrides
 from fewlabel.protocols import PROTOCOLS, Stage
 
@@ -32,7 +31,7 @@ TINY: dict[str, dict[str, Any]] = {
         "finetune_demo_kwargs": {"num_patients": 4, "images_per_patient": 2, "size": [36, 64], "seed": 1}},
     "sam_mining_polyp_segmentation": {
         "image_size": [32, 32], "demo_kwargs": {"num_patients": 8, "images_per_patient": 1, "size": [32, 40], "seed": 0}},
-    "polycl_liver_ct_segmentation": {},
+    "polycl_liver_ct_segmentation": {"batch_size": 16},
 }
 
 
