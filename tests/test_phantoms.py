@@ -61,7 +61,7 @@ def test_ct_phantoms_live_in_the_package_and_data_ct_reexports_them():
 
     for name in ("CTPhantom", "make_ct_phantom", "write_ct_phantom", "write_ct_phantom_dicom"):
         assert getattr(ct_data, name) is getattr(ct_phantoms, name) is getattr(phantoms, name), name
-        assert name in ct_data.__all__ and name in phantoms.__all__
+        assert name in phantoms.__all__  # fewlabel.data.ct re-exports them lazily (its __getattr__)
 
 
 @pytest.mark.parametrize("kind", sorted(PHANTOMS))

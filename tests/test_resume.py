@@ -162,3 +162,86 @@ def test_resuming_a_finished_run_with_more_epochs_continues_it(tmp_path):
     assert more.state.epoch == 4
     for a, b in zip(straight.network.parameters(), more.network.parameters()):
         assert torch.equal(a, b)
+
+
+def test_crashed_surgical_pretraining_resumes_bit_for_bit(tmp_path):
+    """SurgicalSemiSeg pre-training (random rotations whose random state is nested in ``RandRotated``) stopped by
+    an exception in epoch 2 and resumed ends with every saved tensor equal to an uninterrupted run's."""
+    from _resume_runs import crash_and_resume, differences, run_stage, smoke_overrides
+
+    bundle, configs = "surgical_semiseg_laparoscopy_segmentation", ["train.json", "pretrain.json"]
+    overrides = {**smoke_overrides(bundle), "epochs": 3, "seed": 5}
+    run_stage(bundle, configs, tmp_path / "straight", tmp_path / "o1", overrides)
+    crash_and_resume(bundle, configs, tmp_path / "crashed", tmp_path / "o2", overrides)
+    for name in ("pretrained.pt", "resume_pretrained.pt"):
+        different = differences(tmp_path / "straight" / name, tmp_path / "crashed" / name)
+        assert not different, f"{name}: {len(different)} saved values differ after resuming, e.g. {different[:3]}"
+
+
+def _transform_trainer(transforms: list, epochs: int = 2):
+    """A tiny trainer whose training dataset runs ``transforms`` (MONAI dictionary transforms) on 8 x 8 images."""
+    import monai.transforms as mt
+    from monai.data import Dataset
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    data = [{"image": torch.rand(1, 8, 8), "label": torch.rand(1, 8, 8)} for _ in range(4)]
+    pipeline = mt.Compose(transforms).set_random_state(seed=0)
+    loader = torch.utils.data.DataLoader(Dataset(data, pipeline), batch_size=2, shuffle=True)
+    return SupervisedTrainer(device="cpu", max_epochs=epochs, train_data_loader=loader, network=net,
+                             optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=torch.nn.MSELoss())
+
+
+def _nested_random_transforms() -> list:
+    import monai.transforms as mt
+
+    return [mt.RandRotated(["image", "label"], range_x=0.5, prob=1.0),
+            mt.OneOf([mt.RandGaussianNoised("image", prob=1.0), mt.RandScaleIntensityd("image", 0.5, prob=1.0)])]
+
+
+def test_random_components_are_found_at_any_depth_and_declared_ones_used():
+    from fewlabel.engines import DenoisingPairs, MinedBatches
+    from fewlabel.engines.resume import random_components
+    from fewlabel.transforms import MaskCorruption
+
+    trainer = _transform_trainer(_nested_random_transforms())
+    found = random_components({"dataset": trainer.data_loader.dataset})
+    # the array transform a dictionary transform wraps, and transforms inside OneOf
+    assert found["dataset.transform.transforms[0].rand_rotate.R"][0] == "numpy.RandomState"
+    assert found["dataset.transform.transforms[1].transforms[0].rand_gaussian_noise.R"][0] == "numpy.RandomState"
+    pb = {"prepare_batch": DenoisingPairs(MaskCorruption(generator=torch.Generator()))}
+    assert {p: k for p, (k, _) in random_components(pb).items()} == {
+        "prepare_batch.corruption": "declared:MaskCorruption"}
+    mined = random_components({"prepare_batch": MinedBatches(network=torch.nn.Linear(2, 2), teacher=object())})
+    assert list(mined) == ["prepare_batch"]  # its own state_dict; the student network is not searched
+
+
+def test_nested_transform_state_is_restored_and_a_different_pipeline_is_refused(tmp_path):
+    import monai.transforms as mt
+
+    from fewlabel.engines import TrainingState
+    from fewlabel.errors import CheckpointError
+
+    straight = _transform_trainer(_nested_random_transforms(), epochs=3)
+    straight.run()
+    first = _transform_trainer(_nested_random_transforms(), epochs=1)
+    TrainingState(tmp_path / "state.pt").attach(first)
+    first.run()
+    resumed = _transform_trainer(_nested_random_transforms(), epochs=3)
+    TrainingState(tmp_path / "state.pt", resume=True).attach(resumed)
+    resumed.run()
+    for a, b in zip(straight.network.parameters(), resumed.network.parameters()):
+        assert torch.equal(a, b)
+
+    other = _transform_trainer(_nested_random_transforms() + [mt.RandFlipd("image", prob=0.5)], epochs=3)
+    TrainingState(tmp_path / "state.pt", resume=True).attach(other)
+    with pytest.raises(CheckpointError, match=r"dataset\.transform\.transforms\[2\]\.R: in this run's pipeline"):
+        other.run()
+
+    blob = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
+    torch.save({**blob, "version": 1}, tmp_path / "old.pt")
+    old = _transform_trainer(_nested_random_transforms(), epochs=3)
+    TrainingState(tmp_path / "old.pt", resume=True).attach(old)
+    with pytest.raises(CheckpointError, match="format version 1"):
+        old.run()

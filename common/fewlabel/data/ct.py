@@ -46,7 +46,6 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from fewlabel.data.phantoms.ct import CTPhantom, make_ct_phantom, write_ct_phantom, write_ct_phantom_dicom
 from fewlabel.errors import DataError
 
 __all__ = [
@@ -60,10 +59,6 @@ __all__ = [
     "SliceIndex",
     "build_slice_index",
     "organ_flags",
-    "CTPhantom",
-    "make_ct_phantom",
-    "write_ct_phantom",
-    "write_ct_phantom_dicom",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -609,3 +604,16 @@ def build_slice_index(
     if cache is not None:
         index.to_json(cache, sources=sources)
     return index
+
+
+_PHANTOM_NAMES = ("CTPhantom", "make_ct_phantom", "write_ct_phantom", "write_ct_phantom_dicom")
+
+
+def __getattr__(name: str) -> Any:
+    """The CT phantoms, re-exported from :mod:`fewlabel.data.phantoms.ct` (looked up when first asked for, as
+    that module imports this one)."""
+    if name in _PHANTOM_NAMES:
+        from fewlabel.data.phantoms import ct as phantoms_ct
+
+        return getattr(phantoms_ct, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

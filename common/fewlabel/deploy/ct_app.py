@@ -28,7 +28,7 @@ from pathlib import Path
 from holoscan.conditions import CountCondition
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 
-from fewlabel.deploy.app import BundleApplication
+from fewlabel.deploy.base import BundleApplication
 from fewlabel.deploy.operators import (
     BundleInferenceOperator,
     CTSegmentationWriterOperator,

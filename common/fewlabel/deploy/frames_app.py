@@ -28,7 +28,7 @@ from typing import Any
 
 from holoscan.conditions import BooleanCondition
 
-from fewlabel.deploy.app import BundleApplication
+from fewlabel.deploy.base import BundleApplication
 from fewlabel.deploy.operators import BundleInferenceOperator, FrameResultsOperator, FrameSourceOperator
 
 __all__ = ["FrameSegmentationApp", "main"]

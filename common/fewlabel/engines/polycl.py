@@ -116,6 +116,14 @@ class TripletSampler(Sampler):
         """Use the draw of ``epoch`` for the next iteration (as ``DistributedSampler.set_epoch``)."""
         self.epoch = int(epoch)
 
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e}``: the draw the next iterator uses (all the sampler's randomness follows from it)."""
+        return {"epoch": int(self.epoch)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        self.set_epoch(int(state["epoch"]))
+
     def triplets(self, epoch: int) -> np.ndarray:
         """``(K, 3)`` int64 triples of ``epoch`` for this replica (the order they are yielded in)."""
         rng = np.random.default_rng([self.seed, int(epoch)])

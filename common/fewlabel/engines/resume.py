@@ -9,14 +9,32 @@ save leaves the previous state intact):
 - every learning-rate scheduler driven by an ``LrScheduleHandler`` of the trainer or its validators;
 - each validator's best metric and epoch, its best-checkpoint bookkeeping (``CheckpointSaver``) and
   early-stopping counters (``EarlyStopHandler``);
-- random states: PyTorch (CPU and CUDA), NumPy's global generator, Python's ``random``, the
-  generators of the ``prepare_batch`` object (augmentations, prompts), the random transforms of the
-  training dataset, and the epoch of samplers that draw per epoch (PolyCL's ``TripletSampler``).
+- random states: PyTorch (CPU and CUDA), NumPy's global generator, Python's ``random``, the generator
+  MONAI's random transforms share until seeded (``Randomizable.R``), and every stochastic component of the
+  training pipeline (see below).
 
 The objects are found by walking the trainer (its ``network``, ``optimizer``, ``prepare_batch``,
 ``data_loader`` and attached handlers), so one line in a config's ``initialize`` covers any bundle::
 
     "$fewlabel.engines.TrainingState(@ckpt_dir + '/resume_' + @ckpt_name, resume=@resume).attach(@train#trainer)"
+
+Stochastic components. The trainer's ``prepare_batch``, the training dataset (its ``transform`` and
+the datasets it wraps), the data loader's ``sampler`` and ``batch_sampler`` are searched, nested to any
+depth (attributes, lists, tuples, dicts; ``Compose``, ``OneOf``, dictionary transforms wrapping array
+transforms such as MONAI's ``RandRotated.rand_rotate``), for random state:
+
+- a component that *declares* its random state (``state_dict()`` / ``load_state_dict()``, e.g.
+  :class:`fewlabel.transforms.MaskCorruption`, :class:`fewlabel.engines.MinedBatches`,
+  :class:`fewlabel.engines.SimCLRPairs`, :class:`fewlabel.engines.TripletSampler`) is saved through it,
+  and not searched further;
+- a sampler with ``set_epoch`` and an ``epoch`` (torch's ``DistributedSampler``) is saved by its epoch;
+- otherwise every ``torch.Generator``, ``numpy.random.RandomState`` (MONAI's ``Randomizable.R``) and
+  ``numpy.random.Generator`` found is saved.
+
+Networks and optimizers met on the way (e.g. the student a mining ``prepare_batch`` holds) are not
+searched: they are saved as parts of their own. Each state is stored under a stable path such as
+``dataset.transform.transforms[4].rand_rotate.R``; loading a state whose paths or kinds differ from
+the run's pipeline is a :class:`CheckpointError` naming the paths (never a partial restore).
 
 Run the same command again with ``--resume true`` after a crash: the state is loaded when the
 trainer starts and training continues with the epoch after the last one saved. With deterministic
@@ -26,9 +44,11 @@ tensors and plain Python values and is read with ``torch.load(..., weights_only=
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,15 +56,31 @@ from typing import Any
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms import Randomizable
 
-from fewlabel.arguments import as_bool
 from fewlabel.errors import CheckpointError
 from fewlabel.networks.transfer import read_weights_file
+from fewlabel.random_state import (
+    generator_state,
+    np_state,
+    set_generator_state,
+    set_np_state,
+)
 
-__all__ = ["TrainingState"]
+__all__ = ["TrainingState", "generator_state", "random_components", "set_generator_state"]
 
 logger = logging.getLogger("fewlabel")
-_VERSION = 1
+# 2: every stochastic component by path (format 1 saved only top-level transforms' ``R`` and ``prepare_batch``'s
+# own generators, so nested random transforms were not restored)
+_VERSION = 2
+_MAX_DEPTH = 32
+# dataset attributes that hold pipeline objects (others, such as ``data`` or a cache, hold items)
+_DATASET_ATTRS = ("transform", "transforms", "dataset", "datasets")
+_SKIP_TYPES: tuple[type, ...] = (torch.nn.Module, torch.optim.Optimizer, torch.Tensor, np.ndarray, str, bytes,
+                                 int, float, bool, complex, type(None), Path)
+# objects with attributes that are code, not pipeline state
+_NOT_SEARCHED = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType,
+                 functools.partial)
 
 
 def _unwrap(handler: Any) -> Any:
@@ -64,29 +100,87 @@ def _handlers(engine: Engine) -> Iterator[Any]:
                 yield obj
 
 
+def _as_bool(value: Any, name: str) -> bool:
+    """``True`` / ``False``, or their command-line spellings (``"true"``, ``"false"``, ``"1"``, ``"0"``)."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no", ""):
+            return False
+        raise ValueError(f"{name} must be true or false, got '{value}'")
+    return bool(value)
+
+
 def _module(net: Any) -> Any:
     return net.module if isinstance(net, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else net
 
 
-def _np_state(rs: np.random.RandomState) -> dict[str, Any]:
-    name, keys, pos, has_gauss, gauss = rs.get_state()
-    return {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-            "gauss": float(gauss)}
+def _kind(obj: Any) -> str | None:
+    if isinstance(obj, torch.Generator):
+        return "torch.Generator"
+    if isinstance(obj, np.random.RandomState):
+        return "numpy.RandomState"
+    if isinstance(obj, np.random.Generator):
+        return "numpy.Generator"
+    if (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
+            and not isinstance(obj, (type, torch.nn.Module, torch.optim.Optimizer))):
+        return f"declared:{type(obj).__qualname__}"
+    if callable(getattr(obj, "set_epoch", None)) and isinstance(getattr(obj, "epoch", None), int):
+        return "epoch"  # a sampler that draws per epoch, e.g. torch's DistributedSampler
+    return None
 
 
-def _set_np_state(rs: np.random.RandomState, s: dict[str, Any]) -> None:
-    rs.set_state(("MT19937", s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
+def _children(obj: Any) -> Iterator[tuple[str, Any]]:
+    """``(path suffix, child)`` of a container or a plain object's attributes (datasets: pipeline attributes only)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, (str, int)):
+                yield f"[{k!r}]", v
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield f"[{i}]", v
+    elif isinstance(obj, torch.utils.data.Dataset):
+        for k in _DATASET_ATTRS:
+            if k in getattr(obj, "__dict__", {}):
+                yield f".{k}", vars(obj)[k]
+    elif not isinstance(obj, _NOT_SEARCHED) and isinstance(getattr(obj, "__dict__", None), dict):
+        for k, v in vars(obj).items():
+            yield f".{k}", v
 
 
-def _flat_transforms(transform: Any) -> Iterator[Any]:
-    if transform is None:
-        return
-    inner = getattr(transform, "transforms", None)
-    if isinstance(inner, (list, tuple)):
-        for t in inner:
-            yield from _flat_transforms(t)
-    else:
-        yield transform
+def random_components(roots: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """``path -> (kind, object)`` of every random state reachable from ``roots`` (see the module docstring).
+
+    ``kind`` is ``"torch.Generator"``, ``"numpy.RandomState"``, ``"numpy.Generator"`` or
+    ``"declared:<class>"`` (an object with ``state_dict`` / ``load_state_dict``). An object reached by two
+    paths is listed once, under the first.
+    """
+    found: dict[str, tuple[str, Any]] = {}
+    seen: set[int] = set()
+
+    def walk(obj: Any, path: str, depth: int) -> None:
+        if isinstance(obj, _SKIP_TYPES) or id(obj) in seen or depth > _MAX_DEPTH:
+            return
+        seen.add(id(obj))
+        kind = _kind(obj)
+        if kind is not None:
+            found[path] = (kind, obj)
+            return
+        for suffix, child in _children(obj):
+            walk(child, path + suffix, depth + 1)
+
+    for name, root in roots.items():
+        walk(root, name, 0)
+    return found
+
+
+def _component_state(kind: str, obj: Any) -> Any:
+    if kind.startswith("declared:"):
+        return obj.state_dict()
+    if kind == "epoch":
+        return int(obj.epoch)
+    return generator_state(obj)
 
 
 class TrainingState:
@@ -104,9 +198,9 @@ class TrainingState:
         if int(every) < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.path = Path(path)
-        self.resume = as_bool(resume or False, "resume")  # "" (an empty override) is False too
+        self.resume = _as_bool(resume, "resume")
         self.every = int(every)
-        self.missing_ok = as_bool(missing_ok, "missing_ok")
+        self.missing_ok = bool(missing_ok)
         self.trainer: Engine | None = None
 
     def attach(self, trainer: Engine) -> TrainingState:
@@ -149,36 +243,34 @@ class TrainingState:
             if callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None)):
                 parts[f"{name}{suffix}"] = obj
 
-    def _random_state(self) -> dict[str, Any]:
+    def components(self) -> dict[str, tuple[str, Any]]:
+        """The training pipeline's random states by path (:func:`random_components` of the trainer's
+        ``prepare_batch``, dataset, sampler and batch sampler)."""
         t = self.trainer
+        assert t is not None, "attach() first"
+        loader = getattr(t, "data_loader", None)
+        return random_components({
+            "prepare_batch": getattr(t, "prepare_batch", None),
+            "dataset": getattr(loader, "dataset", None),
+            "sampler": getattr(loader, "sampler", None),
+            "batch_sampler": getattr(loader, "batch_sampler", None),
+        })
+
+    def _random_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
-            "numpy": _np_state(np.random.mtrand._rand),
+            "numpy": np_state(np.random.mtrand._rand),
             "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+            # the generator MONAI's random transforms share until they are seeded (a class attribute)
+            "monai_randomizable": np_state(Randomizable.R),
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
-        pb = getattr(t, "prepare_batch", None)
-        state["prepare_batch"] = (
-            {k: v.get_state() for k, v in vars(pb).items() if isinstance(v, torch.Generator)}
-            if pb is not None and hasattr(pb, "__dict__")
-            else {}
-        )
-        loader = getattr(t, "data_loader", None)
-        sampler = getattr(loader, "sampler", None)
-        state["sampler_epoch"] = (
-            int(sampler.epoch) if hasattr(sampler, "set_epoch") and hasattr(sampler, "epoch") else None
-        )
-        state["transforms"] = [_np_state(tr.R) for tr in self._random_transforms()]
+        state["components"] = {
+            path: {"kind": kind, "state": _component_state(kind, obj)}
+            for path, (kind, obj) in self.components().items()
+        }
         return state
-
-    def _random_transforms(self) -> list[Any]:
-        loader = getattr(self.trainer, "data_loader", None)
-        dataset = getattr(loader, "dataset", None)
-        while dataset is not None and not hasattr(dataset, "transform") and hasattr(dataset, "dataset"):
-            dataset = dataset.dataset  # e.g. TripletDataset -> the slice dataset
-        return [tr for tr in _flat_transforms(getattr(dataset, "transform", None))
-                if isinstance(getattr(tr, "R", None), np.random.RandomState)]
 
     # ------------------------------------------------------------------ save / load
     def save(self, engine: Engine | None = None) -> Path:
@@ -207,6 +299,13 @@ class TrainingState:
                 "epoch; run without --resume to start from the beginning."
             )
         blob = read_weights_file(self.path, "the training state", "Delete it and start without --resume.")
+        version = blob.get("version") if isinstance(blob, dict) else None
+        if version != _VERSION:
+            raise CheckpointError(
+                f"the training state {self.path} has format version {version}, this fewlabel reads version {_VERSION} "
+                "(older files miss the random state of nested transforms and cannot resume bit for bit); "
+                "start without --resume."
+            )
         t = self.trainer
         assert t is not None
         parts = self._parts()
@@ -214,6 +313,7 @@ class TrainingState:
         if missing:
             raise CheckpointError(f"the training state {self.path} does not match this run's configuration "
                                   f"(no saved state for {missing}); start without --resume.")
+        components = self._check_components(blob["random"].get("components", {}))  # before anything is changed
         max_epochs = t.state.max_epochs
         for name, obj in parts.items():
             if name.startswith("evaluator") and "_" not in name:
@@ -223,25 +323,42 @@ class TrainingState:
                 obj.load_state_dict(blob[name])
         if max_epochs is not None:
             t.state.max_epochs = max_epochs  # the command line may extend the run
-        self._load_random(blob["random"])
+        self._load_random(blob["random"], components)
         logger.info("resumed from %s after epoch %d (iteration %d)", self.path, t.state.epoch, t.state.iteration)
 
-    def _load_random(self, state: dict[str, Any]) -> None:
+    def _check_components(self, saved: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+        """The run's components, after checking that their paths and kinds are those saved."""
+        current = self.components()
+        problems = [f"{p}: saved, not in this run's pipeline" for p in sorted(set(saved) - set(current))]
+        problems += [
+            f"{p}: in this run's pipeline ({current[p][0]}), not saved" for p in sorted(set(current) - set(saved))
+        ]
+        problems += [f"{p}: saved as {saved[p]['kind']}, this run has {current[p][0]}"
+                     for p in sorted(set(saved) & set(current)) if saved[p]["kind"] != current[p][0]]
+        if problems:
+            raise CheckpointError(
+                f"the training state {self.path} does not match this run's random components ("
+                + "; ".join(problems) + "); resume with the configuration that saved it, or start without --resume."
+            )
+        return current
+
+    def _load_random(self, state: dict[str, Any], components: dict[str, tuple[str, Any]]) -> None:
         torch.set_rng_state(state["torch"])
-        _set_np_state(np.random.mtrand._rand, state["numpy"])
+        set_np_state(np.random.mtrand._rand, state["numpy"])
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
+        set_np_state(Randomizable.R, state["monai_randomizable"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
-        pb = getattr(self.trainer, "prepare_batch", None)
-        for key, value in state.get("prepare_batch", {}).items():
-            getattr(pb, key).set_state(value)
-        sampler = getattr(getattr(self.trainer, "data_loader", None), "sampler", None)
-        if state.get("sampler_epoch") is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(state["sampler_epoch"])
-        transforms = self._random_transforms()
-        if len(transforms) != len(state.get("transforms", [])):
-            raise CheckpointError(f"the training state {self.path} has {len(state.get('transforms', []))} random "
-                                  f"transform states but the pipeline has {len(transforms)}; start without --resume.")
-        for tr, s in zip(transforms, state["transforms"]):
-            _set_np_state(tr.R, s)
+        for path, (kind, obj) in components.items():
+            saved = state["components"][path]["state"]
+            try:
+                if kind.startswith("declared:"):
+                    obj.load_state_dict(saved)
+                elif kind == "epoch":
+                    obj.set_epoch(int(saved))
+                else:
+                    set_generator_state(obj, saved, path)
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                raise CheckpointError(f"the training state {self.path}: cannot restore the random state of {path} "
+                                      f"({e}); start without --resume.") from e

@@ -76,6 +76,7 @@ from torch.nn.modules.loss import _Loss
 
 from fewlabel.data.datalist import save_datalist
 from fewlabel.engines.simclr import random_colour_jitter
+from fewlabel.random_state import generator_state, set_generator_state
 
 __all__ = [
     "ROLE_EXCLUDED",
@@ -454,6 +455,21 @@ class MinedBatches(PrepareBatch):
         self.amp = bool(amp)
         self.seen = 0
         self.skipped = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The augmentation and prompt generators' states, to resume a run (:class:`fewlabel.engines.TrainingState`).
+
+        The student and the teacher are not part of it (the student is saved as the trainer's network, the
+        teacher is fixed), nor are the per-epoch counts."""
+        return {
+            "generator": generator_state(self.generator),
+            "prompt_generator": generator_state(self.prompt_generator),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        set_generator_state(self.generator, state["generator"], "MinedBatches.generator")
+        set_generator_state(self.prompt_generator, state["prompt_generator"], "MinedBatches.prompt_generator")
 
     def reset_counts(self) -> None:
         """Zero ``seen`` and ``skipped`` (at each epoch start, by :class:`MiningStatsHandler`)."""

@@ -40,6 +40,8 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 
+from fewlabel.random_state import generator_state, set_generator_state
+
 __all__ = ["SimCLRPairs", "ContrastiveEncoder", "random_colour_jitter", "grey"]
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -186,6 +188,14 @@ class SimCLRPairs(PrepareBatch):
         self.grey_prob = float(grey_prob)
         self.blur_prob = float(blur_prob)
         self.blur_sigma = tuple(float(v) for v in blur_sigma)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The augmentation generator's state, to resume a run (:class:`fewlabel.engines.TrainingState`)."""
+        return {"generator": generator_state(self.generator)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        set_generator_state(self.generator, state["generator"], f"{type(self).__name__}.generator")
 
     def view(self, images: torch.Tensor) -> torch.Tensor:
         """One random augmented view of each of ``images`` ``(B, C, H, W)`` in [0, 1] (on their device)."""

@@ -44,12 +44,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import MAX_SEED, convert_to_dst_type
+
+from fewlabel.random_state import generator_state, set_generator_state
 
 __all__ = ["SHAPES", "FILLS", "mask_ratio", "MaskCorruption", "MaskCorruptiond"]
 
@@ -190,6 +193,25 @@ class MaskCorruption(Randomizable, Transform):
 
     def randomize(self, data=None) -> None:
         """Nothing to pre-draw: all random numbers are drawn inside :meth:`__call__` from :attr:`generator`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random state, to resume a run (:class:`fewlabel.engines.TrainingState`): :attr:`generator`
+        (None when the transform draws from torch's global RNG) and its own NumPy state ``R`` once seeded."""
+        return {"generator": generator_state(self.generator),
+                "R": generator_state(self.R) if "R" in vars(self) else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; a generator saved where this transform has none (or the reverse) is a
+        ValueError, as the two runs were configured differently."""
+        if (state["generator"] is None) != (self.generator is None):
+            raise ValueError("MaskCorruption: the saved state has "
+                             f"{'no' if state['generator'] is None else 'a'} generator, this transform "
+                             f"{'has none' if self.generator is None else 'has one'}")
+        if self.generator is not None:
+            set_generator_state(self.generator, state["generator"], "MaskCorruption.generator")
+        if state.get("R") is not None:
+            self.R = np.random.RandomState()
+            set_generator_state(self.R, state["R"], "MaskCorruption.R")
 
     def _rng_device(self, device: torch.device) -> torch.device:
         return self.generator.device if self.generator is not None else device
@@ -378,6 +400,14 @@ class MaskCorruptiond(Randomizable, MapTransform):
 
     def randomize(self, data=None) -> None:
         """Nothing to pre-draw (see :meth:`MaskCorruption.randomize`)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The random state of the underlying :class:`MaskCorruption` (see :meth:`MaskCorruption.state_dict`)."""
+        return {"corrupt": self.corrupt.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        self.corrupt.load_state_dict(state["corrupt"])
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fewlabel.data.ct import NIFTI_SUFFIXES
+
 __all__ = ["CTPhantom", "make_ct_phantom", "write_ct_phantom", "write_ct_phantom_dicom"]
 
 #: SOP class UID of CT Image Storage
@@ -142,9 +144,6 @@ def _save_nifti(array_zyx: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 def _default_label_path(path: Path) -> Path:
     """``<name>_label.nii.gz`` (or ``.nii``, the suffix of ``path``) beside ``path``."""
-    # imported here: fewlabel.data.ct imports this module to re-export the phantom writers
-    from fewlabel.data.ct import NIFTI_SUFFIXES
-
     name = path.name
     for s in NIFTI_SUFFIXES[::-1]:  # ".nii.gz" before ".nii"
         if name.lower().endswith(s):
