@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from conftest import REPO
+from testlib import REPO
 from ignite.engine import Engine, Events
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from testlib import REPO
 
 DOCKERFILES = sorted(p for p in (REPO / "docker").iterdir() if p.name.startswith("Dockerfile"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from testlib import REPO
 from fewlabel.bundle import Stage, load_protocol
 from fewlabel.errors import DataError
 from fewlabel.protocols import PROTOCOLS

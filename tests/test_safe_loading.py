@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BUNDLES, REPO
+from testlib import BUNDLES, REPO
 from fewlabel.errors import CheckpointError
 
 

@@ -19,7 +19,7 @@ import torch
 from monai.bundle import ConfigParser, run
 from PIL import Image
 
-from conftest import BUNDLES
+from testlib import BUNDLES
 from fewlabel.data import write_ct_phantom, write_ct_phantom_dicom
 from fewlabel.errors import CheckpointError, DataError
 

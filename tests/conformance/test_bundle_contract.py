@@ -20,7 +20,7 @@ import torch
 from monai.bundle import (ConfigParser, ConfigWorkflow, ckpt_export, onnx_export, run, verify_metadata,
                           verify_net_in_out)
 
-from conftest import BUNDLES, REPO
+from testlib import BUNDLES, REPO
 
 SCHEMA = Path(__file__).with_name("meta_schema_20240725.json")
 REQUIRED_FILES = [

@@ -32,7 +32,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Resize
 from PIL import Image
 
-from conftest import BUNDLES, REPO, write_png
+from testlib import BUNDLES, REPO, write_png
 from fewlabel.bundle import input_kind
 from fewlabel.data.ct import load_ct_volume
 from fewlabel.errors import CheckpointError, FewLabelError

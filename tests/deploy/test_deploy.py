@@ -29,7 +29,7 @@ from monai.deploy.core import Fragment  # noqa: E402
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator  # noqa: E402
 from monai.deploy.operators.monai_bundle_inference_operator import MonaiBundleInferenceOperator  # noqa: E402
 
-from conftest import BUNDLES, REPO  # noqa: E402
+from testlib import BUNDLES, REPO  # noqa: E402
 from fewlabel.bundle import resolve_datalist  # noqa: E402
 from fewlabel.data import load_datalist  # noqa: E402
 from fewlabel.data.ct import as_ct_volume, load_ct_volume, write_ct_phantom_dicom  # noqa: E402
@@ -336,7 +336,7 @@ def test_single_image_series_gets_its_affine_from_the_header():
 
 
 def test_load_image_2d_takes_a_frame_in_memory_like_its_file(tmp_path):
-    from conftest import write_png
+    from testlib import write_png
 
     rgb = (np.arange(6 * 8 * 3).reshape(6, 8, 3) * 5 % 256).astype(np.uint8)
     path = write_png(tmp_path / "f.png", rgb)

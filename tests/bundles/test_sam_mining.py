@@ -13,7 +13,7 @@ from monai.bundle import ConfigParser
 from monai.inferers import SimpleInferer
 from PIL import Image
 
-from conftest import REPO
+from testlib import REPO
 
 from fewlabel.data import load_datalist
 from fewlabel.errors import CheckpointError

@@ -12,7 +12,7 @@ from fewlabel.bundle import bundle_root, input_kind, resolve_datalist
 from fewlabel.data import load_datalist
 from fewlabel.errors import DataError
 
-from conftest import REPO
+from testlib import REPO
 
 
 def test_no_dataset_dir_means_demo_data():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import REPO, write_png
+from testlib import REPO, write_png
 
 BUNDLE = REPO / "bundles" / "slippa_liver_landmark_segmentation"
 NAME = BUNDLE.name
@@ -189,7 +189,7 @@ def test_saved_point_lists_are_in_frame_pixels(tmp_path):
     assert (record["height"], record["width"]) == (64, 96)
     # pixel centres map to pixel centres: x' = (x + 0.5) * 2 - 0.5
     assert record["landmarks"]["ridge"][0] == [[8.5, 20.5], [80.5, 20.5]]
-    from conftest import read_png
+    from testlib import read_png
 
     mask = read_png(tmp_path / "out" / "frame_mask.png")
     assert mask.shape[:2] == (64, 96) and (mask[20, 10:80] == 2).all()

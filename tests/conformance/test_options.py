@@ -23,7 +23,7 @@ import torch
 from monai.bundle import ConfigParser, run
 from PIL import Image
 
-from conftest import REPO
+from testlib import REPO
 from fewlabel.data import write_ct_phantom
 from fewlabel.errors import CheckpointError, DataError
 from fewlabel.sam import SamPrompt, tiny_sam_checkpoint

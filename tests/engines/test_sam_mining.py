@@ -42,7 +42,7 @@ from fewlabel.networks import build_network, load_pretrained
 from fewlabel.sam import EmbeddingCache, build_sam_teacher, save_tiny_sam
 from fewlabel.transforms.io import LoadLabel2D
 
-from conftest import write_png
+from testlib import write_png
 
 SPLITS = ("training", "validation", "testing")
 SIZE = 64

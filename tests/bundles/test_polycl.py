@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from conftest import REPO
+from testlib import REPO
 from fewlabel.data import load_ct_volume, load_datalist
 from fewlabel.errors import CheckpointError
 from fewlabel.protocols import PROTOCOLS, run_stage

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_png
+from testlib import write_png
 
 from fewlabel.data.cache import cache_dir
 from fewlabel.errors import DataError

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BUNDLES, REPO
+from testlib import BUNDLES, REPO
 from fewlabel.errors import FewLabelError
 from fewlabel.metrics.report import example_arrays
 from fewlabel.sweep import SpecError, cell_name, load_spec, make_report, select_runs

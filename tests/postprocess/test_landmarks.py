@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,7 +30,9 @@ from fewlabel.postprocess import (
     trace_paths,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from testlib import REPO  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
 import _landmark_baseline as baseline  # noqa: E402
 
 EIGHT = np.ones((3, 3), bool)

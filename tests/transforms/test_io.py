@@ -130,7 +130,7 @@ def test_scores_and_report(tmp_path):
 
 
 def test_missing_bundle_weights_point_at_large_files_yml():
-    from conftest import REPO
+    from testlib import REPO
     from fewlabel.engines import missing_weights_message
 
     msg = missing_weights_message(REPO / "bundles" / "medsass_binary_segmentation" / "models" / "model.pt")

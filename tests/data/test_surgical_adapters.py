@@ -26,7 +26,7 @@ from fewlabel.data.adapters.m2caiseg import M2CAISEG_CLASS_TABLE, build_m2caiseg
 from fewlabel.data.datalist import load_datalist
 from fewlabel.errors import DataError
 
-from conftest import read_png, write_png
+from testlib import read_png, write_png
 
 SPLITS = ("training", "validation", "testing")
 

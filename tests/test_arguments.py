@@ -19,7 +19,7 @@ from fewlabel import cli
 from fewlabel.arguments import ArgumentError, as_bool, as_int, as_list, as_optional, config_ids
 from fewlabel.bundle import load_bundle_config
 
-from conftest import BUNDLES, REPO
+from testlib import BUNDLES, REPO
 
 MEDSASS = "medsass_binary_segmentation"
 SLIPPA = "slippa_liver_landmark_segmentation"

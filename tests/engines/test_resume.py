@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from testlib import REPO
 
 EPOCHS = 3
 CASES = {

@@ -24,7 +24,7 @@ from fewlabel.data.adapters.tissuenet import rescale_to_uint8
 from fewlabel.data.datalist import load_datalist
 from fewlabel.errors import DataError
 
-from conftest import read_png, write_png
+from testlib import read_png, write_png
 
 SPLITS = ("training", "validation", "testing")
 
