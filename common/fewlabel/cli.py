@@ -35,7 +35,7 @@ def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: boo
     Args:
         bundle: bundle name (see ``fewlabel bundles``) or folder; all bundles when omitted.
         output_dir: where models, metrics and pictures go (one sub-folder per bundle).
-        quick: a tiny budget (seconds), to check the pipeline rather than the result.
+        quick: a tiny budget (0.5-2 minutes per bundle on 2 CPU cores), to check the pipeline, not the result.
     """
     from fewlabel.demo import demo_bundles, run_demo
 
