@@ -204,7 +204,7 @@ def code_map(check: bool = False) -> None:
 def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None = None,
                  app_dir: str = "outputs/label_server", env_dir: str | None = None, overrides: str | None = None,
                  host: str = "127.0.0.1", rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
-                 bundles_dir: str | None = None) -> None:
+                 bundles_dir: str | None = None, cors_origins: str | list[str] | None = None) -> None:
     """Serve the bundles from a local MONAI Label server, for annotation assistance.
 
     Builds MONAI Label 0.8.5's own environment the first time (a few minutes), puts the bundles
@@ -228,6 +228,8 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
             server command, and stop there.
         timeout: seconds to wait for the server to answer.
         bundles_dir: folder holding the bundle folders (default this checkout's ``bundles/``).
+        cors_origins: web origins whose pages may use the server besides its own, e.g. an OHIF viewer's
+            ``http://localhost:3000`` (``a,b`` or ``[a,b]``); every other web page's request is refused.
     """
     from fewlabel.bundle import REPO_BUNDLES
     from fewlabel.label_server import ensure_env
@@ -245,10 +247,14 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
             raise FewLabelError(f"--overrides {overrides} must hold {{\"<bundle>\": {{\"<config id>\": value}}}}.")
     names = as_list(bundles, "bundles") if bundles is not None else None
     names = select_bundles(names, bundles_dir or REPO_BUNDLES, extra)  # before a long environment build
+    origins = [o.rstrip("/") for o in as_list(cors_origins, "cors_origins")] if cors_origins else []
+    bad = [o for o in origins if not o.startswith(("http://", "https://")) or "/" in o.split("://", 1)[1]]
+    if bad:
+        raise FewLabelError(f"--cors_origins {bad}: an origin is scheme://host[:port], e.g. http://localhost:3000.")
     env = ensure_env(env_dir, rebuild=rebuild_env)
     print(f"app folder {app_dir}:")
     served = prepare_app(app_dir, env, names, bundles_dir=bundles_dir or REPO_BUNDLES, overrides=extra)
-    server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host)
+    server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host, cors_origins=origins)
     if prepare_only:
         print("server command (run it with the environment of LabelServer.environment()):")
         print("  " + shlex.join(server.command()))

@@ -14,6 +14,10 @@ bundle goes there as a small folder:
   replaces it, never touches the bundle's own file. Other files in ``models/`` (pre-trained
   encoders, SAM checkpoints) are linked, not copied.
 
+The app's ``main.py`` is fewlabel's: the stock app (copied as ``monaibundle_main.py``) with
+:class:`~fewlabel.label_server.studies.StudiesOnlyApp`, which keeps every image id and label tag
+inside the studies folder.
+
 Before the server starts, every ``model.pt`` is loaded into its bundle's network strictly: MONAI
 Label itself loads with ``strict=False`` and would serve a network left partly random.
 """
@@ -36,7 +40,24 @@ __all__ = ["INFER_OVERLAY", "TRAIN_OVERLAY", "ServedBundle", "available_bundles"
 
 INFER_OVERLAY = "monailabel_inference.json"
 TRAIN_OVERLAY = "monailabel_training.json"
-_STOCK_APP_FILES = ("main.py", "__init__.py", "lib", "requirements.txt")
+_STOCK_APP_FILES = ("__init__.py", "lib", "requirements.txt")
+STOCK_MAIN = "monaibundle_main.py"  # the stock app's main.py, which fewlabel's main.py extends
+_MAIN_PY = f'''"""fewlabel's MONAI Label app: the stock monaibundle app kept inside its studies folder.
+
+Written by fewlabel.label_server.app.prepare_app (rewritten at each start; do not edit). The stock
+app is {STOCK_MAIN}; fewlabel.label_server.studies.StudiesOnlyApp gives it a datastore that accepts
+only ids and tags naming entries of the studies folder, and an infer that resolves images through it.
+"""
+
+import {STOCK_MAIN[:-3]}
+from monailabel.interfaces.app import MONAILabelApp
+
+from fewlabel.label_server.studies import StudiesOnlyApp
+
+
+class FewLabelApp(StudiesOnlyApp, {STOCK_MAIN[:-3]}.MyApp, MONAILabelApp):
+    """The stock monaibundle app (MONAI Label finds an app by MONAILabelApp among its direct bases)."""
+'''
 
 
 @dataclass(frozen=True)
@@ -198,6 +219,8 @@ def prepare_app(app_dir: str | os.PathLike, env_dir: str | os.PathLike, bundles:
             shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.is_file():
             shutil.copy2(src, dst)
+    shutil.copy2(stock / "main.py", app_dir / STOCK_MAIN)
+    (app_dir / "main.py").write_text(_MAIN_PY)
 
     served = []
     for name in names:

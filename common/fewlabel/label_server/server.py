@@ -6,7 +6,10 @@ processes), bound to ``127.0.0.1`` unless told otherwise, with:
 
 - ``--conf models <bundles>``: the bundles placed by :func:`~fewlabel.label_server.app.prepare_app`;
 - ``--conf zoo_source local``: bundles come from the app folder only (no model-zoo or hub look-up);
-- ``--conf sam2 false``: no SAM 2 interactive models (they would download weights).
+- ``--conf sam2 false``: no SAM 2 interactive models (they would download weights);
+- ``--uvicorn_app fewlabel.label_server.asgi:app``: MONAI Label's app, answering only requests for
+  its own ``Host`` from its own pages or the origins named with ``cors_origins``, with the model
+  endpoints that replace or delete served weights off (see :mod:`fewlabel.label_server.asgi`).
 
 fewlabel is imported from this checkout: ``PYTHONPATH`` gets a folder that holds only a link to the
 ``fewlabel`` package, so nothing else of the main environment leaks into the server's.
@@ -27,6 +30,7 @@ from typing import Any
 
 import fewlabel
 from fewlabel.errors import FewLabelError
+from fewlabel.label_server.guard import own_hosts, own_origins
 
 __all__ = ["LabelServer", "client_instructions"]
 
@@ -42,11 +46,15 @@ class LabelServer:
         port: TCP port.
         host: address to bind; ``127.0.0.1`` keeps the server on this machine.
         log_file: server output (default ``app_dir/logs/server.log``).
+        cors_origins: web origins (e.g. an OHIF viewer's ``http://localhost:3000``) whose pages may
+            use the server, besides its own.
+        allow_model_upload: let ``PUT`` / ``DELETE /model/<m>`` replace or rename the served weights.
     """
 
     def __init__(self, app_dir: str | os.PathLike, studies: str | os.PathLike, bundles: Sequence[str],
                  env_dir: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1",
-                 log_file: str | os.PathLike | None = None) -> None:
+                 log_file: str | os.PathLike | None = None, cors_origins: Sequence[str] = (),
+                 allow_model_upload: bool = False) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.studies = Path(studies).resolve()
         self.bundles = list(bundles)
@@ -54,6 +62,8 @@ class LabelServer:
         self.port = int(port)
         self.host = host
         self.log_file = Path(log_file) if log_file else self.app_dir / "logs" / "server.log"
+        self.cors_origins = [str(o).rstrip("/") for o in cors_origins]
+        self.allow_model_upload = bool(allow_model_upload)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +78,7 @@ class LabelServer:
         # environment on PYTHONPATH)
         cmd = [str(self.env_dir / "bin" / "python"), "-m", "monailabel.main", "start_server",
                "--app", str(self.app_dir), "--studies", str(self.studies),
-               "--host", self.host, "--port", str(self.port)]
+               "--host", self.host, "--port", str(self.port), "--uvicorn_app", "fewlabel.label_server.asgi:app"]
         for key, value in conf.items():
             cmd += ["--conf", key, str(value)]
         return cmd
@@ -88,6 +98,9 @@ class LabelServer:
         env["VIRTUAL_ENV"] = str(self.env_dir)
         env["PYTHONPATH"] = str(src)
         env.setdefault("MONAI_LABEL_TRACKING_ENABLED", "false")
+        env["FEWLABEL_LABEL_HOSTS"] = json.dumps(own_hosts(self.port, self.host))
+        env["FEWLABEL_LABEL_ORIGINS"] = json.dumps(own_origins(self.port, self.host) + self.cors_origins)
+        env["FEWLABEL_ALLOW_MODEL_UPLOAD"] = "true" if self.allow_model_upload else "false"
         return env
 
     def start(self) -> None:

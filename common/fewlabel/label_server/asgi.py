@@ -1,0 +1,79 @@
+"""The ASGI app ``fewlabel label-server`` runs: MONAI Label's, guarded (MONAI Label env only).
+
+``monailabel start_server --uvicorn_app fewlabel.label_server.asgi:app`` serves this instead of
+``monailabel.app:app``. It is MONAI Label 0.8.5's FastAPI app with:
+
+- :class:`~fewlabel.label_server.guard.RequestGuard` around it: only the server's own ``Host``
+  names, only its own pages' origins and those the user named (``--cors_origins``), and no
+  ``PUT`` / ``DELETE /model/<m>`` unless ``--allow_model_upload``;
+- CORS for exactly those origins (MONAI Label allows every origin, with credentials, unless
+  ``MONAI_LABEL_CORS_ORIGINS`` is set, and that setting stores origins with a trailing ``/`` that
+  never equals a browser's ``Origin``);
+- ``/infer``'s query ``image`` and its ``params`` checked: an image is an id of the studies folder;
+  a path is taken only for the file the endpoint itself received (see
+  :class:`~fewlabel.label_server.studies.StudiesOnlyApp`).
+
+Settings come from the environment the launcher (:class:`~fewlabel.label_server.server.LabelServer`)
+gives the server: ``FEWLABEL_LABEL_HOSTS`` and ``FEWLABEL_LABEL_ORIGINS`` (JSON lists) and
+``FEWLABEL_ALLOW_MODEL_UPLOAD`` (``true``/``false``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import monailabel.endpoints.infer as _infer_endpoint
+from fastapi import HTTPException
+from fastapi.middleware.cors import CORSMiddleware
+from monailabel.app import app as monailabel_app
+from monailabel.config import settings
+
+from fewlabel.label_server.guard import TRUSTED_IMAGE_PATH, RequestGuard, name_problem, own_hosts, own_origins
+
+__all__ = ["app"]
+
+_PARAMS_NOT_TAKEN = ("image", "label", "session")
+
+
+def _env_list(key: str, default: list[str]) -> list[str]:
+    value = os.environ.get(key)
+    return [str(v) for v in json.loads(value)] if value else default
+
+
+_stock_run_inference = _infer_endpoint.run_inference
+
+
+def run_inference(background_tasks: Any, model: str, image: str = "", session_id: str = "", params: str = "{}",
+                  file: Any = None, label: Any = None, output: Any = None) -> Any:
+    """MONAI Label's ``/infer`` with the image named by id only (or uploaded); see the module doc."""
+    if image:
+        problem = name_problem(image, "image id")
+        if problem:
+            raise HTTPException(status_code=400, detail=problem)
+    try:
+        given = json.loads(params) if params else {}
+    except json.JSONDecodeError as e:
+        raise HTTPException(status_code=422, detail=f"params is not JSON: {e}") from e
+    taken = sorted(k for k in _PARAMS_NOT_TAKEN if isinstance(given, dict) and k in given)
+    if taken:
+        raise HTTPException(status_code=400, detail=f"params may not set {taken}: name the image with ?image=<id> "
+                            "or upload it as 'file'")
+    token = TRUSTED_IMAGE_PATH.set(bool(file) or bool(session_id))
+    try:
+        return _stock_run_inference(background_tasks, model, image, session_id, params, file, label, output)
+    finally:
+        TRUSTED_IMAGE_PATH.reset(token)
+
+
+_infer_endpoint.run_inference = run_inference  # api_run_inference looks it up in its module at each request
+
+_port = int(settings.MONAI_LABEL_SERVER_PORT)
+_origins = _env_list("FEWLABEL_LABEL_ORIGINS", own_origins(_port))
+monailabel_app.user_middleware = [m for m in monailabel_app.user_middleware if m.cls is not CORSMiddleware]
+monailabel_app.add_middleware(CORSMiddleware, allow_origins=_origins, allow_credentials=True,
+                              allow_methods=["*"], allow_headers=["*"])
+
+app = RequestGuard(monailabel_app, hosts=_env_list("FEWLABEL_LABEL_HOSTS", own_hosts(_port)), origins=_origins,
+                   allow_model_upload=os.environ.get("FEWLABEL_ALLOW_MODEL_UPLOAD", "false").lower() == "true")

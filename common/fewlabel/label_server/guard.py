@@ -1,0 +1,122 @@
+"""What the MONAI Label server accepts, and from whom: names inside the studies folder, its own host.
+
+Pure Python (no MONAI Label import), so the launcher and the tests use it as the server does:
+
+- :func:`name_problem`: why an image id or label tag cannot name an entry of the studies folder
+  (a path separator, ``..``, an absolute path, a control character), or ``None``;
+- :func:`own_hosts` / :func:`own_origins`: the ``Host`` headers and web origins the server answers;
+- :class:`RequestGuard`: an ASGI middleware put around MONAI Label's app (see
+  :mod:`fewlabel.label_server.asgi`) that refuses a foreign ``Host`` (DNS rebinding), a foreign
+  ``Origin`` (a web page the annotator opens) and, unless enabled, the endpoints that replace or
+  delete the served weights (``PUT`` / ``DELETE /model/<m>``), each with its reason as JSON
+  ``{"detail": ...}``;
+- :data:`TRUSTED_IMAGE_PATH`: set by the server's ``/infer`` endpoint while it runs on a file it
+  received itself (an upload, a session), the only case where an image is a path, not an id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from contextvars import ContextVar
+from typing import Any
+
+__all__ = ["name_problem", "own_hosts", "own_origins", "RequestGuard", "TRUSTED_IMAGE_PATH", "LOOPBACK_NAMES"]
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+TRUSTED_IMAGE_PATH: ContextVar[bool] = ContextVar("fewlabel_trusted_image_path", default=False)
+_MAX_NAME = 200
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def name_problem(value: object, what: str = "image id") -> str | None:
+    """Why ``value`` cannot be an image id or label tag of the studies folder, or ``None`` if it can.
+
+    An id or tag is one plain name: the server joins it to the studies folder, so a separator,
+    ``.``/``..``, an absolute path or a control character would name a file elsewhere.
+    """
+    if not isinstance(value, str) or not value:
+        return f"{what} is empty; give the name of a file of the studies folder (without its extension)"
+    shown = value if len(value) <= 80 else value[:80] + "..."
+    if "/" in value or "\\" in value:
+        return f"{what} {shown!r} has a path separator; ids and tags name entries of the studies folder only"
+    if value in (".", ".."):
+        return f"{what} {shown!r} names a folder, not an entry of the studies folder"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return f"{what} {shown!r} has a control character"
+    if len(value) > _MAX_NAME:
+        return f"{what} is {len(value)} characters long (at most {_MAX_NAME})"
+    return None
+
+
+def own_hosts(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The ``Host`` header values of requests meant for this server: its loopback names with ``port``
+    (and the bound address, when it is a specific one), plus the bare names when ``port`` is 80."""
+    names = list(LOOPBACK_NAMES)
+    if host and host not in ("0.0.0.0", "::", "", *LOOPBACK_NAMES, "::1"):
+        names.append(f"[{host}]" if ":" in host else host)
+    out = [f"{n}:{int(port)}" for n in names]
+    return out + (names if int(port) == 80 else [])
+
+
+def own_origins(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The web origins of the server's own pages (``http://<own host>``)."""
+    return [f"http://{h}" for h in own_hosts(port, host)]
+
+
+class RequestGuard:
+    """ASGI middleware: answer only requests for this server, from this server's pages or named origins.
+
+    Args:
+        app: the ASGI app it protects (MONAI Label's FastAPI app).
+        hosts: accepted ``Host`` header values (case-insensitive), e.g. :func:`own_hosts`.
+        origins: accepted ``Origin`` header values; a request without ``Origin`` (curl, 3D Slicer,
+            MONAI Label's client) is not a web page's and passes.
+        allow_model_upload: let ``PUT`` / ``DELETE /model/<m>`` through (they replace or rename the
+            served weights).
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], hosts: Iterable[str],
+                 origins: Iterable[str], allow_model_upload: bool = False) -> None:
+        self.app = app
+        self.hosts = {h.lower() for h in hosts}
+        self.origins = {o.lower().rstrip("/") for o in origins}
+        self.allow_model_upload = allow_model_upload
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """``(status, reason)`` when the request of ``scope`` must be refused, else ``None``."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        if host.lower() not in self.hosts:
+            return 421, (f"this server answers requests for {', '.join(sorted(self.hosts))} only, not Host "
+                         f"{host!r} (a foreign name reaching it is DNS rebinding)")
+        origin = headers.get("origin")
+        if origin is not None and origin.lower().rstrip("/") not in self.origins:
+            return 403, (f"requests from web pages of {origin!r} are refused; start the server with "
+                         f"--cors_origins {origin} to allow that page (allowed: {', '.join(sorted(self.origins))})")
+        path = scope.get("path", "")
+        if (scope["type"] == "http" and scope.get("method") in ("PUT", "DELETE") and path.startswith("/model/")
+                and not self.allow_model_upload):
+            return 403, (f"{scope['method']} {path} would replace or delete the served weights; it is off. Put "
+                         "new weights in the bundle's models/ and restart fewlabel label-server")
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refused = self.refusal(scope)
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        status, reason = refused
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = json.dumps({"detail": reason}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

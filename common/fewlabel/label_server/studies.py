@@ -1,0 +1,158 @@
+"""fewlabel's MONAI Label app parts that keep the server inside its studies folder (MONAI Label env only).
+
+This module imports MONAI Label 0.8.5: it runs in the server's environment, where the app's
+``main.py`` (written by :func:`fewlabel.label_server.app.prepare_app`) combines
+:class:`StudiesOnlyApp` with the stock ``monaibundle`` app.
+
+- :class:`StudiesDatastore`: MONAI Label's ``LocalDatastore`` that accepts only image ids and label
+  tags naming entries of the studies folder (:func:`~fewlabel.label_server.guard.name_problem`),
+  files with the datastore's extensions, and paths whose real location (symbolic links followed)
+  is inside the studies folder; anything else is refused with an ``HTTPException`` (4xx) that says why.
+- :class:`StudiesOnlyApp`: the app's datastore is a :class:`StudiesDatastore`, and ``infer`` resolves
+  an image id through it only (the stock ``infer`` takes any id that exists as a path as that path).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from typing import Any
+
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+from fewlabel.label_server.guard import TRUSTED_IMAGE_PATH, name_problem
+
+__all__ = ["StudiesDatastore", "StudiesOnlyApp"]
+
+
+class StudiesDatastore(LocalDatastore):
+    """A ``LocalDatastore`` whose every id, tag and file stays inside the studies folder."""
+
+    def _root(self) -> str:
+        return os.path.realpath(self._datastore_path)
+
+    def _inside(self, path: str) -> bool:
+        root = self._root()
+        return os.path.realpath(path).startswith(root + os.sep)
+
+    @staticmethod
+    def _check(value: Any, what: str) -> str:
+        problem = name_problem(value, what)
+        if problem:
+            raise HTTPException(status_code=400, detail=problem)
+        return value
+
+    def _check_inside(self, path: str, what: str) -> str:
+        if not self._inside(path):
+            raise HTTPException(status_code=403, detail=f"{what} leads outside the studies folder "
+                                f"{self._root()} (a symbolic link?); it is not served")
+        return path
+
+    def _check_ext(self, filename: str, what: str) -> str:
+        name = os.path.basename(filename).lower()
+        if not any(fnmatch.fnmatch(name, p.lower()) for p in self._extensions):
+            allowed = ", ".join(p.replace("*", "") for p in self._extensions)
+            raise HTTPException(status_code=415, detail=f"{what} {os.path.basename(filename)!r} is not one of the "
+                                f"studies' file types ({allowed})")
+        return filename
+
+    # ------------------------------------------------------------------ listing
+    def _list_files(self, path, patterns):
+        """The stock listing, without entries whose real location is outside the studies folder."""
+        files = super()._list_files(path, patterns)
+        return {k: v for k, v in files.items() if self._inside(os.path.join(path, v))}
+
+    def datalist(self, full_path=True) -> list[dict[str, Any]]:
+        """The training pairs, only those whose image and label are inside the studies folder."""
+        return [d for d in super().datalist(full_path) if not full_path or all(self._inside(p) for p in d.values())]
+
+    # ------------------------------------------------------------------ lookups
+    def get_image_uri(self, image_id: str) -> str:
+        self._check(image_id, "image id")
+        uri = super().get_image_uri(image_id)
+        return self._check_inside(uri, f"image {image_id!r}") if uri else uri
+
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        self._check(label_id, "label id")
+        self._check(label_tag, "label tag")
+        uri = super().get_label_uri(label_id, label_tag)
+        return self._check_inside(uri, f"label {label_id!r} ({label_tag})") if uri else uri
+
+    # ------------------------------------------------------------------ changes
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        self._check_ext(image_filename, "image file")
+        if image_id:
+            self._check(image_id, "image id")
+        else:
+            self._check(self._to_id(os.path.basename(image_filename))[0], "image name")
+        image_id = image_id or self._to_id(os.path.basename(image_filename))[0]
+        _, ext = self._to_id(os.path.basename(image_filename))
+        dest = os.path.join(self._datastore.image_path(), self._filename(image_id, ext))
+        self._check_inside(os.path.dirname(dest) + os.sep + "x", f"the images folder of {image_id!r}")
+        self._check_inside(dest, f"image {image_id!r}")
+        return super().add_image(image_id, image_filename, image_info)
+
+    def remove_image(self, image_id: str) -> None:
+        self._check(image_id, "image id")
+        if image_id not in self._datastore.objects:
+            raise HTTPException(status_code=404, detail=f"no image {image_id!r} in the studies folder")
+        self.get_image_uri(image_id)  # refuses one outside
+        for tag in list(self._datastore.objects[image_id].labels):
+            self.get_label_uri(image_id, tag)
+        super().remove_image(image_id)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        self._check(image_id, "image id")
+        self._check(label_tag, "label tag")
+        self._check_ext(label_filename, "label file")
+        if image_id not in self._datastore.objects:
+            raise HTTPException(status_code=404, detail=f"no image {image_id!r} in the studies folder to label")
+        _, ext = self._to_id(os.path.basename(label_filename))
+        folder = self._datastore.label_path(label_tag)
+        self._check_inside(os.path.join(folder, "x"), f"label folder {label_tag!r}")
+        self._check_inside(os.path.join(folder, self._filename(image_id, ext)), f"label {image_id!r} ({label_tag})")
+        return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        if not self.get_label_uri(label_id, label_tag):  # checks the id, the tag and where it leads
+            raise HTTPException(status_code=404, detail=f"no label {label_id!r} with tag {label_tag!r}")
+        super().remove_label(label_id, label_tag)
+
+
+class StudiesOnlyApp:
+    """Mixin for a ``MONAILabelApp``: a :class:`StudiesDatastore`, and images for ``infer`` by id only.
+
+    Put it first among the bases: ``class App(StudiesOnlyApp, StockApp, MONAILabelApp)``.
+    """
+
+    def init_datastore(self) -> StudiesDatastore:
+        if self.studies.startswith(("http://", "https://")):
+            raise HTTPException(status_code=500, detail="fewlabel's app serves a local studies folder only")
+        return StudiesDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+
+    def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+        """The stock ``infer``, with ``request["image"]`` an id of the studies folder.
+
+        A path is taken only when the server's ``/infer`` endpoint made it itself (an uploaded file,
+        a session: :data:`~fewlabel.label_server.guard.TRUSTED_IMAGE_PATH`). An id goes to the stock
+        ``infer`` as its file in the studies folder, and a label it is asked to save is saved under
+        the id, as the stock ``infer`` does.
+        """
+        image = request.get("image")
+        if not isinstance(image, str) or (TRUSTED_IMAGE_PATH.get() and os.path.isabs(image)):
+            return super().infer(request, datastore)
+        ds = datastore if datastore else self.datastore()
+        uri = ds.get_image_uri(image)  # refuses a path, '..', a link leading out
+        if not uri or not os.path.isfile(uri):
+            raise HTTPException(status_code=404, detail=f"no image {image!r} in the studies folder")
+        result = super().infer({**request, "image": uri}, datastore)
+        if request.get("save_label", False) and result.get("file") and os.path.exists(result["file"]):
+            tag = request.get("label_tag", DefaultLabelTag.ORIGINAL)
+            result["label"] = ds.save_label(image, result["file"], tag,
+                                            {"model": request.get("model"), "params": result.get("params")})
+        return result
