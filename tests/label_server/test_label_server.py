@@ -9,6 +9,7 @@ modality (compared with the bundle's own pipeline run here), labels saved with
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -154,6 +155,42 @@ def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> t
         out.write(content + b"\r\n")
     out.write(f"--{boundary}--\r\n".encode())
     return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _http(url: str, method: str = "GET", data: bytes | None = None,
+          headers: dict | None = None) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers of a request, whatever the status."""
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:  # noqa: S310 (loopback)
+            return r.status, r.read(), {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (links not followed) with a hash of its content or link target."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def outside(served):
+    """A folder beside the studies folder (files a request must not reach), checked unchanged after the test."""
+    folder = served["server"].studies.parent / f"outside_{uuid.uuid4().hex[:8]}"
+    (folder / "labels" / "final").mkdir(parents=True)
+    write_png(folder / "secret.png", _frame(7))
+    (folder / "keep.png").write_bytes((folder / "secret.png").read_bytes())
+    (folder / "labels" / "final" / "keep.png").write_bytes(b"label")
+    before = _tree(folder)
+    yield folder
+    assert _tree(folder) == before, "a request changed files outside the studies folder"
 
 
 def _free_port() -> int:
@@ -423,6 +460,102 @@ def test_train_from_saved_labels_then_infer_with_the_new_weights(served):
     assert label.shape == FRAME_HW and set(np.unique(label).tolist()) <= set(range(8))
 
 
+# ----------------------------------------------------------------------------- what the server accepts
+def _detail(body: bytes) -> str:
+    return json.loads(body)["detail"]
+
+
+@pytest.mark.slow
+def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, outside):
+    url, studies = served["server"].url, served["server"].studies
+    png = served["images"]["frame0"].read_bytes()
+    rel = f"../{outside.name}"
+    studies_before = _tree(studies)
+    link = studies / "linked.png"  # a link in the studies folder that leads out
+    link.symlink_to(outside / "keep.png")
+    try:
+        refused = [
+            ("PUT", f"/datastore/image?image={rel}/keep", {"file": ("x.png", png)}, 400, "path separator"),
+            ("PUT", f"/datastore/image?image={outside}/new", {"file": ("x.png", png)}, 400, "path separator"),
+            ("PUT", "/datastore/image?image=..", {"file": ("x.png", png)}, 400, "names a folder"),
+            ("PUT", "/datastore/image?image=linked", {"file": ("x.png", png)}, 403, "outside the studies folder"),
+            ("PUT", "/datastore/image?image=datastore_v2", {"file": ("x.json", b"{}")}, 415, "file types"),
+            ("PUT", f"/datastore/label?image=frame0&tag=../{rel}", {"label": ("frame0.png", png)}, 400, "separator"),
+            ("PUT", "/datastore/label?image=frame0&tag=..", {"label": ("frame0.png", png)}, 400, "names a folder"),
+            ("PUT", f"/datastore/label?image={rel}/keep&tag=final", {"label": ("k.png", png)}, 400, "separator"),
+            ("PUT", "/datastore/label?image=linked&tag=final", {"label": ("k.png", png)}, 404, "no image"),
+            ("DELETE", f"/datastore/image?id={rel}/keep", None, 400, "path separator"),
+            ("DELETE", "/datastore/image?id=linked", None, 404, "no image"),
+            ("DELETE", f"/datastore/label?id={rel}/keep&tag=final", None, 400, "path separator"),
+            ("DELETE", f"/datastore/label?id=keep&tag=../{rel}/labels/final", None, 400, "path separator"),
+            ("GET", f"/datastore/image?image={rel}/secret", None, 400, "path separator"),
+        ]
+        for method, path, files, status, reason in refused:
+            data, headers = _multipart({"params": "{}"}, files) if files else (None, {})
+            got, body, _ = _http(url + path, method, data, headers)
+            assert got == status and reason in _detail(body), f"{method} {path} -> {got} {body[:300]!r}"
+        listed = json.loads(_request(f"{url}/datastore/?output=all"))["objects"]
+        assert "linked" not in listed and "frame0" in listed
+    finally:
+        link.unlink()
+    # what belongs is still served: an image added, read back and deleted by its id
+    _request(f"{url}/datastore/image?image=added", "PUT", *_multipart({"params": "{}"}, {"file": ("a.png", png)}))
+    assert (studies / "added.png").read_bytes() == png
+    assert _request(f"{url}/datastore/image?image=added") == png
+    _request(f"{url}/datastore/image?id=added", "DELETE")
+    assert _tree(studies).keys() - {"datastore_v2.json", ".lock"} == studies_before.keys() - {"datastore_v2.json",
+                                                                                           ".lock"}
+
+
+@pytest.mark.slow
+def test_infer_reads_only_images_of_the_studies_folder(served, outside):
+    url, bundle = served["server"].url, "medsass_binary_segmentation"
+    for image, status, reason in [(outside / "secret.png", 400, "path separator"), ("/etc/passwd", 400, "separator"),
+                                  (f"../{outside.name}/secret", 400, "separator"), ("..", 400, "names a folder"),
+                                  ("no_such_image", 404, "no image 'no_such_image'")]:
+        got, body, _ = _http(f"{url}/infer/{bundle}?image={image}&output=json", "POST",
+                             *_multipart({"params": "{}"}, {}))
+        assert got == status and reason in _detail(body), f"{image} -> {got} {body[:300]!r}"
+    params = json.dumps({"image": os.fspath(outside / "secret.png")})
+    got, body, _ = _http(f"{url}/infer/{bundle}?output=json", "POST", *_multipart({"params": params}, {}))
+    assert got == 400 and "params may not set ['image']" in _detail(body)
+    got, body, _ = _http(f"{url}/infer/{bundle}?image=frame2&output=json", "POST", *_multipart({"params": "{}"}, {}))
+    assert got == 200 and json.loads(body)["label_names"] == {"foreground": 1}
+
+
+@pytest.mark.slow
+def test_server_answers_its_own_host_and_pages_only(served):
+    server = served["server"]
+    own = f"http://localhost:{server.port}"
+    for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}"):
+        assert _http(f"{server.url}/info/", headers={"Host": host})[0] == 200
+    for host in ("evil.example", f"evil.example:{server.port}", "127.0.0.1:1"):
+        got, body, _ = _http(f"{server.url}/info/", headers={"Host": host})
+        assert got == 421 and "DNS rebinding" in _detail(body), host
+    got, body, headers = _http(f"{server.url}/info/", headers={"Origin": "http://evil.example"})
+    assert got == 403 and "--cors_origins" in _detail(body) and "access-control-allow-origin" not in headers
+    preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "PUT"}
+    assert _http(f"{server.url}/datastore/image", "OPTIONS", headers=preflight)[0] == 403
+    got, _, headers = _http(f"{server.url}/info/", headers={"Origin": own})
+    assert got == 200 and headers.get("access-control-allow-origin") == own
+
+
+@pytest.mark.slow
+def test_model_endpoints_cannot_replace_or_take_away_the_served_weights(served):
+    server, bundle = served["server"], served["served"]["medsass_binary_segmentation"]
+    weights = bundle.folder / "models"
+    before = _tree(weights)
+    got, body, _ = _http(f"{server.url}/model/{bundle.name}", "PUT",
+                         *_multipart({}, {"file": ("model.pt", b"not a checkpoint, 21B")}))
+    assert got == 403 and "served weights" in _detail(body)
+    got, body, _ = _http(f"{server.url}/model/{bundle.name}", "DELETE")
+    assert got == 403 and "served weights" in _detail(body)
+    assert _tree(weights) == before
+    got, _, _ = _http(f"{server.url}/infer/{bundle.name}?image=frame3&output=json", "POST",
+                      *_multipart({"params": "{}"}, {}))
+    assert got == 200
+
+
 @pytest.mark.slow
 def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
     """``fewlabel label-server`` as a user runs it: prints the URL and labels, serves, Ctrl-C stops all."""
@@ -432,7 +565,7 @@ def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
     app, port = tmp_path / "app", _free_port()
     cmd = [sys.executable, "-m", "fewlabel.cli", "label-server", "--studies", os.fspath(served["server"].studies),
            "--port", str(port), "--bundles", name, "--bundles_dir", os.fspath(served["bundles"]),
-           "--app_dir", os.fspath(app), "--overrides", os.fspath(overrides)]
+           "--app_dir", os.fspath(app), "--overrides", os.fspath(overrides), "--cors_origins", "http://localhost:3000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
@@ -446,6 +579,9 @@ def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
         assert f"http://127.0.0.1:{port}" in out and f"{name}: labels foreground" in out, out
         info = json.loads(_request(f"http://127.0.0.1:{port}/info/"))
         assert list(info["models"]) == [name]
+        got, _, headers = _http(f"http://127.0.0.1:{port}/info/", headers={"Origin": "http://localhost:3000"})
+        assert got == 200 and headers["access-control-allow-origin"] == "http://localhost:3000"  # the page named
+        assert _http(f"http://127.0.0.1:{port}/info/", headers={"Origin": "http://localhost:3001"})[0] == 403
         assert _processes_mentioning(os.fspath(app))
     finally:
         proc.send_signal(signal.SIGINT)

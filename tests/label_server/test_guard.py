@@ -1,0 +1,78 @@
+"""fewlabel.label_server.guard: which names, hosts and origins the MONAI Label server accepts.
+
+The live server is probed in test_label_server.py; these drive the same checks without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from fewlabel.label_server.guard import RequestGuard, name_problem, own_hosts, own_origins
+
+
+@pytest.mark.parametrize("name", ["frame0", "case_01.v2", "Patient 7", "é-ct"])
+def test_plain_names_are_ids(name):
+    assert name_problem(name) is None
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("../outside/x", "path separator"), ("/etc/passwd", "path separator"), ("..", "names a folder"),
+    (".", "names a folder"), ("a\\b", "path separator"), ("", "empty"), ("a\x00b", "control character"),
+    ("x" * 300, "at most"), (None, "empty"),
+])
+def test_names_leading_elsewhere_are_refused_with_the_reason(name, reason):
+    assert reason in name_problem(name, "label tag")
+
+
+def test_own_hosts_are_the_loopback_names_with_the_port():
+    assert own_hosts(8123) == ["127.0.0.1:8123", "localhost:8123", "[::1]:8123"]
+    assert "10.0.0.5:8123" in own_hosts(8123, "10.0.0.5") and "[fe80::1]:8123" in own_hosts(8123, "fe80::1")
+    assert "localhost" in own_hosts(80) and own_origins(8123)[0] == "http://127.0.0.1:8123"
+
+
+def _call(guard: RequestGuard, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict]:
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": method, "path": path,
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    asyncio.run(guard(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body)
+
+
+async def _app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b'{"served": true}'})
+
+
+def test_guard_serves_its_own_host_and_origins_only():
+    guard = RequestGuard(_app, own_hosts(8123), own_origins(8123) + ["http://localhost:3000"])
+    own = {"Host": "127.0.0.1:8123"}
+    assert _call(guard, "GET", "/info/", own) == (200, {"served": True})
+    assert _call(guard, "GET", "/info/", {"Host": "LOCALHOST:8123", "Origin": "http://localhost:3000/"})[0] == 200
+    assert _call(guard, "POST", "/infer/m", {**own, "Origin": "http://localhost:8123"})[0] == 200
+    status, body = _call(guard, "GET", "/info/", {"Host": "evil.example:8123"})
+    assert status == 421 and "DNS rebinding" in body["detail"]
+    assert _call(guard, "GET", "/info/", {})[0] == 421  # no Host at all
+    status, body = _call(guard, "OPTIONS", "/datastore/image", {**own, "Origin": "http://evil.example"})
+    assert status == 403 and "--cors_origins http://evil.example" in body["detail"]
+
+
+def test_guard_keeps_the_served_weights_unless_uploads_are_allowed():
+    own = {"Host": "localhost:8123"}
+    guard = RequestGuard(_app, own_hosts(8123), own_origins(8123))
+    for method in ("PUT", "DELETE"):
+        status, body = _call(guard, method, "/model/some_bundle", own)
+        assert status == 403 and "served weights" in body["detail"]
+    assert _call(guard, "GET", "/model/some_bundle", own)[0] == 200
+    allowing = RequestGuard(_app, own_hosts(8123), own_origins(8123), allow_model_upload=True)
+    assert _call(allowing, "PUT", "/model/some_bundle", own)[0] == 200
