@@ -204,7 +204,8 @@ def code_map(check: bool = False) -> None:
 def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None = None,
                  app_dir: str = "outputs/label_server", env_dir: str | None = None, overrides: str | None = None,
                  host: str = "127.0.0.1", rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
-                 bundles_dir: str | None = None, cors_origins: str | list[str] | None = None) -> None:
+                 bundles_dir: str | None = None, cors_origins: str | list[str] | None = None,
+                 allow_model_upload: bool = False) -> None:
     """Serve the bundles from a local MONAI Label server, for annotation assistance.
 
     Builds MONAI Label 0.8.5's own environment the first time (a few minutes), puts the bundles
@@ -230,6 +231,8 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
         bundles_dir: folder holding the bundle folders (default this checkout's ``bundles/``).
         cors_origins: web origins whose pages may use the server besides its own, e.g. an OHIF viewer's
             ``http://localhost:3000`` (``a,b`` or ``[a,b]``); every other web page's request is refused.
+        allow_model_upload: let ``PUT /model/<bundle>`` replace the served weights (an upload that does not
+            load safely or fit the network is refused and changes nothing) and ``DELETE`` rename them.
     """
     from fewlabel.bundle import REPO_BUNDLES
     from fewlabel.label_server import ensure_env
@@ -254,7 +257,8 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
     env = ensure_env(env_dir, rebuild=rebuild_env)
     print(f"app folder {app_dir}:")
     served = prepare_app(app_dir, env, names, bundles_dir=bundles_dir or REPO_BUNDLES, overrides=extra)
-    server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host, cors_origins=origins)
+    server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host, cors_origins=origins,
+                         allow_model_upload=allow_model_upload)
     if prepare_only:
         print("server command (run it with the environment of LabelServer.environment()):")
         print("  " + shlex.join(server.command()))

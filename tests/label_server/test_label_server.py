@@ -565,7 +565,8 @@ def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
     app, port = tmp_path / "app", _free_port()
     cmd = [sys.executable, "-m", "fewlabel.cli", "label-server", "--studies", os.fspath(served["server"].studies),
            "--port", str(port), "--bundles", name, "--bundles_dir", os.fspath(served["bundles"]),
-           "--app_dir", os.fspath(app), "--overrides", os.fspath(overrides), "--cors_origins", "http://localhost:3000"]
+           "--app_dir", os.fspath(app), "--overrides", os.fspath(overrides), "--cors_origins", "http://localhost:3000",
+           "--allow_model_upload"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
@@ -582,6 +583,19 @@ def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
         got, _, headers = _http(f"http://127.0.0.1:{port}/info/", headers={"Origin": "http://localhost:3000"})
         assert got == 200 and headers["access-control-allow-origin"] == "http://localhost:3000"  # the page named
         assert _http(f"http://127.0.0.1:{port}/info/", headers={"Origin": "http://localhost:3001"})[0] == 403
+        # --allow_model_upload: an upload replaces the served weights only if it is this network's weights
+        weights = app / "model" / name / "models" / "model.pt"
+        before = weights.read_bytes()
+        got, body, _ = _http(f"http://127.0.0.1:{port}/model/{name}", "PUT",
+                             *_multipart({}, {"file": ("model.pt", b"not a checkpoint, 21B")}))
+        assert got == 422 and "served weights are unchanged" in _detail(body) and weights.read_bytes() == before
+        new = (_copy_bundle(name, tmp_path / "retrained", seed=5) / "models" / "model.pt").read_bytes()
+        got, body, _ = _http(f"http://127.0.0.1:{port}/model/{name}", "PUT", *_multipart({}, {"file": ("m.pt", new)}))
+        assert got == 200 and weights.read_bytes() == new, body
+        assert sorted(p.name for p in weights.parent.iterdir() if p.name.startswith(".upload")) == []
+        got, body, _ = _http(f"http://127.0.0.1:{port}/infer/{name}?image=frame0&output=json", "POST",
+                             *_multipart({"params": "{}"}, {}))
+        assert got == 200, body
         assert _processes_mentioning(os.fspath(app))
     finally:
         proc.send_signal(signal.SIGINT)

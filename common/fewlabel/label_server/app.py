@@ -123,8 +123,8 @@ def _place_weights(src_models: Path, dst_models: Path, log: Callable[[str], None
             link.symlink_to(f.resolve())
 
 
-def check_weights(bundle: ServedBundle) -> None:
-    """Load the app copy's ``models/model.pt`` into the network of its ``inference.json``, strictly.
+def check_weights(bundle: ServedBundle, weights: str | os.PathLike | None = None) -> None:
+    """Load the app copy's ``models/model.pt`` (or ``weights``) into the network of its ``inference.json``, strictly.
 
     Raises:
         CheckpointError: the file is unreadable, or its keys or shapes do not fit the network (the
@@ -134,7 +134,7 @@ def check_weights(bundle: ServedBundle) -> None:
 
     from fewlabel.networks.transfer import load_state_file
 
-    weights = bundle.folder / "models" / "model.pt"
+    weights = Path(weights) if weights is not None else bundle.folder / "models" / "model.pt"
     parser = ConfigParser()
     parser.read_config(os.fspath(bundle.folder / "configs" / "inference.json"))
     network = parser.get_parsed_content("network_def", instantiate=True)

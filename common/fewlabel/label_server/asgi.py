@@ -9,6 +9,9 @@
 - CORS for exactly those origins (MONAI Label allows every origin, with credentials, unless
   ``MONAI_LABEL_CORS_ORIGINS`` is set, and that setting stores origins with a trailing ``/`` that
   never equals a browser's ``Origin``);
+- ``PUT /model/<m>``, when allowed, checked: the upload must load with ``weights_only=True`` and
+  fit the bundle's network strictly (else ``422``, served weights unchanged), and replaces the
+  served weights atomically;
 - ``/infer``'s query ``image`` and its ``params`` checked: an image is an id of the studies folder;
   a path is taken only for the file the endpoint itself received (see
   :class:`~fewlabel.label_server.studies.StudiesOnlyApp`).
@@ -22,9 +25,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
+from pathlib import Path
 from typing import Any
 
 import monailabel.endpoints.infer as _infer_endpoint
+import monailabel.endpoints.model as _model_endpoint
 from fastapi import HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from monailabel.app import app as monailabel_app
@@ -68,6 +75,38 @@ def run_inference(background_tasks: Any, model: str, image: str = "", session_id
 
 
 _infer_endpoint.run_inference = run_inference  # api_run_inference looks it up in its module at each request
+
+
+def update_model(background_tasks: Any, model: str, file: Any) -> dict[str, Any]:
+    """``PUT /model/<m>`` (with ``--allow_model_upload``): the upload becomes the served weights only if
+    it loads with ``weights_only=True`` and fits the network strictly; it replaces them atomically."""
+    from monailabel.interfaces.utils.app import app_instance
+    from monailabel.utils.others.generic import file_checksum
+
+    from fewlabel.errors import FewLabelError
+    from fewlabel.label_server.app import ServedBundle, check_weights
+
+    target = app_instance().model_file(model, validate=False)
+    if not target:
+        raise HTTPException(status_code=404, detail=f"no model {model!r} is served")
+    target = Path(target)
+    folder = target.parent.parent  # <app>/model/<bundle>/models/model.pt
+    upload = target.with_name(f".upload-{os.getpid()}-{uuid.uuid4().hex}{target.suffix}")
+    try:
+        with open(upload, "wb") as out:
+            shutil.copyfileobj(file.file, out)
+        try:
+            check_weights(ServedBundle(name=model, source=folder, folder=folder, trains=False), upload)
+        except FewLabelError as e:
+            raise HTTPException(status_code=422, detail=f"the upload is not {model}'s weights; the served "
+                                f"weights are unchanged: {e}") from e
+        os.replace(upload, target)
+    finally:
+        upload.unlink(missing_ok=True)
+    return {"checksum": file_checksum(os.fspath(target)), "modified_time": int(target.stat().st_mtime)}
+
+
+_model_endpoint.update_model = update_model  # api_update_model looks it up in its module at each request
 
 _port = int(settings.MONAI_LABEL_SERVER_PORT)
 _origins = _env_list("FEWLABEL_LABEL_ORIGINS", own_origins(_port))

@@ -101,7 +101,8 @@ class RequestGuard:
         if (scope["type"] == "http" and scope.get("method") in ("PUT", "DELETE") and path.startswith("/model/")
                 and not self.allow_model_upload):
             return 403, (f"{scope['method']} {path} would replace or delete the served weights; it is off. Put "
-                         "new weights in the bundle's models/ and restart fewlabel label-server")
+                         "new weights in the bundle's models/ and restart fewlabel label-server (or start it "
+                         "with --allow_model_upload)")
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
