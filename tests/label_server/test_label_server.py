@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -521,6 +522,17 @@ def test_infer_reads_only_images_of_the_studies_folder(served, outside):
     assert got == 400 and "params may not set ['image']" in _detail(body)
     got, body, _ = _http(f"{url}/infer/{bundle}?image=frame2&output=json", "POST", *_multipart({"params": "{}"}, {}))
     assert got == 200 and json.loads(body)["label_names"] == {"foreground": 1}
+    got, body, _ = _http(f"{url}/infer/no_such_model?image=frame2&output=json", "POST",
+                         *_multipart({"params": "{}"}, {}))
+    assert got == 404 and "no model 'no_such_model'" in _detail(body)
+    # an upload inference fails on leaves no temporary file behind
+    junk = f"not an image {uuid.uuid4().hex}".encode()
+    for model in (bundle, "no_such_model"):
+        got, _, _ = _http(f"{url}/infer/{model}?output=json", "POST", *_multipart({"params": "{}"},
+                                                                                  {"file": ("u.png", junk)}))
+        assert got >= 400
+        left = [p for p in Path(tempfile.gettempdir()).glob("tmp*.png") if p.is_file() and p.read_bytes() == junk]
+        assert not left, f"/infer/{model} left its upload {left}"
 
 
 @pytest.mark.slow

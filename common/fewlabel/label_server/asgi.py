@@ -12,6 +12,8 @@
 - ``PUT /model/<m>``, when allowed, checked: the upload must load with ``weights_only=True`` and
   fit the bundle's network strictly (else ``422``, served weights unchanged), and replaces the
   served weights atomically;
+- MONAI Label's own errors (unknown model, image or label; bad input) answered 404 / 422 with
+  their message instead of a bare 500;
 - ``/infer``'s query ``image`` and its ``params`` checked: an image is an id of the studies folder;
   a path is taken only for the file the endpoint itself received (see
   :class:`~fewlabel.label_server.studies.StudiesOnlyApp`).
@@ -34,8 +36,15 @@ import monailabel.endpoints.infer as _infer_endpoint
 import monailabel.endpoints.model as _model_endpoint
 from fastapi import HTTPException
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from monailabel.app import app as monailabel_app
 from monailabel.config import settings
+from monailabel.interfaces.exception import (
+    ImageNotFoundException,
+    LabelNotFoundException,
+    MONAILabelError,
+    MONAILabelException,
+)
 
 from fewlabel.label_server.guard import TRUSTED_IMAGE_PATH, RequestGuard, name_problem, own_hosts, own_origins
 
@@ -67,7 +76,7 @@ def run_inference(background_tasks: Any, model: str, image: str = "", session_id
     if taken:
         raise HTTPException(status_code=400, detail=f"params may not set {taken}: name the image with ?image=<id> "
                             "or upload it as 'file'")
-    token = TRUSTED_IMAGE_PATH.set(bool(file) or bool(session_id))
+    token = TRUSTED_IMAGE_PATH.set("session" if session_id else "upload" if file else "")
     try:
         return _stock_run_inference(background_tasks, model, image, session_id, params, file, label, output)
     finally:
@@ -107,6 +116,22 @@ def update_model(background_tasks: Any, model: str, file: Any) -> dict[str, Any]
 
 
 _model_endpoint.update_model = update_model  # api_update_model looks it up in its module at each request
+
+
+async def _monailabel_error(request: Any, exc: MONAILabelException) -> JSONResponse:
+    """MONAI Label's own errors as 404 (unknown image, label or model) / 422 (bad input) with their message,
+    not a bare 500 "Internal Server Error"."""
+    msg = str(getattr(exc, "msg", exc))
+    if isinstance(exc, (ImageNotFoundException, LabelNotFoundException)) or "no model" in msg.lower():
+        status = 404
+    elif getattr(exc, "error", None) == MONAILabelError.INVALID_INPUT:
+        status = 422
+    else:
+        status = 500
+    return JSONResponse({"detail": msg}, status_code=status)
+
+
+monailabel_app.add_exception_handler(MONAILabelException, _monailabel_error)
 
 _port = int(settings.MONAI_LABEL_SERVER_PORT)
 _origins = _env_list("FEWLABEL_LABEL_ORIGINS", own_origins(_port))

@@ -10,8 +10,9 @@ Pure Python (no MONAI Label import), so the launcher and the tests use it as the
   ``Origin`` (a web page the annotator opens) and, unless enabled, the endpoints that replace or
   delete the served weights (``PUT`` / ``DELETE /model/<m>``), each with its reason as JSON
   ``{"detail": ...}``;
-- :data:`TRUSTED_IMAGE_PATH`: set by the server's ``/infer`` endpoint while it runs on a file it
-  received itself (an upload, a session), the only case where an image is a path, not an id.
+- :data:`TRUSTED_IMAGE_PATH`: set by the server's ``/infer`` endpoint (to ``"upload"`` or
+  ``"session"``) while it runs on a file it received itself, the only case where an image is a path,
+  not an id.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 __all__ = ["name_problem", "own_hosts", "own_origins", "RequestGuard", "TRUSTED_IMAGE_PATH", "LOOPBACK_NAMES"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-TRUSTED_IMAGE_PATH: ContextVar[bool] = ContextVar("fewlabel_trusted_image_path", default=False)
+# "upload" / "session" while /infer runs on a file it received itself, else ""
+TRUSTED_IMAGE_PATH: ContextVar[str] = ContextVar("fewlabel_trusted_image_path", default="")
 _MAX_NAME = 200
 
 Scope = MutableMapping[str, Any]

@@ -14,8 +14,10 @@ This module imports MONAI Label 0.8.5: it runs in the server's environment, wher
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
+import tempfile
 from typing import Any
 
 from fastapi import HTTPException
@@ -139,13 +141,23 @@ class StudiesOnlyApp:
         """The stock ``infer``, with ``request["image"]`` an id of the studies folder.
 
         A path is taken only when the server's ``/infer`` endpoint made it itself (an uploaded file,
-        a session: :data:`~fewlabel.label_server.guard.TRUSTED_IMAGE_PATH`). An id goes to the stock
+        a session: :data:`~fewlabel.label_server.guard.TRUSTED_IMAGE_PATH`); an uploaded file is
+        removed when inference on it fails. An id goes to the stock
         ``infer`` as its file in the studies folder, and a label it is asked to save is saved under
         the id, as the stock ``infer`` does.
         """
         image = request.get("image")
-        if not isinstance(image, str) or (TRUSTED_IMAGE_PATH.get() and os.path.isabs(image)):
+        if not isinstance(image, str):
             return super().infer(request, datastore)
+        if TRUSTED_IMAGE_PATH.get() and os.path.isabs(image):
+            try:
+                return super().infer(request, datastore)
+            except BaseException:
+                # the endpoint removes its upload only after a response; a failure would leave it behind
+                if TRUSTED_IMAGE_PATH.get() == "upload" and os.path.dirname(image) == tempfile.gettempdir():
+                    with contextlib.suppress(OSError):
+                        os.remove(image)
+                raise
         ds = datastore if datastore else self.datastore()
         uri = ds.get_image_uri(image)  # refuses a path, '..', a link leading out
         if not uri or not os.path.isfile(uri):
