@@ -470,6 +470,9 @@ def _detail(body: bytes) -> str:
 def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, outside):
     url, studies = served["server"].url, served["server"].studies
     png = served["images"]["frame0"].read_bytes()
+    buf = io.BytesIO()
+    Image.fromarray(np.ones((17, 33), np.uint8)).save(buf, format="PNG")
+    small = buf.getvalue()  # a label of another size than its image
     rel = f"../{outside.name}"
     studies_before = _tree(studies)
     link = studies / "linked.png"  # a link in the studies folder that leads out
@@ -490,6 +493,10 @@ def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, out
             ("DELETE", f"/datastore/label?id={rel}/keep&tag=final", None, 400, "path separator"),
             ("DELETE", f"/datastore/label?id=keep&tag=../{rel}/labels/final", None, 400, "path separator"),
             ("GET", f"/datastore/image?image={rel}/secret", None, 400, "path separator"),
+            ("PUT", "/datastore/image?image=text", {"file": ("t.png", b"just text")}, 422, "not a readable image"),
+            ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", small)}, 422,
+             "is 17x33 but the image is 72x96"),
+            ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", b"text")}, 422, "readable"),
         ]
         for method, path, files, status, reason in refused:
             data, headers = _multipart({"params": "{}"}, files) if files else (None, {})
@@ -504,8 +511,9 @@ def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, out
     assert (studies / "added.png").read_bytes() == png
     assert _request(f"{url}/datastore/image?image=added") == png
     _request(f"{url}/datastore/image?id=added", "DELETE")
-    assert _tree(studies).keys() - {"datastore_v2.json", ".lock"} == studies_before.keys() - {"datastore_v2.json",
-                                                                                           ".lock"}
+    bookkeeping = ("datastore_v2.json", ".lock")
+    assert {k: v for k, v in _tree(studies).items() if k not in bookkeeping} == \
+        {k: v for k, v in studies_before.items() if k not in bookkeeping}
 
 
 @pytest.mark.slow

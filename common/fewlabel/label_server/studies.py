@@ -30,8 +30,40 @@ from fewlabel.label_server.guard import TRUSTED_IMAGE_PATH, name_problem
 __all__ = ["StudiesDatastore", "StudiesOnlyApp"]
 
 
+_PIL_TYPES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_NIFTI_TYPES = (".nii", ".nii.gz")
+
+
+def spatial_shape(path: str) -> tuple[int, ...] | None:
+    """The spatial shape of an image file, (H, W) for frames, the voxel grid for NIfTI; ``None`` for
+    types it does not read (``.nrrd``, ``.svs``...).
+
+    Raises:
+        ValueError: the file is not a readable image of its type.
+    """
+    name = os.path.basename(path).lower()
+    try:
+        if name.endswith(_PIL_TYPES):
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.load()
+                return (im.size[1], im.size[0])
+        if name.endswith(_NIFTI_TYPES):
+            import nibabel as nib
+
+            return tuple(int(s) for s in nib.load(path).shape[:3])
+    except Exception as e:  # noqa: BLE001 (any reader failure means: not an image)
+        raise ValueError(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
+    return None
+
+
 class StudiesDatastore(LocalDatastore):
-    """A ``LocalDatastore`` whose every id, tag and file stays inside the studies folder."""
+    """A ``LocalDatastore`` whose every id, tag and file stays inside the studies folder.
+
+    Uploads are checked as well: an image must be readable as its file type, and a label must be
+    readable and have its image's spatial size (frames: height x width; volumes: the voxel grid).
+    """
 
     def _root(self) -> str:
         return os.path.realpath(self._datastore_path)
@@ -60,6 +92,14 @@ class StudiesDatastore(LocalDatastore):
             raise HTTPException(status_code=415, detail=f"{what} {os.path.basename(filename)!r} is not one of the "
                                 f"studies' file types ({allowed})")
         return filename
+
+    @staticmethod
+    def _readable(path: str, what: str) -> tuple[int, ...] | None:
+        try:
+            return spatial_shape(path)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=f"{what} is not a readable image of its type "
+                                f"({os.path.basename(path)}): {e}") from e
 
     # ------------------------------------------------------------------ listing
     def _list_files(self, path, patterns):
@@ -95,6 +135,7 @@ class StudiesDatastore(LocalDatastore):
         dest = os.path.join(self._datastore.image_path(), self._filename(image_id, ext))
         self._check_inside(os.path.dirname(dest) + os.sep + "x", f"the images folder of {image_id!r}")
         self._check_inside(dest, f"image {image_id!r}")
+        self._readable(image_filename, f"image {image_id!r}")
         return super().add_image(image_id, image_filename, image_info)
 
     def remove_image(self, image_id: str) -> None:
@@ -116,6 +157,12 @@ class StudiesDatastore(LocalDatastore):
         folder = self._datastore.label_path(label_tag)
         self._check_inside(os.path.join(folder, "x"), f"label folder {label_tag!r}")
         self._check_inside(os.path.join(folder, self._filename(image_id, ext)), f"label {image_id!r} ({label_tag})")
+        shape = self._readable(label_filename, f"the label for {image_id!r}")
+        image_shape = self._readable(self.get_image_uri(image_id), f"image {image_id!r}")
+        if shape is not None and image_shape is not None and shape[:len(image_shape)] != image_shape[:len(shape)]:
+            raise HTTPException(status_code=422, detail=f"the label for {image_id!r} is "
+                                f"{'x'.join(map(str, shape))} but the image is {'x'.join(map(str, image_shape))}; "
+                                "a label map has its image's size")
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
