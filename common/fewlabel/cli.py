@@ -237,7 +237,10 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
     from fewlabel.bundle import REPO_BUNDLES
     from fewlabel.label_server import ensure_env
     from fewlabel.label_server.app import prepare_app, select_bundles
-    from fewlabel.label_server.server import LabelServer, client_instructions
+    from fewlabel.label_server.server import LabelServer, check_port_free, client_instructions
+
+    if not prepare_only:
+        check_port_free(host, port)  # before anything else: a server may still be running there
 
     extra = {}
     if overrides:

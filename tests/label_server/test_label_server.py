@@ -333,6 +333,44 @@ def test_cli_names_the_missing_weights_before_building_anything(tmp_path):
     assert not (tmp_path / "no_env").exists()
 
 
+def test_cli_says_the_port_is_taken_before_anything_else(tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        env = {**os.environ, "FEWLABEL_LABEL_ENV": os.fspath(tmp_path / "no_env")}
+        proc = subprocess.run([sys.executable, "-m", "fewlabel.cli", "label-server", "--studies",
+                               os.fspath(tmp_path / "s"), "--port", str(port), "--bundles_dir", os.fspath(tmp_path)],
+                              capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "no_env").exists() and not (tmp_path / "s").exists()
+
+
+def test_server_dies_with_its_launcher(tmp_path):
+    """A launcher killed outright (no Ctrl-C, no cleanup) takes its server with it."""
+    env_dir = tmp_path / "env"
+    (env_dir / "bin").mkdir(parents=True)
+    (env_dir / "bin" / "monailabel").touch()
+    fake = env_dir / "bin" / "python"  # stands in for the server: runs until it is signalled
+    fake.write_text("#!/bin/sh\nexec sleep 300\n")
+    fake.chmod(0o755)
+    code = ("import sys, time; from fewlabel.label_server.server import LabelServer; "
+            f"s = LabelServer({os.fspath(tmp_path / 'app')!r}, {os.fspath(tmp_path / 's')!r}, ['b'], "
+            f"{os.fspath(env_dir)!r}, port={_free_port()}); s.start(); print(s.process.pid, flush=True); "
+            "time.sleep(300)")
+    launcher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(launcher.stdout.readline())
+        assert _group_alive(pid)
+    finally:
+        launcher.kill()
+        launcher.wait(30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _group_alive(pid):
+        time.sleep(0.2)
+    assert not _group_alive(pid), "the server outlived its launcher"
+
+
 def _processes_mentioning(text: str) -> list[int]:
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):

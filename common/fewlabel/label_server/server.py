@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ import fewlabel
 from fewlabel.errors import FewLabelError
 from fewlabel.label_server.guard import own_hosts, own_origins
 
-__all__ = ["LabelServer", "client_instructions"]
+__all__ = ["LabelServer", "client_instructions", "check_port_free"]
 
 
 class LabelServer:
@@ -103,18 +105,27 @@ class LabelServer:
         env["FEWLABEL_ALLOW_MODEL_UPLOAD"] = "true" if self.allow_model_upload else "false"
         return env
 
+    def check_port(self) -> None:
+        """Raise :class:`FewLabelError` if ``host:port`` is taken (e.g. by a server still running)."""
+        check_port_free(self.host, self.port)
+
     def start(self) -> None:
-        """Start the server in its own process group; its output goes to :attr:`log_file`."""
+        """Start the server in its own process group; its output goes to :attr:`log_file`.
+
+        On Linux the server gets SIGTERM when this process dies (killed, crashed), so it never
+        outlives its launcher.
+        """
         if self.process is not None and self.process.poll() is None:
             raise FewLabelError(f"the server is already running (pid {self.process.pid}).")
         if not (self.env_dir / "bin" / "monailabel").is_file():
             raise FewLabelError(f"no MONAI Label in {self.env_dir}: build it with fewlabel.label_server.ensure_env.")
+        self.check_port()
         self.studies.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(self.command(), env=self.environment(), cwd=self.app_dir, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_parent_death_signal())
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's output."""
@@ -176,6 +187,31 @@ class LabelServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise :class:`FewLabelError` if a server already listens on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: only a listener conflicts
+        try:
+            s.bind((host or "0.0.0.0", int(port)))
+        except OSError as e:
+            raise FewLabelError(f"port {port} on {host} is in use ({e.strerror}): a MONAI Label server may still "
+                                "be running there (stop it), or choose another --port.") from e
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send the child SIGTERM when the launcher dies (``PR_SET_PDEATHSIG``).
+
+    ``prctl`` is looked up here, in the parent: the child between fork and exec only calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _group_alive(pgid: int) -> bool:
