@@ -346,6 +346,17 @@ def test_cli_says_the_port_is_taken_before_anything_else(tmp_path):
     assert not (tmp_path / "no_env").exists() and not (tmp_path / "s").exists()
 
 
+def test_cli_takes_cors_origins_as_scheme_host_port_only(tmp_path):
+    env = {**os.environ, "FEWLABEL_LABEL_ENV": os.fspath(tmp_path / "no_env")}
+    proc = subprocess.run([sys.executable, "-m", "fewlabel.cli", "label-server", "--studies", os.fspath(tmp_path / "s"),
+                           "--port", str(_free_port()), "--bundles_dir", os.fspath(tmp_path),
+                           "--cors_origins", "http://localhost:3000,localhost:3001,http://x.org/page"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "['localhost:3001', 'http://x.org/page']" in proc.stderr and "scheme://host[:port]" in proc.stderr
+    assert not (tmp_path / "no_env").exists()
+
+
 def test_server_dies_with_its_launcher(tmp_path):
     """A launcher killed outright (no Ctrl-C, no cleanup) takes its server with it."""
     env_dir = tmp_path / "env"
