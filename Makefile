@@ -40,10 +40,13 @@ bench: setup
 
 # a local MONAI Label server with every bundle (MONAI Label gets its own environment on first use;
 # README "Annotating with MONAI Label"): make label-server STUDIES=/data/frames PORT=8000 [BUNDLES=a,b]
+# [CORS_ORIGINS=http://localhost:3000] (a viewer page allowed to use the server)
 STUDIES ?= studies
 PORT    ?= 8000
+CORS_ORIGINS ?=
 label-server: setup
-	$(BIN)/fewlabel label-server --studies $(STUDIES) --port $(PORT) $(if $(BUNDLES),--bundles $(BUNDLES))
+	$(BIN)/fewlabel label-server --studies $(STUDIES) --port $(PORT) $(if $(BUNDLES),--bundles $(BUNDLES)) \
+		$(if $(CORS_ORIGINS),--cors_origins $(CORS_ORIGINS))
 
 # the MONAI Application Package folder with this package copied beside its __main__.py (deploy/README.md)
 map-context:
