@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import json
 import logging
+import multiprocessing
 import shlex
 import signal
 import sys
@@ -259,7 +261,11 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
         raise FewLabelError(f"--cors_origins {bad}: an origin is scheme://host[:port], e.g. http://localhost:3000.")
     env = ensure_env(env_dir, rebuild=rebuild_env)
     print(f"app folder {app_dir}:")
-    served = prepare_app(app_dir, env, names, bundles_dir=bundles_dir or REPO_BUNDLES, overrides=extra)
+    # in a child process: checking the weights imports torch and MONAI, which the launcher, waiting on
+    # the server for hours, does not need to hold (about 1.3 GB)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        served = pool.submit(prepare_app, app_dir, env, names, bundles_dir=bundles_dir or REPO_BUNDLES,
+                             overrides=extra).result()
     server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host, cors_origins=origins,
                          allow_model_upload=allow_model_upload)
     if prepare_only:

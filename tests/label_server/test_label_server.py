@@ -649,6 +649,9 @@ def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
         assert f"http://127.0.0.1:{port}" in out and f"{name}: labels foreground" in out, out
         info = json.loads(_request(f"http://127.0.0.1:{port}/info/"))
         assert list(info["models"]) == [name]
+        rss_kb = int(next(line.split()[1] for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                          if line.startswith("VmRSS:")))
+        assert rss_kb < 300_000, f"the launcher holds {rss_kb // 1024} MB while it only waits on the server"
         got, _, headers = _http(f"http://127.0.0.1:{port}/info/", headers={"Origin": "http://localhost:3000"})
         assert got == 200 and headers["access-control-allow-origin"] == "http://localhost:3000"  # the page named
         assert _http(f"http://127.0.0.1:{port}/info/", headers={"Origin": "http://localhost:3001"})[0] == 403
