@@ -207,7 +207,7 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
                  app_dir: str = "outputs/label_server", env_dir: str | None = None, overrides: str | None = None,
                  host: str = "127.0.0.1", rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
                  bundles_dir: str | None = None, cors_origins: str | list[str] | None = None,
-                 allow_model_upload: bool = False) -> None:
+                 allow_model_upload: bool = False, max_upload_mb: float = 1024) -> None:
     """Serve the bundles from a local MONAI Label server, for annotation assistance.
 
     Builds MONAI Label 0.8.5's own environment the first time (a few minutes), puts the bundles
@@ -235,6 +235,7 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
             ``http://localhost:3000`` (``a,b`` or ``[a,b]``); every other web page's request is refused.
         allow_model_upload: let ``PUT /model/<bundle>`` replace the served weights (an upload that does not
             load safely or fit the network is refused and changes nothing) and ``DELETE`` rename them.
+        max_upload_mb: the largest upload (image, label, weights) the server takes, in MB.
     """
     from fewlabel.bundle import REPO_BUNDLES
     from fewlabel.label_server import ensure_env
@@ -267,7 +268,7 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
         served = pool.submit(prepare_app, app_dir, env, names, bundles_dir=bundles_dir or REPO_BUNDLES,
                              overrides=extra).result()
     server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host, cors_origins=origins,
-                         allow_model_upload=allow_model_upload)
+                         allow_model_upload=allow_model_upload, max_upload_mb=max_upload_mb)
     if prepare_only:
         print("server command (run it with the environment of LabelServer.environment()):")
         print("  " + shlex.join(server.command()))

@@ -76,3 +76,14 @@ def test_guard_keeps_the_served_weights_unless_uploads_are_allowed():
     assert _call(guard, "GET", "/model/some_bundle", own)[0] == 200
     allowing = RequestGuard(_app, own_hosts(8123), own_origins(8123), allow_model_upload=True)
     assert _call(allowing, "PUT", "/model/some_bundle", own)[0] == 200
+
+
+def test_guard_refuses_bodies_over_the_limit_or_of_unknown_length():
+    guard = RequestGuard(_app, own_hosts(8123), own_origins(8123), max_upload_mb=1)
+    own = {"Host": "localhost:8123"}
+    assert _call(guard, "PUT", "/datastore/image", {**own, "Content-Length": str(2**20)})[0] == 200
+    status, body = _call(guard, "PUT", "/datastore/image", {**own, "Content-Length": str(2**20 + 1)})
+    assert status == 413 and "1 MB" in body["detail"]
+    assert _call(guard, "PUT", "/datastore/image", {**own, "Content-Length": "-5"})[0] == 413
+    status, body = _call(guard, "PUT", "/datastore/image", {**own, "Transfer-Encoding": "chunked"})
+    assert status == 411 and "Content-Length" in body["detail"]

@@ -20,7 +20,7 @@
 
 Settings come from the environment the launcher (:class:`~fewlabel.label_server.server.LabelServer`)
 gives the server: ``FEWLABEL_LABEL_HOSTS`` and ``FEWLABEL_LABEL_ORIGINS`` (JSON lists) and
-``FEWLABEL_ALLOW_MODEL_UPLOAD`` (``true``/``false``).
+``FEWLABEL_ALLOW_MODEL_UPLOAD`` (``true``/``false``) and ``FEWLABEL_MAX_UPLOAD_MB``.
 """
 
 from __future__ import annotations
@@ -140,4 +140,5 @@ monailabel_app.add_middleware(CORSMiddleware, allow_origins=_origins, allow_cred
                               allow_methods=["*"], allow_headers=["*"])
 
 app = RequestGuard(monailabel_app, hosts=_env_list("FEWLABEL_LABEL_HOSTS", own_hosts(_port)), origins=_origins,
-                   allow_model_upload=os.environ.get("FEWLABEL_ALLOW_MODEL_UPLOAD", "false").lower() == "true")
+                   allow_model_upload=os.environ.get("FEWLABEL_ALLOW_MODEL_UPLOAD", "false").lower() == "true",
+                   max_upload_mb=float(os.environ.get("FEWLABEL_MAX_UPLOAD_MB", "1024")))

@@ -79,14 +79,17 @@ class RequestGuard:
             MONAI Label's client) is not a web page's and passes.
         allow_model_upload: let ``PUT`` / ``DELETE /model/<m>`` through (they replace or rename the
             served weights).
+        max_upload_mb: the largest request body taken (``413`` above it); a body of unknown length
+            (chunked) is refused with ``411``, so the limit cannot be stepped around.
     """
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], hosts: Iterable[str],
-                 origins: Iterable[str], allow_model_upload: bool = False) -> None:
+                 origins: Iterable[str], allow_model_upload: bool = False, max_upload_mb: float = 1024) -> None:
         self.app = app
         self.hosts = {h.lower() for h in hosts}
         self.origins = {o.lower().rstrip("/") for o in origins}
         self.allow_model_upload = allow_model_upload
+        self.max_upload_bytes = int(max_upload_mb * 2**20)
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         """``(status, reason)`` when the request of ``scope`` must be refused, else ``None``."""
@@ -99,6 +102,12 @@ class RequestGuard:
         if origin is not None and origin.lower().rstrip("/") not in self.origins:
             return 403, (f"requests from web pages of {origin!r} are refused; start the server with "
                          f"--cors_origins {origin} to allow that page (allowed: {', '.join(sorted(self.origins))})")
+        length = headers.get("content-length")
+        if length is None and "chunked" in headers.get("transfer-encoding", "").lower():
+            return 411, "a request body of unknown length (chunked) is refused; send its Content-Length"
+        if length is not None and (not length.strip().isdigit() or int(length) > self.max_upload_bytes):
+            return 413, (f"the request body ({length} bytes) is larger than this server takes "
+                         f"({self.max_upload_bytes // 2**20} MB; fewlabel label-server --max_upload_mb)")
         path = scope.get("path", "")
         if (scope["type"] == "http" and scope.get("method") in ("PUT", "DELETE") and path.startswith("/model/")
                 and not self.allow_model_upload):

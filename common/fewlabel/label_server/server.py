@@ -51,12 +51,13 @@ class LabelServer:
         cors_origins: web origins (e.g. an OHIF viewer's ``http://localhost:3000``) whose pages may
             use the server, besides its own.
         allow_model_upload: let ``PUT`` / ``DELETE /model/<m>`` replace or rename the served weights.
+        max_upload_mb: the largest request body (upload) the server takes.
     """
 
     def __init__(self, app_dir: str | os.PathLike, studies: str | os.PathLike, bundles: Sequence[str],
                  env_dir: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1",
                  log_file: str | os.PathLike | None = None, cors_origins: Sequence[str] = (),
-                 allow_model_upload: bool = False) -> None:
+                 allow_model_upload: bool = False, max_upload_mb: float = 1024) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.studies = Path(studies).resolve()
         self.bundles = list(bundles)
@@ -66,6 +67,7 @@ class LabelServer:
         self.log_file = Path(log_file) if log_file else self.app_dir / "logs" / "server.log"
         self.cors_origins = [str(o).rstrip("/") for o in cors_origins]
         self.allow_model_upload = bool(allow_model_upload)
+        self.max_upload_mb = float(max_upload_mb)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -103,6 +105,7 @@ class LabelServer:
         env["FEWLABEL_LABEL_HOSTS"] = json.dumps(own_hosts(self.port, self.host))
         env["FEWLABEL_LABEL_ORIGINS"] = json.dumps(own_origins(self.port, self.host) + self.cors_origins)
         env["FEWLABEL_ALLOW_MODEL_UPLOAD"] = "true" if self.allow_model_upload else "false"
+        env["FEWLABEL_MAX_UPLOAD_MB"] = str(self.max_upload_mb)
         return env
 
     def check_port(self) -> None:
