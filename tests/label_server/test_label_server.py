@@ -607,6 +607,7 @@ def test_server_answers_its_own_host_and_pages_only(served):
     assert _http(f"{server.url}/datastore/image", "OPTIONS", headers=preflight)[0] == 403
     got, _, headers = _http(f"{server.url}/info/", headers={"Origin": own})
     assert got == 200 and headers.get("access-control-allow-origin") == own
+    assert f"fewlabel: answering Host ['127.0.0.1:{server.port}'" in server.log_file.read_text()
     got, body, _ = _http(f"{server.url}/datastore/image?image=big", "PUT", headers={"Content-Length": str(2**40)})
     assert got == 413 and "--max_upload_mb" in _detail(body)
 

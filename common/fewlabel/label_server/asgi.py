@@ -142,3 +142,6 @@ monailabel_app.add_middleware(CORSMiddleware, allow_origins=_origins, allow_cred
 app = RequestGuard(monailabel_app, hosts=_env_list("FEWLABEL_LABEL_HOSTS", own_hosts(_port)), origins=_origins,
                    allow_model_upload=os.environ.get("FEWLABEL_ALLOW_MODEL_UPLOAD", "false").lower() == "true",
                    max_upload_mb=float(os.environ.get("FEWLABEL_MAX_UPLOAD_MB", "1024")))
+# MONAI Label printed "Allow Origins: ['*']" on import; what holds is this
+print(f"fewlabel: answering Host {sorted(app.hosts)}; web origins {_origins}; model upload "
+      f"{'on' if app.allow_model_upload else 'off'}; uploads up to {app.max_upload_bytes // 2**20} MB", flush=True)
