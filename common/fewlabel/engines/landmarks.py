@@ -128,7 +128,7 @@ class LandmarkEvaluation:
             gt_masks = _one_hot_masks(gt, k)
             self.raw.add(_one_hot_masks(_resize_nearest(pred, gt.shape), k), gt_masks)
             if len(self._examples) < self.examples and self.image_key in b:
-                from fewlabel.metrics.report import example_arrays
+                from fewlabel.handlers.report import example_arrays
 
                 example = example_arrays(b[self.image_key], _resize_nearest(gt, pred.shape)[None], pred[None])
                 if example is not None:
@@ -154,7 +154,7 @@ class LandmarkEvaluation:
 
     def write(self, engine: Engine | None = None) -> dict[str, Any]:
         from fewlabel.metrics import format_landmark_table
-        from fewlabel.metrics.report import save_examples
+        from fewlabel.handlers.report import save_examples
 
         res = self.results()
         self.output_dir.mkdir(parents=True, exist_ok=True)

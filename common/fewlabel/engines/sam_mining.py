@@ -67,12 +67,12 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from PIL import Image
 
 from fewlabel.data.datalist import mixed_items, save_datalist
+from fewlabel.handlers.pseudo_label_stats import MiningStatsHandler
 from fewlabel.losses.mining import (
     ROLE_EXCLUDED,
     ROLE_LABELLED,
@@ -262,7 +262,7 @@ class MinedBatches(PrepareBatch):
         set_generator_state(self.prompt_generator, state["prompt_generator"], "MinedBatches.prompt_generator")
 
     def reset_counts(self) -> None:
-        """Zero ``seen`` and ``skipped`` (at each epoch start, by :class:`MiningStatsHandler`)."""
+        """Zero ``seen`` and ``skipped`` (at each epoch start, by :class:`fewlabel.handlers.MiningStatsHandler`)."""
         self.seen = self.skipped = 0
 
     # -- pieces --------------------------------------------------------------------------------
@@ -366,47 +366,6 @@ class MinedBatches(PrepareBatch):
             masks = apply_geometry(masks, params, "nearest")
             images = random_colour_jitter(images, self.generator, **self.jitter)
         return images, pack_targets(masks, roles)
-
-
-# ---------------------------------------------------------------------------------------------
-# per-epoch counts
-# ---------------------------------------------------------------------------------------------
-
-
-class MiningStatsHandler:
-    """Ignite handler: per epoch, count and log the unlabelled images that had no pseudo-label.
-
-    At each epoch start the counters of ``mined`` are reset; at its end
-    ``engine.state.metrics["pseudo_label_no_prompt"]`` gets the number of unlabelled images
-    without a pseudo-label (empty student prediction, hence no prompt) and
-    ``engine.state.metrics["pseudo_label_skipped"]`` their share of the unlabelled images seen;
-    both are logged (with the teacher's embedding-cache hits and misses when it has a cache).
-
-    Args:
-        mined: the trainer's :class:`MinedBatches` (anything with ``seen``, ``skipped``, ``reset_counts``).
-    """
-
-    def __init__(self, mined: MinedBatches) -> None:
-        self.mined = mined
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.report)
-
-    def reset(self, engine: Engine) -> None:
-        self.mined.reset_counts()
-
-    def report(self, engine: Engine) -> None:
-        seen, skipped = int(self.mined.seen), int(self.mined.skipped)
-        engine.state.metrics["pseudo_label_no_prompt"] = skipped
-        engine.state.metrics["pseudo_label_skipped"] = skipped / max(seen, 1)
-        if not seen:
-            return
-        cache = getattr(getattr(self.mined, "teacher", None), "cache", None)
-        extra = f"; SAM embedding cache {cache.stats()}" if cache is not None else ""
-        log = logger.warning if skipped == seen else logger.info
-        log("epoch %d: %d of %d unlabelled images had no pseudo-label (empty student prediction: no prompt) and "
-            "were left out of the loss%s", engine.state.epoch, skipped, seen, extra)
 
 
 # ---------------------------------------------------------------------------------------------

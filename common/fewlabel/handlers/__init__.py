@@ -1,0 +1,21 @@
+"""Ignite handlers, one per module: checkpoint loading with actionable errors, the pseudo-label counts of
+the pseudo-labelling engines, and the segmentation / volume report writers."""
+
+from .checkpoint_loader import CheckpointLoader, missing_weights_message
+from .pseudo_label_stats import MINING_STATS, MiningStatsHandler, PseudoLabelStatsHandler
+from .report import ReportHandler, example_arrays, save_examples
+from .segmentation_report import SegmentationReport
+from .volume_report import VolumeReport
+
+__all__ = [
+    "CheckpointLoader",
+    "missing_weights_message",
+    "PseudoLabelStatsHandler",
+    "MiningStatsHandler",
+    "MINING_STATS",
+    "ReportHandler",
+    "example_arrays",
+    "save_examples",
+    "SegmentationReport",
+    "VolumeReport",
+]
