@@ -40,6 +40,9 @@ MOVED = [  # (old module, name, new module)
     ("fewlabel.metrics.report", "save_examples", "fewlabel.handlers.report"),
     ("fewlabel.metrics", "VolumeReport", "fewlabel.handlers.volume_report"),
     ("fewlabel.metrics.volume", "VolumeReport", "fewlabel.handlers.volume_report"),
+    ("fewlabel.engines", "TrainingState", "fewlabel.handlers.training_state"),
+    ("fewlabel.engines.resume", "TrainingState", "fewlabel.handlers.training_state"),
+    ("fewlabel.engines.resume", "random_components", "fewlabel.handlers.training_state"),
 ]
 
 

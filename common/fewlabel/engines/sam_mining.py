@@ -247,7 +247,7 @@ class MinedBatches(PrepareBatch):
         self.skipped = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """The augmentation and prompt generators' states, to resume a run (:class:`fewlabel.engines.TrainingState`).
+        """The augmentation and prompt generators' states, to resume a run (:class:`fewlabel.handlers.TrainingState`).
 
         The student and the teacher are not part of it (the student is saved as the trainer's network, the
         teacher is fixed), nor are the per-epoch counts."""

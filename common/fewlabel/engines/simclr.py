@@ -110,7 +110,7 @@ class SimCLRPairs(PrepareBatch):
         self.blur_sigma = tuple(float(v) for v in blur_sigma)
 
     def state_dict(self) -> dict[str, Any]:
-        """The augmentation generator's state, to resume a run (:class:`fewlabel.engines.TrainingState`)."""
+        """The augmentation generator's state, to resume a run (:class:`fewlabel.handlers.TrainingState`)."""
         return {"generator": generator_state(self.generator)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

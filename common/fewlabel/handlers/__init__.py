@@ -1,10 +1,12 @@
 """Ignite handlers, one per module: checkpoint loading with actionable errors, the pseudo-label counts of
-the pseudo-labelling engines, and the segmentation / volume report writers."""
+the pseudo-labelling engines, the segmentation / volume report writers and the training state a crashed
+run resumes from."""
 
 from .checkpoint_loader import CheckpointLoader, missing_weights_message
 from .pseudo_label_stats import MINING_STATS, MiningStatsHandler, PseudoLabelStatsHandler
 from .report import ReportHandler, example_arrays, save_examples
 from .segmentation_report import SegmentationReport
+from .training_state import TrainingState
 from .volume_report import VolumeReport
 
 __all__ = [
@@ -18,4 +20,5 @@ __all__ = [
     "save_examples",
     "SegmentationReport",
     "VolumeReport",
+    "TrainingState",
 ]
