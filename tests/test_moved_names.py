@@ -43,6 +43,9 @@ MOVED = [  # (old module, name, new module)
     ("fewlabel.engines", "TrainingState", "fewlabel.handlers.training_state"),
     ("fewlabel.engines.resume", "TrainingState", "fewlabel.handlers.training_state"),
     ("fewlabel.engines.resume", "random_components", "fewlabel.handlers.training_state"),
+    ("fewlabel.engines", "LandmarkEvaluation", "fewlabel.handlers.landmark_evaluation"),
+    ("fewlabel.engines.landmarks", "LandmarkEvaluation", "fewlabel.handlers.landmark_evaluation"),
+    ("fewlabel.engines", "stage_table", "fewlabel.handlers.landmark_evaluation"),
 ]
 
 
