@@ -76,7 +76,8 @@ from fewlabel.data import (
     write_ct_demo_dataset,
 )
 from fewlabel.engines import TripletBatch
-from fewlabel.engines.simclr import ContrastiveEncoder, SimCLRPairs
+from fewlabel.engines.simclr import SimCLRPairs
+from fewlabel.networks import ContrastiveEncoder
 from fewlabel.losses import NTXentLoss, PolyCLLoss
 from fewlabel.networks import build_network
 from fewlabel.transforms import CTWindow, CTWindowd, LoadCTSliced, LoadCTVolume

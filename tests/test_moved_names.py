@@ -46,6 +46,8 @@ MOVED = [  # (old module, name, new module)
     ("fewlabel.engines", "LandmarkEvaluation", "fewlabel.handlers.landmark_evaluation"),
     ("fewlabel.engines.landmarks", "LandmarkEvaluation", "fewlabel.handlers.landmark_evaluation"),
     ("fewlabel.engines", "stage_table", "fewlabel.handlers.landmark_evaluation"),
+    ("fewlabel.engines", "ContrastiveEncoder", "fewlabel.networks.contrastive"),
+    ("fewlabel.engines.simclr", "ContrastiveEncoder", "fewlabel.networks.contrastive"),
 ]
 
 

@@ -20,7 +20,7 @@ negative) slice triplets chosen by strategy S, O or M
   each slice and the slice's organ flag (or scan id) as the label for
   :class:`fewlabel.losses.SupConLoss`.
 
-The network is :class:`fewlabel.engines.simclr.ContrastiveEncoder` with ``projection_dim=256,
+The network is :class:`fewlabel.networks.ContrastiveEncoder` with ``projection_dim=256,
 hidden_dim=0`` (the paper's ``g``: global average pooling, one fully connected layer).
 """
 
