@@ -25,7 +25,7 @@ class VolumeReport(ReportHandler):
             prediction's) ``filename_or_obj``.
         name: file stem and key prefix in ``engine.state.metrics`` (``<name>_mean_dice`` ...).
         title: heading of the Markdown table and the plot.
-        percentile, spacing: see :func:`volume_scores`.
+        percentile, spacing: see :func:`fewlabel.metrics.volume_scores`.
         plot: also write ``<name>.png``: Dice and Hausdorff per volume.
         examples: volumes whose most-labelled slice (image, label, prediction) is kept in
             ``<name>_examples.npz`` (see :class:`ReportHandler`).

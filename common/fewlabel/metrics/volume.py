@@ -1,4 +1,5 @@
-"""Per-volume Dice and Hausdorff distance of binary 3D masks (PolyCL's evaluation), with a report handler.
+"""Per-volume Dice and Hausdorff distance of binary 3D masks (PolyCL's evaluation); the report handler is
+:class:`fewlabel.handlers.VolumeReport`.
 
 PolyCL (Ward et al., MELBA 2025, section 4.2) reports the Dice coefficient and the Hausdorff
 distance of each model's liver masks, averaged over test volumes. Here each volume is scored
