@@ -9,8 +9,8 @@ as ``bundles/polycl_liver_ct_segmentation/configs/pretrain.json`` wires them:
 - data: CT phantoms (:func:`fewlabel.data.write_ct_demo_dataset`, NIfTI volumes in HU with a liver
   label) cached as slices (:func:`fewlabel.data.cache_ct_slices`: middle 30 %, resized to
   ``size``), a MONAI ``Dataset`` with ``LoadCTSliced`` + ``CTWindowd`` (400 / 40 HU) +
-  ``EnsureTyped``, :class:`fewlabel.engines.TripletSampler` (strategy ``"M"``),
-  :class:`fewlabel.engines.TripletDataset`, MONAI ``DataLoader`` (``num_workers=0``) and
+  ``EnsureTyped``, :class:`fewlabel.data.TripletSampler` (strategy ``"M"``),
+  :class:`fewlabel.data.TripletDataset`, MONAI ``DataLoader`` (``num_workers=0``) and
   :class:`fewlabel.engines.TripletBatch` (the ``(3B, 1, H, W)`` stack);
 - step: ``ContrastiveEncoder(build_network("polycl_unet", channels=...), projection_dim=256,
   hidden_dim=0)``, forward of the ``3B`` images, :class:`fewlabel.losses.PolyCLLoss` (``tau = 1/B``),
@@ -67,9 +67,17 @@ from monai.transforms import Compose, EnsureTyped
 
 from _timing import save_result, warn_if_loaded
 
-from fewlabel.data import cache_ct_slices, load_datalist, slice_tables, write_ct_demo_dataset
-from fewlabel.engines import TripletBatch, TripletDataset, TripletSampler
-from fewlabel.engines.simclr import ContrastiveEncoder, SimCLRPairs
+from fewlabel.data import (
+    TripletDataset,
+    TripletSampler,
+    cache_ct_slices,
+    load_datalist,
+    slice_tables,
+    write_ct_demo_dataset,
+)
+from fewlabel.engines import TripletBatch
+from fewlabel.engines.simclr import SimCLRPairs
+from fewlabel.networks import ContrastiveEncoder
 from fewlabel.losses import NTXentLoss, PolyCLLoss
 from fewlabel.networks import build_network
 from fewlabel.transforms import CTWindow, CTWindowd, LoadCTSliced, LoadCTVolume

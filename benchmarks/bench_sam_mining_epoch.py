@@ -57,9 +57,12 @@ from torch.utils.data import DataLoader
 
 from _timing import save_result
 
-from fewlabel.engines.sam_mining import MinedBatches, MiningLoss, PlaceholderLabeld, mine_pseudo_labels, mixed_items
+from fewlabel.data import mixed_items
+from fewlabel.engines.sam_mining import MinedBatches, mine_pseudo_labels
+from fewlabel.losses import MiningLoss
 from fewlabel.networks import build_network
 from fewlabel.sam import EmbeddingCache, SamTeacher
+from fewlabel.transforms import PlaceholderLabeld
 
 SIZE = 224  # the paper's training size; SAM resizes to 1024 internally
 N_LABELLED = 4

@@ -229,7 +229,7 @@ def test_every_boolean_or_none_setting_reaches_code_that_reads_its_spellings(bun
 
 
 def test_fewlabel_components_read_the_command_line_spellings(tmp_path):
-    from fewlabel.engines.resume import TrainingState
+    from fewlabel.handlers.training_state import TrainingState
     from fewlabel.losses import PolyCLLoss
     from fewlabel.metrics.volume import VolumeScores
     from fewlabel.networks import build_network

@@ -2,7 +2,8 @@
 
 The package mirrors MONAI's taxonomy: ``fewlabel.data`` (demo phantoms, dataset adapters,
 datalists), ``fewlabel.transforms``, ``fewlabel.losses``, ``fewlabel.metrics``,
-``fewlabel.networks``, ``fewlabel.engines``, ``fewlabel.sam`` and ``fewlabel.postprocess``.
+``fewlabel.networks``, ``fewlabel.handlers`` (ignite handlers), ``fewlabel.engines``, ``fewlabel.sam`` and
+``fewlabel.postprocess``.
 Bundle configs reference these as ``fewlabel.<module>.<name>``.
 """
 
@@ -15,6 +16,7 @@ _SUBMODULES = (
     "data",
     "engines",
     "errors",
+    "handlers",
     "losses",
     "metrics",
     "networks",

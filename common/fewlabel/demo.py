@@ -182,7 +182,7 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
         run_stage(bundle, ["train.json", "finetune.json", "evaluate.json"], ckpt_dir=models, output_dir=str(out / name),
                   **common, **extra)
     t_train = time.time() - t0
-    from fewlabel.engines.landmarks import stage_table
+    from fewlabel.handlers.landmark_evaluation import stage_table
 
     table = stage_table({"demo (UNet, ResNet-18)": {"init": out / "evaluate_stage1" / "metrics.json",
                                                   "tune": out / "evaluate" / "metrics.json"}})

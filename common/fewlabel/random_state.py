@@ -1,6 +1,6 @@
 """The state of random generators as tensors and plain values, for checkpoints read with
 ``torch.load(..., weights_only=True)``: what stochastic components return from ``state_dict()``
-(see :class:`fewlabel.engines.TrainingState`, which saves them to resume a run bit for bit)."""
+(see :class:`fewlabel.handlers.TrainingState`, which saves them to resume a run bit for bit)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """fewlabel.data: datalists and splits, the cache folder, procedural demo phantoms, CT volumes
 (loading, middle slices, slice index, CT phantoms) and PolyCL's contrastive example selection
-(``select_examples``)."""
+(``select_examples``) with its triplet sampler and dataset (``TripletSampler``, ``TripletDataset``)."""
 
 from fewlabel.data.cache import cache_dir
 from fewlabel.data.datalist import (
@@ -8,6 +8,7 @@ from fewlabel.data.datalist import (
     list_images,
     load_datalist,
     load_images,
+    mixed_items,
     save_datalist,
     split_by_group,
     split_labelled,
@@ -27,6 +28,7 @@ from fewlabel.data.ct import (
 )
 from fewlabel.data.ct_slices import cache_ct_slices, slice_tables, write_ct_demo_dataset
 from fewlabel.data.contrastive_selection import STRATEGIES, Triplets, select_examples
+from fewlabel.data.triplets import TripletDataset, TripletSampler
 from fewlabel.data.statistics import class_pixel_shares
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
@@ -40,6 +42,7 @@ __all__ = [
     "split_labelled",
     "load_images",
     "list_images",
+    "mixed_items",
     "PHANTOMS",
     "register_phantom",
     "phantom_info",
@@ -48,6 +51,8 @@ __all__ = [
     "STRATEGIES",
     "Triplets",
     "select_examples",
+    "TripletSampler",
+    "TripletDataset",
     "CTPhantom",
     "SliceIndex",
     "build_slice_index",

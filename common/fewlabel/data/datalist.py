@@ -13,13 +13,15 @@ The format is MONAI's Decathlon datalist, so ``monai.data.load_decathlon_datalis
 
 Paths are relative to the folder the JSON file lies in (or absolute). ``patient`` is the
 grouping key for splits: no patient (video, scan, slide) ever lands in two splits.
+:func:`mixed_items` joins labelled, unlabelled and pseudo-labelled items into one training list
+(SAM knowledge mining's mixed batches).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ __all__ = [
     "list_images",
     "IMAGE_SUFFIXES",
     "check_training_data",
+    "mixed_items",
 ]
 
 SPLITS = ("training", "validation", "testing", "unlabelled")
@@ -269,3 +272,29 @@ def check_training_data(train: Sequence[Any], validation: Sequence[Any] | None, 
             f"the saved labels for validation, and {n} were left for training: save more labels or pass a larger "
             "val_split, e.g. {\"val_split\": 0.5}."
         )
+
+
+def mixed_items(
+    labelled: Iterable[Mapping[str, Any]],
+    unlabelled: Iterable[Mapping[str, Any]] = (),
+    pseudo: Iterable[Mapping[str, Any]] = (),
+    flag_key: str = "is_labelled",
+    valid_key: str = "valid",
+    label_key: str = "label",
+) -> list[dict[str, Any]]:
+    """One training list of labelled, unlabelled (continuous mode) and pseudo-labelled (one-time) items.
+
+    Labelled items get ``is_labelled = 1, valid = 1``; unlabelled ones lose any ``label`` and get
+    ``is_labelled = 0, valid = 1``; pseudo-labelled items (from :func:`fewlabel.engines.mine_pseudo_labels`) get
+    ``is_labelled = 0`` and keep their ``valid``. Every item gets both keys, so batches collate.
+    """
+    out = [{**dict(it), flag_key: 1, valid_key: 1} for it in labelled]
+    for it in out:
+        if label_key not in it:
+            raise ValueError(f"labelled item {it.get('image', it)} has no '{label_key}'")
+    out += [{**{k: v for k, v in it.items() if k != label_key}, flag_key: 0, valid_key: 1} for it in unlabelled]
+    for it in pseudo:
+        if label_key not in it:
+            raise ValueError(f"pseudo-labelled item {it.get('image', it)} has no '{label_key}' (pseudo-label file)")
+        out.append({**dict(it), flag_key: 0, valid_key: int(bool(it.get(valid_key, 1)))})
+    return out

@@ -1,15 +1,25 @@
-"""Engine pieces: prepare-batch functions that make targets on the device, checkpoint handling,
-landmark evaluation and video inference, SimCLR pre-training, SAM knowledge mining, PolyCL triplets and
-slice-by-slice volume inference."""
+"""Engine pieces: prepare-batch objects that make inputs and targets on the device (denoising pairs,
+threshold pseudo-labels, SAM knowledge mining, SimCLR views, PolyCL triplets), SimCLR's contrastive
+encoder, slice-by-slice volume inference and the video runner.
+
+Names that moved to the layer of their kind (losses, transforms, data, handlers) are imported here too,
+so ``fewlabel.engines.<name>`` keeps working for them.
+"""
+
+from fewlabel.data.datalist import mixed_items
+from fewlabel.data.triplets import TripletDataset, TripletSampler
+from fewlabel.handlers.checkpoint_loader import CheckpointLoader, missing_weights_message
+from fewlabel.handlers.landmark_evaluation import LandmarkEvaluation, stage_table
+from fewlabel.handlers.pseudo_label_stats import MiningStatsHandler, PseudoLabelStatsHandler
+from fewlabel.handlers.training_state import TrainingState
+from fewlabel.losses.mining import MiningLoss
+from fewlabel.transforms.placeholder import PlaceholderLabeld
 
 from .denoising import DenoisingPairs
-from .checkpoint import CheckpointLoader, missing_weights_message
-from .landmarks import LandmarkEvaluation, stage_table
-from .pseudo_labels import PseudoLabelStatsHandler, ThresholdPseudoLabels
-from .sam_mining import MinedBatches, MiningLoss, MiningStatsHandler, PlaceholderLabeld, mine_pseudo_labels, mixed_items
+from .polycl import SupConPairs, TripletBatch
+from .pseudo_labels import ThresholdPseudoLabels
+from .sam_mining import MinedBatches, mine_pseudo_labels
 from .simclr import ContrastiveEncoder, SimCLRPairs
-from .polycl import SupConPairs, TripletBatch, TripletDataset, TripletSampler
-from .resume import TrainingState
 from .slice_inference import SliceBySliceInferer, VolumeBatch, build_volume_inferer
 from .video_landmarks import run_video
 

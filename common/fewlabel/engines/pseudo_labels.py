@@ -8,20 +8,16 @@ losses from :mod:`fewlabel.losses` leave them out; they are counted and logged.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
 from monai.engines.utils import PrepareBatch
 
+from fewlabel.handlers.pseudo_label_stats import PseudoLabelStatsHandler
 from fewlabel.transforms.threshold import threshold_masks
 
 __all__ = ["ThresholdPseudoLabels", "PseudoLabelStatsHandler"]
-
-logger = logging.getLogger("fewlabel.engines")
-
 
 class ThresholdPseudoLabels(PrepareBatch):
     """``prepare_batch`` that returns ``(images, threshold masks)`` computed on ``device``.
@@ -35,7 +31,7 @@ class ThresholdPseudoLabels(PrepareBatch):
         image_key: key of the images in the batch dict.
         method_kwargs: extra arguments of the method (GHT's ``nu``..., adaptive ``block_size``...).
 
-    Use it as the trainer's ``prepare_batch``; :class:`PseudoLabelStatsHandler` logs its counts.
+    Use it as the trainer's ``prepare_batch``; :class:`fewlabel.handlers.PseudoLabelStatsHandler` logs its counts.
     """
 
     def __init__(
@@ -62,33 +58,3 @@ class ThresholdPseudoLabels(PrepareBatch):
         self.seen += len(valid)
         self.skipped += int((~valid).sum())
         return images, masks
-
-
-
-class PseudoLabelStatsHandler:
-    """Ignite handler: after each epoch, log how many images a pseudo-label ``prepare_batch`` left
-    out of the loss and put their share in ``engine.state.metrics["pseudo_label_skipped"]``.
-
-    Args:
-        pseudo_labels: the trainer's :class:`ThresholdPseudoLabels` (anything with ``seen``,
-            ``skipped`` and ``method`` attributes).
-    """
-
-    def __init__(self, pseudo_labels: ThresholdPseudoLabels) -> None:
-        self.pseudo_labels = pseudo_labels
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.report)
-
-    def reset(self, engine: Engine) -> None:
-        self.pseudo_labels.seen = self.pseudo_labels.skipped = 0
-
-    def report(self, engine: Engine) -> None:
-        pl = self.pseudo_labels
-        engine.state.metrics["pseudo_label_skipped"] = pl.skipped / max(pl.seen, 1)
-        if pl.skipped:
-            logger.warning(
-                "epoch %d: %d of %d images had no %s split (constant or one-class) and were left out of the loss",
-                engine.state.epoch, pl.skipped, pl.seen, pl.method,
-            )

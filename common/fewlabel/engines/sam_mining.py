@@ -21,29 +21,31 @@ The supervised stage is the same machinery with ``mode="supervised"`` (every ite
 
 **Batch layout** (a decision, as the trainer takes one data loader): one dataset of mixed items,
 each a dict with ``image`` ``(C, H, W)`` float in [0, 1], ``label`` ``(1, H, W)`` in {0, 1}
-(an all-zero placeholder for unlabelled items, :class:`PlaceholderLabeld`, so batches collate),
-``is_labelled`` (1 / 0) and ``valid`` (1 / 0: whether a pseudo-label file holds a usable
-pseudo-label; one-time mode). :func:`mixed_items` builds that list from a datalist's labelled
-and unlabelled items. A shuffled loader then mixes labelled and unlabelled images in every batch
-in proportion to their numbers (``B`` and ``B'`` of the paper's loss vary from batch to batch;
-the loss normalises each group by its own count). One loader keeps MONAI's ``SupervisedTrainer``,
-its epoch length, checkpointing and multi-GPU sampler as they are; two zipped loaders would need
-a custom iteration and an arbitrary epoch definition.
+(an all-zero placeholder for unlabelled items, :class:`fewlabel.transforms.PlaceholderLabeld`,
+so batches collate), ``is_labelled`` (1 / 0) and ``valid`` (1 / 0: whether a pseudo-label file
+holds a usable pseudo-label; one-time mode). :func:`fewlabel.data.mixed_items` builds that list
+from a datalist's labelled and unlabelled items. A shuffled loader then mixes labelled and
+unlabelled images in every batch in proportion to their numbers (``B`` and ``B'`` of the
+paper's loss vary from batch to batch; the loss normalises each group by its own count). One
+loader keeps MONAI's ``SupervisedTrainer``, its epoch length, checkpointing and multi-GPU
+sampler as they are; two zipped loaders would need a custom iteration and an arbitrary epoch
+definition.
 
-**Geometric augmentation happens in the engine**, on the device, after the pseudo-label: the
-student and the teacher see the *un-augmented* image (so path-keyed embeddings stay valid and
-the prompts are in the image's own frame), then one set of per-item parameters (flips,
-transpose, 90-degree rotations, optionally a small affine) is applied to the image (bilinear)
-and to its label or pseudo-label (nearest), so they stay aligned; photometric jitter is applied
-to the image only. The dataset transforms must therefore be deterministic (load, resize, scale
-to [0, 1]). Flips, transpose and 90-degree rotations are exact; transpose and odd rotations are
-skipped for non-square images (they would change the shape of the batch).
+**Geometric augmentation happens in the engine** (:mod:`fewlabel.transforms.batched`), on the
+device, after the pseudo-label: the student and the teacher see the *un-augmented* image (so
+path-keyed embeddings stay valid and the prompts are in the image's own frame), then one set of
+per-item parameters (flips, transpose, 90-degree rotations, optionally a small affine) is applied
+to the image (bilinear) and to its label or pseudo-label (nearest), so they stay aligned;
+photometric jitter is applied to the image only. The dataset transforms must therefore be
+deterministic (load, resize, scale to [0, 1]). Flips, transpose and 90-degree rotations are
+exact; transpose and odd rotations are skipped for non-square images (they would change the
+shape of the batch).
 
 **Targets layout**: the trainer's loss receives ``(B, 2, H, W)`` targets: channel 0 the binary
 mask (ground truth, pseudo-label, or zeros), channel 1 the item's *role*, constant over the
 image: :data:`ROLE_LABELLED` (1), :data:`ROLE_PSEUDO` (2, an unlabelled image with a
 pseudo-label) or :data:`ROLE_EXCLUDED` (0, an unlabelled image without one: its student
-prediction was empty, so there was no prompt). :class:`MiningLoss` reads it; a plain
+prediction was empty, so there was no prompt). :class:`fewlabel.losses.MiningLoss` reads it; a plain
 ``(B, 1, H, W)`` label means "all labelled" (validation loss, supervised stage).
 :func:`unpack_targets` splits it (e.g. for a training metric: ``label[:, :1]``).
 
@@ -56,7 +58,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +67,24 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
-from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
-from monai.losses import DiceLoss
-from monai.transforms import MapTransform
 from PIL import Image
-from torch.nn.modules.loss import _Loss
 
-from fewlabel.data.datalist import save_datalist
-from fewlabel.engines.simclr import random_colour_jitter
+from fewlabel.data.datalist import mixed_items, save_datalist
+from fewlabel.handlers.pseudo_label_stats import MiningStatsHandler
+from fewlabel.losses.mining import (
+    ROLE_EXCLUDED,
+    ROLE_LABELLED,
+    ROLE_PSEUDO,
+    MiningLoss,
+    dice_bce_per_image,
+    pack_targets,
+    unpack_targets,
+)
 from fewlabel.random_state import generator_state, set_generator_state
+from fewlabel.transforms.batched import GeometricParams, apply_geometry, draw_geometry, random_colour_jitter
+from fewlabel.transforms.placeholder import PlaceholderLabeld
 
 __all__ = [
     "ROLE_EXCLUDED",
@@ -100,12 +108,6 @@ __all__ = [
 
 logger = logging.getLogger("fewlabel.engines")
 
-#: Role of an unlabelled image without a pseudo-label (left out of the loss).
-ROLE_EXCLUDED = 0
-#: Role of a labelled image (ground truth).
-ROLE_LABELLED = 1
-#: Role of an unlabelled image with a SAM pseudo-label.
-ROLE_PSEUDO = 2
 #: Schedules of :class:`MinedBatches`.
 MODES = ("continuous", "one_time", "supervised")
 
@@ -115,218 +117,6 @@ def _plain(x: Any) -> torch.Tensor:
     if isinstance(x, MetaTensor):
         return x.as_tensor()
     return torch.as_tensor(x)
-
-
-# ---------------------------------------------------------------------------------------------
-# targets and the loss
-# ---------------------------------------------------------------------------------------------
-
-
-def pack_targets(masks: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` masks + ``(B,)`` roles -> ``(B, C + 1, H, W)`` float32 targets (roles last, constant)."""
-    if masks.ndim != 4 or roles.shape != (masks.shape[0],):
-        raise ValueError(f"expected (B, C, H, W) masks and (B,) roles, got {tuple(masks.shape)}, {tuple(roles.shape)}")
-    b, _, h, w = masks.shape
-    role_map = roles.to(masks.device, torch.float32).view(b, 1, 1, 1).expand(b, 1, h, w)
-    return torch.cat([masks.float(), role_map], dim=1)
-
-
-def unpack_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, C + 1, H, W)`` targets -> ``(masks (B, C, H, W) float32, roles (B,) int64)``."""
-    if targets.ndim != 4 or targets.shape[1] < 2:
-        raise ValueError(f"expected (B, C + 1, H, W) mining targets, got {tuple(targets.shape)}")
-    roles = targets[:, -1].flatten(1).amax(1).round().long()
-    return targets[:, :-1].float(), roles
-
-
-def dice_bce_per_image(
-    logits: torch.Tensor, target: torch.Tensor, k: float = 0.2, dice: DiceLoss | None = None
-) -> torch.Tensor:
-    """``Dice + k * BCE`` of each image (paper, section 2.5), from logits.
-
-    Args:
-        logits: ``(B, C, H, W)`` logits (sigmoid per channel; C = 1 for the method's binary task).
-        target: ``(B, C, H, W)`` in {0, 1}.
-        k: BCE weight.
-        dice: the soft Dice loss to use (default MONAI's ``DiceLoss(sigmoid=True)``, smooth 1e-5).
-
-    Returns:
-        ``(B,)`` float32 >= 0: soft Dice loss (mean over channels) + ``k`` * mean pixel BCE.
-    """
-    if logits.shape != target.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same shape")
-    dice = dice or DiceLoss(sigmoid=True, reduction="none")
-    x, t = logits.float(), target.float()
-    d = dice(x, t).flatten(1).mean(1)
-    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none").flatten(1).mean(1)
-    return d + k * bce
-
-
-class MiningLoss(_Loss):
-    """The SAM knowledge-mining loss: ``mean_labelled(Dice + k BCE) + lambda * mean_pseudo(Dice + k BCE)``.
-
-    Each image's ``Dice + k BCE`` is computed on its own (logits in, sigmoid inside); labelled
-    images are averaged over their count ``B``, pseudo-labelled ones over theirs ``B'`` and
-    down-weighted by ``lambda``; images with role :data:`ROLE_EXCLUDED` (no pseudo-label) take
-    no part. A group absent from the batch contributes nothing: a batch with no valid
-    pseudo-label is the supervised loss alone, a batch of pseudo-labels only is ``lambda`` times
-    their mean. A batch with nothing to learn from gives 0 with a graph. The value is never NaN
-    (Dice is smoothed; BCE is computed from logits).
-
-    Args:
-        k: BCE weight (paper: 0.2).
-        lam: weight of the pseudo-label term (paper: 0.25).
-        smooth_nr, smooth_dr: Dice smoothing (MONAI's ``DiceLoss``).
-
-    Call as ``loss(logits, targets)`` with ``targets`` either the ``(B, C + 1, H, W)`` mining
-    layout (:func:`pack_targets`) or a plain ``(B, C, H, W)`` label (all images labelled), or
-    ``loss(logits, masks, roles=roles)`` with explicit ``(B,)`` roles. Returns a float32 scalar.
-    After each call ``self.last`` holds the detached terms and counts (``labelled``, ``pseudo``,
-    ``n_labelled``, ``n_pseudo``) for logging.
-    """
-
-    def __init__(self, k: float = 0.2, lam: float = 0.25, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5) -> None:
-        super().__init__()
-        if k < 0 or lam < 0:
-            raise ValueError(f"k and lam must be >= 0, got k={k}, lam={lam}")
-        self.k, self.lam = float(k), float(lam)
-        self.dice = DiceLoss(sigmoid=True, reduction="none", smooth_nr=smooth_nr, smooth_dr=smooth_dr)
-        self.last: dict[str, torch.Tensor] = {}
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor, roles: torch.Tensor | None = None) -> torch.Tensor:
-        if input.ndim != 4:
-            raise ValueError(f"expected (B, C, H, W) logits, got {tuple(input.shape)}")
-        if roles is None:
-            if target.shape[1] == input.shape[1] + 1:
-                target, roles = unpack_targets(target)
-            elif target.shape[1] == input.shape[1]:
-                roles = torch.full((input.shape[0],), ROLE_LABELLED, dtype=torch.long, device=input.device)
-            else:
-                raise ValueError(
-                    f"targets must have {input.shape[1]} channels (labels) or {input.shape[1] + 1} (labels + role), "
-                    f"got {tuple(target.shape)}"
-                )
-        roles = torch.as_tensor(roles, device=input.device).long().view(-1)
-        if roles.numel() != input.shape[0]:
-            raise ValueError(f"got {roles.numel()} roles for {input.shape[0]} images")
-        per_image = dice_bce_per_image(input, target.to(input.device), self.k, self.dice)
-        labelled = (roles == ROLE_LABELLED).float()
-        pseudo = (roles == ROLE_PSEUDO).float()
-        n_l, n_p = labelled.sum(), pseudo.sum()
-        zero = input.sum().float() * 0.0  # keeps a graph when a group is empty
-        term_l = (per_image * labelled).sum() / n_l if n_l > 0 else zero
-        term_p = (per_image * pseudo).sum() / n_p if n_p > 0 else zero
-        self.last = {"labelled": term_l.detach(), "pseudo": term_p.detach(), "n_labelled": n_l.detach(),
-                     "n_pseudo": n_p.detach()}
-        return term_l + self.lam * term_p
-
-    def extra_repr(self) -> str:
-        return f"k={self.k}, lam={self.lam}"
-
-
-# ---------------------------------------------------------------------------------------------
-# geometric augmentation applied identically to images and masks
-# ---------------------------------------------------------------------------------------------
-
-
-class GeometricParams:
-    """Per-item geometric transform: transpose, then ``rot90`` by ``k`` quarter turns, then flips, then affine.
-
-    Attributes (all on the CPU): ``transpose`` ``(B,)`` bool, ``k`` ``(B,)`` int64 in 0..3,
-    ``hflip`` / ``vflip`` ``(B,)`` bool, ``theta`` ``(B, 2, 3)`` float32 affine (output to input,
-    normalised coordinates, as :func:`torch.nn.functional.affine_grid`) or None.
-    """
-
-    def __init__(self, transpose: torch.Tensor, k: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor,
-                 theta: torch.Tensor | None) -> None:
-        self.transpose, self.k, self.hflip, self.vflip, self.theta = transpose, k, hflip, vflip, theta
-
-    def __len__(self) -> int:
-        return int(self.k.shape[0])
-
-
-def draw_geometry(
-    batch_size: int,
-    square: bool,
-    generator: torch.Generator,
-    flip_prob: float = 0.5,
-    transpose_prob: float = 0.5,
-    rot90_prob: float = 0.5,
-    affine_prob: float = 0.0,
-    rotate_range: float = 15.0,
-    scale_range: float = 0.1,
-    translate_range: float = 0.05,
-) -> GeometricParams:
-    """Draw one :class:`GeometricParams` per item (the paper's flips, rotation and transpose, each p = 0.5).
-
-    Args:
-        batch_size: items to draw for.
-        square: whether the images are square; if not, transpose and odd quarter turns are off.
-        generator: CPU generator of the draws.
-        flip_prob: probability of each of the horizontal and vertical flips.
-        transpose_prob: probability of swapping rows and columns.
-        rot90_prob: probability of a rotation by 1, 2 or 3 quarter turns (uniform).
-        affine_prob: probability of an extra small affine (rotation in ``+-rotate_range`` degrees,
-            isotropic scale in ``1 +- scale_range``, translation in ``+-translate_range`` of the
-            size), resampled (bilinear for images, nearest for masks, zero padding).
-    """
-    b, g = int(batch_size), generator
-    transpose = (torch.rand(b, generator=g) < transpose_prob) & square
-    rotate = torch.rand(b, generator=g) < rot90_prob
-    k = torch.where(rotate, torch.randint(1, 4, (b,), generator=g), torch.zeros(b, dtype=torch.long))
-    if not square:
-        k = torch.where(k % 2 == 1, torch.zeros_like(k), k)
-    hflip = torch.rand(b, generator=g) < flip_prob
-    vflip = torch.rand(b, generator=g) < flip_prob
-    theta = None
-    if affine_prob > 0:
-        on = torch.rand(b, generator=g) < affine_prob
-        angle = torch.deg2rad((2 * torch.rand(b, generator=g) - 1) * rotate_range) * on
-        scale = torch.where(on, 1.0 + (2 * torch.rand(b, generator=g) - 1) * scale_range, torch.ones(b))
-        shift = (2 * torch.rand(b, 2, generator=g) - 1) * translate_range * 2 * on[:, None]  # normalised units
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    return GeometricParams(transpose, k, hflip, vflip, theta)
-
-
-def apply_geometry(x: torch.Tensor, params: GeometricParams, mode: str = "bilinear") -> torch.Tensor:
-    """Apply per-item geometric transforms to ``(B, C, H, W)`` ``x`` (same params -> same motion).
-
-    Args:
-        x: images or masks on any device.
-        params: from :func:`draw_geometry` (``len(params) == B``).
-        mode: resampling of the affine step: ``"bilinear"`` (images) or ``"nearest"`` (masks);
-            the other steps are exact index permutations.
-
-    Returns:
-        ``(B, C, H, W)``, same dtype and device.
-    """
-    if x.ndim != 4 or x.shape[0] != len(params):
-        raise ValueError(f"expected (B={len(params)}, C, H, W), got {tuple(x.shape)}")
-    dev = x.device
-
-    def pick(flag: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.where(flag.to(dev).view(-1, 1, 1, 1), a, b)
-
-    if params.transpose.any():
-        x = pick(params.transpose, x.transpose(-1, -2), x)
-    if (params.k > 0).any():
-        out = x
-        for k in (1, 2, 3):
-            if (params.k == k).any():
-                out = pick(params.k == k, torch.rot90(x, k, dims=(-2, -1)), out)
-        x = out
-    if params.hflip.any():
-        x = pick(params.hflip, x.flip(-1), x)
-    if params.vflip.any():
-        x = pick(params.vflip, x.flip(-2), x)
-    if params.theta is not None:
-        on = (params.theta - torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])).abs().flatten(1).amax(1) > 0
-        if on.any():
-            grid = F.affine_grid(params.theta.to(dev, torch.float32), list(x.shape), align_corners=False)
-            moved = F.grid_sample(x.float(), grid, mode=mode, padding_mode="zeros", align_corners=False).to(x.dtype)
-            x = pick(on, moved, x)
-    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +160,7 @@ class MinedBatches(PrepareBatch):
        ``mode="one_time"``: the labels of unlabelled items are the pseudo-label files already
        loaded, ``valid`` says which are usable. ``mode="supervised"``: all items labelled;
     3. one geometric transform per item (:func:`draw_geometry`) is applied to image and label;
-       photometric jitter to the image only (:func:`fewlabel.engines.simclr.random_colour_jitter`).
+       photometric jitter to the image only (:func:`fewlabel.transforms.random_colour_jitter`).
 
     Args:
         network: the student (the trainer's network object); needed for ``"continuous"``.
@@ -457,7 +247,7 @@ class MinedBatches(PrepareBatch):
         self.skipped = 0
 
     def state_dict(self) -> dict[str, Any]:
-        """The augmentation and prompt generators' states, to resume a run (:class:`fewlabel.engines.TrainingState`).
+        """The augmentation and prompt generators' states, to resume a run (:class:`fewlabel.handlers.TrainingState`).
 
         The student and the teacher are not part of it (the student is saved as the trainer's network, the
         teacher is fixed), nor are the per-epoch counts."""
@@ -472,7 +262,7 @@ class MinedBatches(PrepareBatch):
         set_generator_state(self.prompt_generator, state["prompt_generator"], "MinedBatches.prompt_generator")
 
     def reset_counts(self) -> None:
-        """Zero ``seen`` and ``skipped`` (at each epoch start, by :class:`MiningStatsHandler`)."""
+        """Zero ``seen`` and ``skipped`` (at each epoch start, by :class:`fewlabel.handlers.MiningStatsHandler`)."""
         self.seen = self.skipped = 0
 
     # -- pieces --------------------------------------------------------------------------------
@@ -482,7 +272,7 @@ class MinedBatches(PrepareBatch):
             if default is None:
                 raise ValueError(
                     f"mode '{self.mode}' needs a '{key}' flag per item (1 labelled / 0 unlabelled); "
-                    "build the dataset with fewlabel.engines.sam_mining.mixed_items"
+                    "build the dataset with fewlabel.data.mixed_items"
                 )
             return torch.full((b,), default, dtype=torch.bool)
         flags = _plain(value).detach().cpu().reshape(-1)
@@ -576,102 +366,6 @@ class MinedBatches(PrepareBatch):
             masks = apply_geometry(masks, params, "nearest")
             images = random_colour_jitter(images, self.generator, **self.jitter)
         return images, pack_targets(masks, roles)
-
-
-# ---------------------------------------------------------------------------------------------
-# per-epoch counts
-# ---------------------------------------------------------------------------------------------
-
-
-class MiningStatsHandler:
-    """Ignite handler: per epoch, count and log the unlabelled images that had no pseudo-label.
-
-    At each epoch start the counters of ``mined`` are reset; at its end
-    ``engine.state.metrics["pseudo_label_no_prompt"]`` gets the number of unlabelled images
-    without a pseudo-label (empty student prediction, hence no prompt) and
-    ``engine.state.metrics["pseudo_label_skipped"]`` their share of the unlabelled images seen;
-    both are logged (with the teacher's embedding-cache hits and misses when it has a cache).
-
-    Args:
-        mined: the trainer's :class:`MinedBatches` (anything with ``seen``, ``skipped``, ``reset_counts``).
-    """
-
-    def __init__(self, mined: MinedBatches) -> None:
-        self.mined = mined
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.report)
-
-    def reset(self, engine: Engine) -> None:
-        self.mined.reset_counts()
-
-    def report(self, engine: Engine) -> None:
-        seen, skipped = int(self.mined.seen), int(self.mined.skipped)
-        engine.state.metrics["pseudo_label_no_prompt"] = skipped
-        engine.state.metrics["pseudo_label_skipped"] = skipped / max(seen, 1)
-        if not seen:
-            return
-        cache = getattr(getattr(self.mined, "teacher", None), "cache", None)
-        extra = f"; SAM embedding cache {cache.stats()}" if cache is not None else ""
-        log = logger.warning if skipped == seen else logger.info
-        log("epoch %d: %d of %d unlabelled images had no pseudo-label (empty student prediction: no prompt) and "
-            "were left out of the loss%s", engine.state.epoch, skipped, seen, extra)
-
-
-# ---------------------------------------------------------------------------------------------
-# datasets of mixed items
-# ---------------------------------------------------------------------------------------------
-
-
-class PlaceholderLabeld(MapTransform):
-    """Give an item without a label an all-zero ``(1, H, W)`` one of its image's size, so batches collate.
-
-    Put it last in the preprocessing of a mixed dataset (after resizing). Items that have the
-    key are unchanged. The placeholder is never learnt from: the item's ``is_labelled`` flag is 0.
-
-    Args:
-        keys: label key(s) to fill in.
-        ref_key: the image key whose spatial size the placeholder takes.
-    """
-
-    def __init__(self, keys: KeysCollection = "label", ref_key: str = "image") -> None:
-        super().__init__(keys, allow_missing_keys=True)
-        self.ref_key = ref_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.keys:
-            if key not in d:
-                ref = d[self.ref_key]
-                d[key] = torch.zeros_like(ref[:1], dtype=torch.float32)
-        return d
-
-
-def mixed_items(
-    labelled: Iterable[Mapping[str, Any]],
-    unlabelled: Iterable[Mapping[str, Any]] = (),
-    pseudo: Iterable[Mapping[str, Any]] = (),
-    flag_key: str = "is_labelled",
-    valid_key: str = "valid",
-    label_key: str = "label",
-) -> list[dict[str, Any]]:
-    """One training list of labelled, unlabelled (continuous mode) and pseudo-labelled (one-time) items.
-
-    Labelled items get ``is_labelled = 1, valid = 1``; unlabelled ones lose any ``label`` and get
-    ``is_labelled = 0, valid = 1``; pseudo-labelled items (from :func:`mine_pseudo_labels`) get
-    ``is_labelled = 0`` and keep their ``valid``. Every item gets both keys, so batches collate.
-    """
-    out = [{**dict(it), flag_key: 1, valid_key: 1} for it in labelled]
-    for it in out:
-        if label_key not in it:
-            raise ValueError(f"labelled item {it.get('image', it)} has no '{label_key}'")
-    out += [{**{k: v for k, v in it.items() if k != label_key}, flag_key: 0, valid_key: 1} for it in unlabelled]
-    for it in pseudo:
-        if label_key not in it:
-            raise ValueError(f"pseudo-labelled item {it.get('image', it)} has no '{label_key}' (pseudo-label file)")
-        out.append({**dict(it), flag_key: 0, valid_key: int(bool(it.get(valid_key, 1)))})
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ a bundle needs:
   and draws two random augmented views of each there (random resized crop, flips, colour
   jitter, grey-scale, Gaussian blur; seeded), returned stacked as ``(2B, C, H, W)`` (first
   views, then second views) with no target;
-- :class:`ContrastiveEncoder`, the trainer's ``network``: runs the segmentation network's
+- :class:`fewlabel.networks.ContrastiveEncoder`, the trainer's ``network``: runs the segmentation network's
   ``encoder``, average-pools its deepest feature map and projects it with SimCLR's two-layer
   MLP head to ``projection_dim`` features;
 - :class:`fewlabel.losses.NTXentLoss`, the trainer's ``loss_function``: NT-Xent over the
@@ -20,7 +20,7 @@ checkpoint of it loads into a fresh student with
 
 A config sketch::
 
-    "network": {"_target_": "fewlabel.engines.simclr.ContrastiveEncoder", "network": "@network_def"},
+    "network": {"_target_": "fewlabel.networks.ContrastiveEncoder", "network": "@network_def"},
     "prepare_batch": {"_target_": "fewlabel.engines.simclr.SimCLRPairs", "seed": "@seed"},
     "loss": {"_target_": "fewlabel.losses.NTXentLoss", "temperature": 0.1}
 
@@ -35,105 +35,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 
+from fewlabel.networks.contrastive import ContrastiveEncoder
 from fewlabel.random_state import generator_state, set_generator_state
+from fewlabel.transforms.batched import draw_bernoulli, draw_uniform, gaussian_blur, grey, random_colour_jitter
+
+# the batched augmentations live in fewlabel.transforms.batched; the old names stay importable from here
+_gaussian_blur = gaussian_blur
 
 __all__ = ["SimCLRPairs", "ContrastiveEncoder", "random_colour_jitter", "grey"]
-
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    """``(n,)`` float32 uniform draws on the CPU."""
-    return low + (high - low) * torch.rand(n, generator=generator)
-
-
-def _bernoulli(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=generator) < p
-
-
-def grey(images: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma of ``(B, 3, H, W)`` images as ``(B, 1, H, W)``; 1-channel images are returned as they are."""
-    if images.shape[1] == 1:
-        return images
-    w = torch.tensor(_LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images * w).sum(1, keepdim=True)
-
-
-def random_colour_jitter(
-    images: torch.Tensor,
-    generator: torch.Generator,
-    brightness: float = 0.4,
-    contrast: float = 0.4,
-    saturation: float = 0.4,
-    prob: float = 0.8,
-) -> torch.Tensor:
-    """Per-image random brightness, contrast and saturation (torchvision's ``ColorJitter`` factors).
-
-    Each image is jittered with probability ``prob``; its factors are drawn uniformly from
-    ``[1 - x, 1 + x]`` for ``x`` = ``brightness``, ``contrast``, ``saturation``: brightness
-    scales the pixels, contrast blends with the image's mean grey level, saturation with the
-    pixel's grey level (3-channel images only). Draws come from ``generator`` (on the CPU), so
-    the result does not depend on the images' device.
-
-    Args:
-        images: ``(B, C, H, W)`` float in [0, 1].
-        generator: a CPU :class:`torch.Generator`.
-
-    Returns:
-        ``(B, C, H, W)`` in [0, 1], same dtype and device.
-    """
-    b = images.shape[0]
-    on = _bernoulli(b, prob, generator)
-    factors = []
-    for strength in (brightness, contrast, saturation):
-        if strength < 0:
-            raise ValueError(f"jitter strengths must be >= 0, got {strength}")
-        f = _uniform(b, max(0.0, 1.0 - strength), 1.0 + strength, generator)
-        f = torch.where(on, f, torch.ones_like(f))
-        # a step that cannot change anything is skipped, so zero strengths give the images back exactly
-        factors.append(None if strength == 0 or not on.any() else f.to(images.device, images.dtype).view(b, 1, 1, 1))
-    fb, fc, fs = factors
-    x = images
-    if fb is not None:
-        x = x * fb
-    if fc is not None:
-        mean = grey(x).mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * fc + mean
-    if fs is not None and x.shape[1] == 3:
-        g = grey(x)
-        x = (x - g) * fs + g
-    return x.clamp(0.0, 1.0)
-
-
-def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with one ``sigma`` (px) per image; ``sigma = 0`` leaves an image unchanged."""
-    b, c, h, w = images.shape
-    radius = int(min(math.ceil(3.0 * float(sigma.max())), (min(h, w) - 1) // 2))
-    if radius < 1:
-        return images
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    s = sigma.float().clamp_min(1e-6)[:, None]
-    kernel = torch.exp(-0.5 * (offsets[None] / s) ** 2)
-    kernel = torch.where(sigma[:, None] > 0, kernel, (offsets[None] == 0).float())
-    kernel = (kernel / kernel.sum(1, keepdim=True)).to(images.device, images.dtype)
-    kernel = kernel.repeat_interleave(c, dim=0)  # (B * C, k)
-    x = images.reshape(1, b * c, h, w)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * c)
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel[:, None, :, None], groups=b * c)
-    return x.reshape(b, c, h, w)
-
 
 class SimCLRPairs(PrepareBatch):
     """``prepare_batch`` returning two random augmented views of every image, made on the device.
 
     For each image two views are drawn independently: a random resized crop (area share in
     ``crop_scale``, aspect ratio in ``crop_ratio``) resampled to the input size, horizontal and
-    vertical flips (each with ``flip_prob``), colour jitter (:func:`random_colour_jitter`, with
+    vertical flips (each with ``flip_prob``), colour jitter (:func:`fewlabel.transforms.random_colour_jitter`, with
     ``colour_prob``), grey-scale (``grey_prob``) and Gaussian blur (``blur_prob``, sigma in
     ``blur_sigma`` pixels). SimCLR's own values are crop scale 0.08-1, jitter 0.8, blur sigma
     0.1-2 at 224 px; the defaults here are milder, for medical images whose colour carries
@@ -145,7 +65,7 @@ class SimCLRPairs(PrepareBatch):
         image_key: key of the images in the batch dict.
         crop_scale, crop_ratio: random-resized-crop area share and aspect-ratio range.
         flip_prob: probability of each of the two flips.
-        brightness, contrast, saturation, colour_prob: colour jitter (see :func:`random_colour_jitter`).
+        brightness, contrast, saturation, colour_prob: colour jitter (:func:`fewlabel.transforms.random_colour_jitter`).
         grey_prob: probability of converting a (3-channel) view to grey.
         blur_prob, blur_sigma: Gaussian blur probability and sigma range (px).
 
@@ -190,7 +110,7 @@ class SimCLRPairs(PrepareBatch):
         self.blur_sigma = tuple(float(v) for v in blur_sigma)
 
     def state_dict(self) -> dict[str, Any]:
-        """The augmentation generator's state, to resume a run (:class:`fewlabel.engines.TrainingState`)."""
+        """The augmentation generator's state, to resume a run (:class:`fewlabel.handlers.TrainingState`)."""
         return {"generator": generator_state(self.generator)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -204,15 +124,15 @@ class SimCLRPairs(PrepareBatch):
         b, c, h, w = images.shape
         g = self.generator
         # random resized crop + flips as one affine resampling (normalised coordinates, [-1, 1])
-        area = _uniform(b, *self.crop_scale, g)
-        log_ratio = _uniform(b, math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), g)
+        area = draw_uniform(b, *self.crop_scale, g)
+        log_ratio = draw_uniform(b, math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), g)
         ratio = torch.exp(log_ratio)
         sx = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width / image width
         sy = torch.sqrt(area / ratio).clamp(max=1.0)
         tx = (1.0 - sx) * (2.0 * torch.rand(b, generator=g) - 1.0)
         ty = (1.0 - sy) * (2.0 * torch.rand(b, generator=g) - 1.0)
-        fx = torch.where(_bernoulli(b, self.flip_prob, g), -1.0, 1.0)
-        fy = torch.where(_bernoulli(b, self.flip_prob, g), -1.0, 1.0)
+        fx = torch.where(draw_bernoulli(b, self.flip_prob, g), -1.0, 1.0)
+        fy = torch.where(draw_bernoulli(b, self.flip_prob, g), -1.0, 1.0)
         theta = torch.zeros(b, 2, 3)
         theta[:, 0, 0], theta[:, 0, 2] = sx * fx, tx
         theta[:, 1, 1], theta[:, 1, 2] = sy * fy, ty
@@ -220,10 +140,10 @@ class SimCLRPairs(PrepareBatch):
         x = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
         x = random_colour_jitter(x, g, **self.jitter)
         if c == 3:
-            to_grey = _bernoulli(b, self.grey_prob, g).to(x.device).view(b, 1, 1, 1)
+            to_grey = draw_bernoulli(b, self.grey_prob, g).to(x.device).view(b, 1, 1, 1)
             x = torch.where(to_grey, grey(x).expand(-1, 3, -1, -1), x)
-        sigma = torch.where(_bernoulli(b, self.blur_prob, g), _uniform(b, *self.blur_sigma, g), torch.zeros(b))
-        x = _gaussian_blur(x, sigma)
+        sigma = torch.where(draw_bernoulli(b, self.blur_prob, g), draw_uniform(b, *self.blur_sigma, g), torch.zeros(b))
+        x = gaussian_blur(x, sigma)
         return x.clamp(0.0, 1.0)
 
     def __call__(
@@ -236,75 +156,3 @@ class SimCLRPairs(PrepareBatch):
         with torch.no_grad():
             views = torch.cat([self.view(images), self.view(images)], dim=0)
         return views, None
-
-
-class ContrastiveEncoder(nn.Module):
-    """A segmentation network's encoder with SimCLR's projection head, for contrastive pre-training.
-
-    ``forward`` runs ``network.encoder`` (any segmentation_models_pytorch model, or a network
-    with an ``encoder`` returning a feature map or a list of them, deepest last), global-average
-    pools the deepest feature map and applies the head ``Linear -> ReLU -> Linear``.
-
-    The encoder module is *shared* with ``network`` (not copied): training this wrapper trains
-    ``network.encoder``. The state dict holds ``encoder.*`` (exactly the keys of
-    ``network.state_dict()`` under ``encoder.``) and ``projection.*``, so
-    ``fewlabel.networks.load_pretrained(student, checkpoint, part="encoder")`` takes the encoder
-    from a checkpoint of this module and ignores the head.
-
-    Args:
-        network: the segmentation network (e.g. ``build_network("unetplusplus", 3, 1)``).
-        projection_dim: output features (SimCLR: 128).
-        hidden_dim: hidden width of the head (default None: the encoder's deepest channels, as SimCLR);
-            0: no hidden layer, the head is one linear layer (PolyCL's ``g``, ``projection_dim=256``).
-        feature_dim: channels of the deepest feature map; read from ``network.encoder.out_channels``
-            when None.
-
-    Shapes: input ``(B, C, H, W)``; output ``(B, projection_dim)`` float (not normalised: the
-    loss normalises).
-    """
-
-    def __init__(
-        self, network: nn.Module, projection_dim: int = 128, hidden_dim: int | None = None,
-        feature_dim: int | None = None,
-    ) -> None:
-        super().__init__()
-        encoder = getattr(network, "encoder", None)
-        if not isinstance(encoder, nn.Module):
-            raise ValueError(f"{type(network).__name__} has no `encoder` module to pre-train")
-        if feature_dim is None:
-            channels = getattr(encoder, "out_channels", None)
-            if not channels:
-                raise ValueError(
-                    f"cannot tell the encoder's feature channels ({type(encoder).__name__} has no `out_channels`); "
-                    "pass feature_dim"
-                )
-            feature_dim = int(channels[-1]) if isinstance(channels, (list, tuple)) else int(channels)
-        if projection_dim < 1 or feature_dim < 1:
-            raise ValueError(f"projection_dim and feature_dim must be >= 1, got {projection_dim}, {feature_dim}")
-        self.encoder = encoder
-        self.feature_dim = int(feature_dim)
-        if hidden_dim == 0:  # PolyCL's g: one fully connected layer after the pooling
-            self.projection = nn.Sequential(nn.Linear(self.feature_dim, int(projection_dim)))
-        else:
-            hidden = int(hidden_dim or feature_dim)
-            self.projection = nn.Sequential(
-                nn.Linear(self.feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, int(projection_dim))
-            )
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled deepest encoder features ``(B, feature_dim)`` (the representation SimCLR evaluates)."""
-        out = self.encoder(x)
-        if isinstance(out, (list, tuple)):
-            out = out[-1]
-        if out.ndim < 3 or out.shape[1] != self.feature_dim:
-            raise ValueError(
-                f"the encoder's deepest output has shape {tuple(out.shape)}; expected (B, {self.feature_dim}, ...)"
-            )
-        return out.flatten(2).mean(-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.features(x))
-
-    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """The encoder's weights under ``encoder.*``, as ``load_pretrained(..., part="encoder")`` takes them."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith("encoder.")}

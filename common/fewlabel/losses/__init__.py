@@ -1,7 +1,8 @@
 """Losses: focal-Tversky and the pixel losses the papers ablate, all with ignored pixels; SLiPPA's composite loss;
 contrastive losses: InfoNCE with explicit positives/negatives (``contrastive_loss``), SimCLR's NT-Xent
 (``NTXentLoss``), PolyCL's anchor/positive/negative loss of its equation 4 (``PolyCLLoss``, tau = 1/M by default) and
-the supervised contrastive baseline (``SupConLoss``, Khosla et al. 2020, L_out)."""
+the supervised contrastive baseline (``SupConLoss``, Khosla et al. 2020, L_out); SAM knowledge mining's
+labelled + pseudo-labelled loss (``MiningLoss``)."""
 
 from .composite import (
     CLASS_WEIGHT_SCHEMES,
@@ -14,6 +15,7 @@ from .composite import (
     pixel_counts,
 )
 from .contrastive import NTXentLoss, PolyCLLoss, SupConLoss, contrastive_loss
+from .mining import MiningLoss, dice_bce_per_image, pack_targets, unpack_targets
 from .focal_tversky import LOSSES, FocalTverskyLoss, MaskedCrossEntropyLoss, MaskedFocalLoss, build_loss
 
 __all__ = [
@@ -34,4 +36,8 @@ __all__ = [
     "PolyCLLoss",
     "SupConLoss",
     "contrastive_loss",
+    "MiningLoss",
+    "dice_bce_per_image",
+    "pack_targets",
+    "unpack_targets",
 ]

@@ -1,5 +1,7 @@
 """Metrics: per-class IoU / Dice reports from MONAI's metric functions; per-volume Dice / Hausdorff (PolyCL);
-landmark precision, Dice and G (P2ILF)."""
+landmark precision, Dice and G (P2ILF). Their report handlers are in :mod:`fewlabel.handlers`."""
+
+from typing import Any
 
 from .landmarks import (
     LANDMARK_NAMES,
@@ -10,14 +12,12 @@ from .landmarks import (
     landmark_precision,
     symmetric_distance,
 )
-from .report import SegmentationReport, SegmentationScores, format_table
-from .volume import VolumeReport, VolumeScores, format_volume_table, volume_scores
+from .report import SegmentationScores, format_table
+from .volume import VolumeScores, format_volume_table, volume_scores
 
 __all__ = [
-    "SegmentationReport",
     "SegmentationScores",
     "format_table",
-    "VolumeReport",
     "VolumeScores",
     "format_volume_table",
     "volume_scores",
@@ -29,3 +29,17 @@ __all__ = [
     "format_stage_table",
     "format_landmark_table",
 ]
+
+# the report handlers (ignite) live in fewlabel.handlers; they stay importable from here
+_MOVED = {
+    "SegmentationReport": "fewlabel.handlers.segmentation_report",
+    "VolumeReport": "fewlabel.handlers.volume_report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

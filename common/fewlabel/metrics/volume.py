@@ -1,4 +1,5 @@
-"""Per-volume Dice and Hausdorff distance of binary 3D masks (PolyCL's evaluation), with a report handler.
+"""Per-volume Dice and Hausdorff distance of binary 3D masks (PolyCL's evaluation); the report handler is
+:class:`fewlabel.handlers.VolumeReport`.
 
 PolyCL (Ward et al., MELBA 2025, section 4.2) reports the Dice coefficient and the Hausdorff
 distance of each model's liver masks, averaged over test volumes. Here each volume is scored
@@ -17,20 +18,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from ignite.engine import Engine
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from fewlabel.arguments import as_optional
-from fewlabel.metrics.report import ReportHandler
 
-__all__ = ["volume_scores", "VolumeScores", "VolumeReport", "format_volume_table"]
+__all__ = ["volume_scores", "VolumeScores", "format_volume_table", "volume_name"]
 
 logger = logging.getLogger("fewlabel.metrics")
 
@@ -119,7 +117,8 @@ def format_volume_table(result: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _name(item: Any) -> str | None:
+def volume_name(item: Any) -> str | None:
+    """A volume's name: the file name (without ``.nii`` / ``.nii.gz``) of its ``filename_or_obj`` meta, if any."""
     meta = getattr(item, "meta", None)
     if not isinstance(meta, dict):
         return None
@@ -135,67 +134,9 @@ def _name(item: Any) -> str | None:
     return name
 
 
-class VolumeReport(ReportHandler):
-    """Ignite handler: score every volume and write ``<name>.json`` / ``<name>.md`` (and a plot) at the end.
+def __getattr__(name: str) -> Any:
+    if name == "VolumeReport":  # an ignite handler: moved to fewlabel.handlers, still importable from here
+        from fewlabel.handlers.volume_report import VolumeReport
 
-    Args:
-        output_dir: folder for the report (created).
-        output_transform: ``engine.state.output`` -> ``(preds, labels)`` lists of binary volumes;
-            default ``from_engine(["pred", "label"])``. Volumes are named after the image's (else the
-            prediction's) ``filename_or_obj``.
-        name: file stem and key prefix in ``engine.state.metrics`` (``<name>_mean_dice`` ...).
-        title: heading of the Markdown table and the plot.
-        percentile, spacing: see :func:`volume_scores`.
-        plot: also write ``<name>.png``: Dice and Hausdorff per volume.
-        examples: volumes whose most-labelled slice (image, label, prediction) is kept in
-            ``<name>_examples.npz`` (see :class:`ReportHandler`).
-    """
-
-    metric_keys = ("mean_dice", "mean_hausdorff")
-
-    def __init__(self, output_dir: str | os.PathLike, output_transform: Callable | None = None, name: str = "metrics",
-                 title: str = "", percentile: float | None = None, spacing: Sequence[float] | None = None,
-                 plot: bool = True, examples: int = 4) -> None:
-        super().__init__(output_dir, VolumeScores(percentile, spacing), output_transform, name, title, examples)
-        self.plot = bool(plot)
-
-    def _update(self, engine: Engine) -> None:
-        preds, labels = self.output_transform(engine.state.output)
-        if isinstance(preds, torch.Tensor) and preds.ndim == 5:
-            preds, labels = list(preds), list(labels)
-        output = engine.state.output
-        images = [o.get("image") for o in output] if isinstance(output, list) and output and isinstance(
-            output[0], dict) else [None] * len(preds)
-        for p, t, image in zip(preds, labels, images):
-            self.scores.update(p, t, _name(image) or _name(p))
-
-    def _table(self, result: dict[str, Any]) -> str:
-        return format_volume_table(result, self.title)
-
-    def _write(self, engine: Engine) -> None:
-        super()._write(engine)
-        if self.plot:
-            self._plot()
-
-    def _plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        rows = self.result["per_volume"] if self.result else []
-        names = [r["volume"] for r in rows]
-        fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 0.35 * len(rows) + 4), 3.2))
-        axes[0].bar(range(len(rows)), [r["dice"] for r in rows], color="tab:blue")
-        axes[0].set_ylim(0, 1)
-        axes[0].set_ylabel("Dice")
-        axes[1].bar(range(len(rows)), [r["hausdorff"] if r["hausdorff"] is not None else 0.0 for r in rows],
-                    color="tab:orange")
-        axes[1].set_ylabel(f"Hausdorff ({self.result['distance_unit'] if self.result else 'voxel'})")
-        for ax in axes:
-            ax.set_xticks(range(len(rows)))
-            ax.set_xticklabels(names, rotation=90, fontsize=6)
-        fig.suptitle(self.title, fontsize=9)
-        fig.tight_layout()
-        fig.savefig(self.output_dir / f"{self.name}.png", dpi=110)
-        plt.close(fig)
+        return VolumeReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

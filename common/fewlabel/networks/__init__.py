@@ -1,5 +1,7 @@
-"""Networks: a by-name factory over segmentation_models_pytorch and the architectures no library provides."""
+"""Networks: a by-name factory over segmentation_models_pytorch and the architectures no library provides
+(including the encoder + projection head of contrastive pre-training, ``ContrastiveEncoder``)."""
 
+from .contrastive import ContrastiveEncoder
 from .factory import ARCHITECTURES, build_network, medsass_unet
 from .polycl import PolyCLUNet, build_polycl_unet
 from .resunetpp import ResUNetPlusPlus
@@ -19,6 +21,7 @@ from .transfer import (
 from .unet3plus import UNet3Plus
 
 __all__ = [
+    "ContrastiveEncoder",
     "ARCHITECTURES",
     "build_network",
     "medsass_unet",

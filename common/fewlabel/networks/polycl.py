@@ -28,7 +28,7 @@ U-Net, ResU-Net and TransUNet. Here:
 The encoders follow the contract the rest of :mod:`fewlabel` expects from an smp encoder:
 ``forward(x)`` returns the feature maps shallow to deep and ``out_channels`` holds their
 channels (unlike smp, the input itself is not the first entry). So
-:class:`fewlabel.engines.simclr.ContrastiveEncoder` wraps ``PolyCLUNet(...)`` for pre-training
+:class:`fewlabel.networks.ContrastiveEncoder` wraps ``PolyCLUNet(...)`` for pre-training
 (global average pooling of the deepest map, then its projection head), and
 ``fewlabel.networks.load_pretrained(net, ckpt, part="encoder")`` copies the ``encoder.*``
 weights of such a checkpoint into a fresh :class:`PolyCLUNet`.

@@ -1,4 +1,5 @@
-"""MONAI-style transforms (array versions with dictionary twins) used by the bundles."""
+"""MONAI-style transforms (array versions with dictionary twins) used by the bundles, and the batched
+random augmentations the engines apply on the device (:mod:`fewlabel.transforms.batched`)."""
 
 from .threshold import (
     METHODS,
@@ -44,3 +45,14 @@ from .ct_io import (
     save_nifti_segmentation,
     segments_from_metadata,
 )
+from .batched import (
+    GeometricParams,
+    apply_geometry,
+    draw_bernoulli,
+    draw_geometry,
+    draw_uniform,
+    gaussian_blur,
+    grey,
+    random_colour_jitter,
+)
+from .placeholder import PlaceholderLabeld

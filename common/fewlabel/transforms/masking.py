@@ -195,7 +195,7 @@ class MaskCorruption(Randomizable, Transform):
         """Nothing to pre-draw: all random numbers are drawn inside :meth:`__call__` from :attr:`generator`."""
 
     def state_dict(self) -> dict[str, Any]:
-        """The random state, to resume a run (:class:`fewlabel.engines.TrainingState`): :attr:`generator`
+        """The random state, to resume a run (:class:`fewlabel.handlers.TrainingState`): :attr:`generator`
         (None when the transform draws from torch's global RNG) and its own NumPy state ``R`` once seeded."""
         return {"generator": generator_state(self.generator),
                 "R": generator_state(self.R) if "R" in vars(self) else None}

@@ -125,7 +125,7 @@ def _tiny_trainer(epochs: int = 2):
 
 
 def test_state_file_is_plain_weights_and_resume_without_it_is_a_clear_error(tmp_path):
-    from fewlabel.engines import TrainingState
+    from fewlabel.handlers import TrainingState
     from fewlabel.errors import CheckpointError
 
     trainer = _tiny_trainer()
@@ -149,7 +149,7 @@ def test_state_file_is_plain_weights_and_resume_without_it_is_a_clear_error(tmp_
 
 
 def test_resuming_a_finished_run_with_more_epochs_continues_it(tmp_path):
-    from fewlabel.engines import TrainingState
+    from fewlabel.handlers import TrainingState
 
     straight = _tiny_trainer(epochs=4)
     straight.run()
@@ -202,7 +202,7 @@ def _nested_random_transforms() -> list:
 
 def test_random_components_are_found_at_any_depth_and_declared_ones_used():
     from fewlabel.engines import DenoisingPairs, MinedBatches
-    from fewlabel.engines.resume import random_components
+    from fewlabel.handlers.training_state import random_components
     from fewlabel.transforms import MaskCorruption
 
     trainer = _transform_trainer(_nested_random_transforms())
@@ -220,7 +220,7 @@ def test_random_components_are_found_at_any_depth_and_declared_ones_used():
 def test_nested_transform_state_is_restored_and_a_different_pipeline_is_refused(tmp_path):
     import monai.transforms as mt
 
-    from fewlabel.engines import TrainingState
+    from fewlabel.handlers import TrainingState
     from fewlabel.errors import CheckpointError
 
     straight = _transform_trainer(_nested_random_transforms(), epochs=3)
