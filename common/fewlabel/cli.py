@@ -276,7 +276,10 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
     def _interrupt(signum: int, frame: object) -> None:  # `kill` stops the server too, not only Ctrl-C
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT too: a launcher started from a script or a background job inherits an ignored SIGINT,
+    # and Ctrl-C (or `kill -INT`) would then leave it, and its server, running
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _interrupt)
     server.start()
     try:
         print(f"starting MONAI Label (log {server.log_file}) ...")
