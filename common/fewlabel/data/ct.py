@@ -47,6 +47,7 @@ import torch
 from monai.data import MetaTensor
 
 from fewlabel.errors import DataError
+from fewlabel.moved import lazy_reexports
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -606,14 +607,8 @@ def build_slice_index(
     return index
 
 
-_PHANTOM_NAMES = ("CTPhantom", "make_ct_phantom", "write_ct_phantom", "write_ct_phantom_dicom")
-
-
-def __getattr__(name: str) -> Any:
-    """The CT phantoms, re-exported from :mod:`fewlabel.data.phantoms.ct` (looked up when first asked for, as
-    that module imports this one)."""
-    if name in _PHANTOM_NAMES:
-        from fewlabel.data.phantoms import ct as phantoms_ct
-
-        return getattr(phantoms_ct, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# the CT phantoms live in fewlabel.data.phantoms.ct (which imports this module); still importable from here
+__getattr__ = lazy_reexports(__name__, {
+    n: "fewlabel.data.phantoms.ct"
+    for n in ("CTPhantom", "make_ct_phantom", "write_ct_phantom", "write_ct_phantom_dicom")
+})

@@ -14,6 +14,7 @@ from .landmarks import (
 )
 from .report import SegmentationScores, format_table
 from .volume import VolumeScores, format_volume_table, volume_scores
+from fewlabel.moved import lazy_reexports
 
 __all__ = [
     "SegmentationScores",
@@ -31,15 +32,7 @@ __all__ = [
 ]
 
 # the report handlers (ignite) live in fewlabel.handlers; they stay importable from here
-_MOVED = {
+__getattr__ = lazy_reexports(__name__, {
     "SegmentationReport": "fewlabel.handlers.segmentation_report",
     "VolumeReport": "fewlabel.handlers.volume_report",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

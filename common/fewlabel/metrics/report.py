@@ -20,24 +20,17 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_iou
 from monai.networks import one_hot
+from fewlabel.moved import lazy_reexports
 
 __all__ = ["SegmentationScores", "format_table"]
 
 # names that moved to fewlabel.handlers (ignite handlers) stay importable from here
-_MOVED = {
+__getattr__ = lazy_reexports(__name__, {
     "ReportHandler": "fewlabel.handlers.report",
     "example_arrays": "fewlabel.handlers.report",
     "save_examples": "fewlabel.handlers.report",
     "SegmentationReport": "fewlabel.handlers.segmentation_report",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})
 
 logger = logging.getLogger("fewlabel.metrics")
 

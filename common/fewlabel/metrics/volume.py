@@ -27,6 +27,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from fewlabel.arguments import as_optional
+from fewlabel.moved import lazy_reexports
 
 __all__ = ["volume_scores", "VolumeScores", "format_volume_table", "volume_name"]
 
@@ -134,9 +135,5 @@ def volume_name(item: Any) -> str | None:
     return name
 
 
-def __getattr__(name: str) -> Any:
-    if name == "VolumeReport":  # an ignite handler: moved to fewlabel.handlers, still importable from here
-        from fewlabel.handlers.volume_report import VolumeReport
-
-        return VolumeReport
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# an ignite handler: moved to fewlabel.handlers, still importable from here
+__getattr__ = lazy_reexports(__name__, {"VolumeReport": "fewlabel.handlers.volume_report"})
