@@ -25,3 +25,27 @@ def read_png(path: Path) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(path))
+
+
+def corrupt_variants(data: bytes, seed: int = 0, count: int = 12) -> list[tuple[str, bytes]]:
+    """Damaged copies of a valid file's bytes, for fuzz tests of the loaders.
+
+    Returns ``count`` ``(name, bytes)`` pairs, the same for the same ``seed``: truncations (at the
+    header, a quarter, half and one byte short), single and burst bit flips, and a mangled header
+    (its first 64 bytes replaced by random bytes, or by zeros).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(data)
+    out: list[tuple[str, bytes]] = [("empty", b"")]
+    for cut in (min(16, n - 1), n // 4, n // 2, n - 1):
+        out.append((f"truncated_at_{cut}", data[:max(cut, 0)]))
+    head = min(64, n)
+    out.append(("header_random", rng.integers(0, 256, head, dtype=np.uint8).tobytes() + data[head:]))
+    out.append(("header_zeros", bytes(head) + data[head:]))
+    while len(out) < count:
+        arr = np.frombuffer(data, dtype=np.uint8).copy()
+        flips = 1 if len(out) % 2 else 32
+        where = rng.integers(0, n, flips)
+        arr[where] ^= (1 << rng.integers(0, 8, flips)).astype(np.uint8)
+        out.append((f"bitflip_{flips}_{len(out)}", arr.tobytes()))
+    return out[:count]

@@ -30,9 +30,12 @@ from fewlabel.data.ct_slices import cache_ct_slices, slice_tables, write_ct_demo
 from fewlabel.data.contrastive_selection import STRATEGIES, Triplets, select_examples
 from fewlabel.data.triplets import TripletDataset, TripletSampler
 from fewlabel.data.statistics import class_pixel_shares
+from fewlabel.data.files import atomic_write, refuse_shared_outputs
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
 __all__ = [
+    "atomic_write",
+    "refuse_shared_outputs",
     "check_training_data",
     "class_pixel_shares",
     "cache_dir",
