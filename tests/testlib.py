@@ -49,3 +49,30 @@ def corrupt_variants(data: bytes, seed: int = 0, count: int = 12) -> list[tuple[
         arr[where] ^= (1 << rng.integers(0, 8, flips)).astype(np.uint8)
         out.append((f"bitflip_{flips}_{len(out)}", arr.tobytes()))
     return out[:count]
+
+
+def smoke_overrides(bundle: Path) -> dict:
+    """The size overrides of a bundle's ``smoke.json`` that inference needs (image size, channels, encoder)."""
+    import json
+
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    return {k: v for k, v in smoke.items() if k in ("image_size", "channels", "encoder_name")}
+
+
+def inference_checkpoint(bundle: Path, path: Path, **extra) -> Path:
+    """Random weights of ``bundle``'s inference network (smoke sizes) saved as a checkpoint at ``path``."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({**smoke_overrides(bundle), **extra})
+    torch.save({"model": parser.get_parsed_content("network_def", instantiate=True).state_dict()}, path)
+    return path
+
+
+def truncate_file(path: Path) -> Path:
+    """Cut a file to half its bytes (a download or copy that stopped midway); returns the path."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path

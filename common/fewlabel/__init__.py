@@ -32,3 +32,17 @@ def __getattr__(name: str):
     if name in _SUBMODULES:
         return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _running_bundle_cli() -> bool:
+    """True under ``python -m monai.bundle ...`` (its errors then print as one line, see ``fewlabel.errors``)."""
+    import os
+    import sys
+
+    return sys.argv[0].endswith(os.path.join("monai", "bundle", "__main__.py"))
+
+
+if _running_bundle_cli():
+    from fewlabel.errors import install_error_hook as _install_error_hook
+
+    _install_error_hook()

@@ -19,7 +19,7 @@ import torch
 from monai.bundle import ConfigParser, run
 from PIL import Image
 
-from testlib import BUNDLES
+from testlib import BUNDLES, inference_checkpoint, smoke_overrides, truncate_file
 from fewlabel.data import write_ct_phantom, write_ct_phantom_dicom
 from fewlabel.errors import CheckpointError, DataError
 
@@ -27,17 +27,8 @@ CT = "polycl_liver_ct_segmentation"
 ids = [b.name for b in BUNDLES]
 
 
-def _overrides(bundle: Path) -> dict:
-    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
-    return {k: v for k, v in smoke.items() if k in ("image_size", "channels", "encoder_name")}
-
-
-def _checkpoint(bundle: Path, path: Path, **extra) -> Path:
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser.update({**_overrides(bundle), **extra})
-    torch.save({"model": parser.get_parsed_content("network_def", instantiate=True).state_dict()}, path)
-    return path
+_overrides = smoke_overrides
+_checkpoint = inference_checkpoint
 
 
 def _infer(bundle: Path, folder: Path | str, ckpt: Path, out: Path) -> list[Path]:
@@ -67,10 +58,7 @@ def _rgb(path: Path, size=(48, 40), mode="RGB", value=None) -> Path:
     return path
 
 
-def _truncate(path: Path) -> Path:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
+_truncate = truncate_file
 
 
 def _bad_folder(bundle: Path, case: str, root: Path) -> tuple[Path, str]:

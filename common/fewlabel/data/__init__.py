@@ -31,9 +31,13 @@ from fewlabel.data.contrastive_selection import STRATEGIES, Triplets, select_exa
 from fewlabel.data.triplets import TripletDataset, TripletSampler
 from fewlabel.data.statistics import class_pixel_shares
 from fewlabel.data.files import atomic_write, refuse_shared_outputs
+from fewlabel.data.inputs import FAILED_KEY, InputsDataset, collate_inputs
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
 __all__ = [
+    "FAILED_KEY",
+    "InputsDataset",
+    "collate_inputs",
     "atomic_write",
     "refuse_shared_outputs",
     "check_training_data",

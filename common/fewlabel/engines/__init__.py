@@ -16,6 +16,7 @@ from fewlabel.losses.mining import MiningLoss
 from fewlabel.transforms.placeholder import PlaceholderLabeld
 
 from .denoising import DenoisingPairs
+from .folder_inference import FolderEvaluator
 from .polycl import SupConPairs, TripletBatch
 from .pseudo_labels import ThresholdPseudoLabels
 from .sam_mining import MinedBatches, mine_pseudo_labels
@@ -24,6 +25,7 @@ from .slice_inference import SliceBySliceInferer, VolumeBatch, build_volume_infe
 from .video_landmarks import run_video
 
 __all__ = [
+    "FolderEvaluator",
     "DenoisingPairs",
     "CheckpointLoader",
     "PseudoLabelStatsHandler",
