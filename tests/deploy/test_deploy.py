@@ -29,7 +29,7 @@ from monai.deploy.core import Fragment  # noqa: E402
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator  # noqa: E402
 from monai.deploy.operators.monai_bundle_inference_operator import MonaiBundleInferenceOperator  # noqa: E402
 
-from testlib import BUNDLES, REPO  # noqa: E402
+from testlib import BUNDLES, REPO, truncate_file, write_png  # noqa: E402
 from fewlabel.bundle import resolve_datalist  # noqa: E402
 from fewlabel.data import load_datalist  # noqa: E402
 from fewlabel.data.ct import as_ct_volume, load_ct_volume, write_ct_phantom_dicom  # noqa: E402
@@ -265,6 +265,28 @@ def test_frames_app_writes_what_the_bundle_writes(bundle, tmp_path):
         if is_slippa:
             record = json.loads((out / r["landmarks"]).read_text())
             assert record == json.loads((ref / r["landmarks"]).read_text())
+
+
+@pytest.mark.slow
+def test_frames_app_lists_an_unreadable_frame_and_segments_the_others(tmp_path):
+    """A truncated frame between good ones: the good ones get masks, the broken one is in failures.json,
+    and the app exits 1 with one line naming it."""
+    model = _bundle_with_weights("medsass_binary_segmentation", tmp_path / "bundle")
+    frames = tmp_path / "frames"
+    rng = np.random.default_rng(0)
+    for stem in ("a_good", "b_broken", "c_good"):
+        write_png(frames / f"{stem}.png", rng.integers(0, 255, (40, 48, 3)).astype(np.uint8))
+    broken = os.fspath(truncate_file(frames / "b_broken.png"))
+    out = tmp_path / "out"
+    proc = _app("frames_app", tmp_path, frames, out, model)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-6000:]
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("fewlabel: error: 1 of 3 inputs got no result") and broken in last, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*_mask.png")) == ["a_good_mask.png", "c_good_mask.png"]
+    failures = json.loads((out / "failures.json").read_text())
+    assert failures["inputs"] == 3 and failures["results"] == 2 and [f["input"] for f in failures["failed"]] == [broken]
+    assert [Path(r["frame"]).stem for r in json.loads((out / "results.json").read_text())["frames"]] == \
+        ["a_good", "c_good"]
 
 
 def read_png_shape(path: Path) -> tuple[int, int]:

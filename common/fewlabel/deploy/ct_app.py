@@ -29,6 +29,7 @@ from holoscan.conditions import CountCondition
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator
 
 from fewlabel.deploy.base import BundleApplication
+from fewlabel.errors import install_error_hook
 from fewlabel.deploy.operators import (
     BundleInferenceOperator,
     CTSegmentationWriterOperator,
@@ -68,10 +69,12 @@ class CTSegmentationApp(BundleApplication):
         self.add_flow(to_volume, infer, {("image", "image")})
         self.add_flow(infer, writer, {("pred", "seg_image")})
         self.add_flow(selector, writer, {("study_selected_series_list", "study_selected_series_list")})
+        self.outcome_ops, self.count_results = (infer,), lambda: int(bool(writer.written))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m fewlabel.deploy.ct_app``; ``argv`` like ``sys.argv`` (default ``sys.argv``)."""
+    install_error_hook()  # a failed input or a bad argument prints one line, not a traceback
     CTSegmentationApp(None if argv is None else [sys.executable, *argv]).run()  # Holoscan wants the interpreter first
 
 

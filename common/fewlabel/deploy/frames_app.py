@@ -29,6 +29,7 @@ from typing import Any
 from holoscan.conditions import BooleanCondition
 
 from fewlabel.deploy.base import BundleApplication
+from fewlabel.errors import install_error_hook
 from fewlabel.deploy.operators import BundleInferenceOperator, FrameResultsOperator, FrameSourceOperator
 
 __all__ = ["FrameSegmentationApp", "main"]
@@ -63,11 +64,13 @@ class FrameSegmentationApp(BundleApplication):
         results = FrameResultsOperator(self, output_folder=output, metadata=metadata, name="results")
         self.add_flow(source, infer, {("image", "image")})
         self.add_flow(infer, results, {("pred", "pred")})
+        self.outcome_ops, self.count_results = (source, infer), lambda: len(results.frames)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m fewlabel.deploy.frames_app``; ``argv`` like ``sys.argv`` (default ``sys.argv``)."""
     # Holoscan wants the interpreter first
+    install_error_hook()  # a failed input or a bad argument prints one line, not a traceback
     FrameSegmentationApp(None if argv is None else [sys.executable, *argv]).run()
 
 

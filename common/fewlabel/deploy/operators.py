@@ -41,7 +41,7 @@ from monai.utils import convert_to_dst_type, ensure_tuple
 from fewlabel.bundle import input_kind
 from fewlabel.data.datalist import IMAGE_SUFFIXES
 from fewlabel.data.video import VIDEO_SUFFIXES
-from fewlabel.errors import DataError
+from fewlabel.errors import DataError, failure_reason
 from fewlabel.transforms.ct_io import Segment, restore_original_orientation, save_dicom_seg, save_nifti_segmentation
 from fewlabel.transforms.io import read_image_2d
 
@@ -168,6 +168,7 @@ class BundleInferenceOperator(MonaiBundleInferenceOperator):
         self._overrides = {"bundle_root": os.fspath(_bundle_folder(self._source)), **dict(overrides or {})}
         self._drop = list(drop_transforms)
         self._network: Any = None
+        self.failed: list[dict[str, str]] = []
         super().__init__(
             fragment, *args, app_context=app_context,
             input_mapping=input_mapping or [IOMapping("image", Image, IOType.IN_MEMORY)],
@@ -222,7 +223,11 @@ class BundleInferenceOperator(MonaiBundleInferenceOperator):
         return self._inferer(data, self._network, *args, **kwargs)
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
-        """One input (a CT volume or a frame) -> the bundle's pre-processing, network, post-processing -> outputs."""
+        """One input (a CT volume or a frame) -> the bundle's pre-processing, network, post-processing -> outputs.
+
+        An input the bundle cannot segment is recorded in ``failed`` (input, reason) and sends nothing;
+        the app lists it and exits non-zero at the end (:meth:`BundleApplication.run`).
+        """
         self._ensure_ready()
         first, *others = list(self._inputs)
         data: dict[str, Any] = {}
@@ -230,6 +235,15 @@ class BundleInferenceOperator(MonaiBundleInferenceOperator):
             value, meta = self._receive_input(name, op_input, context)
             value = convert_to_dst_type(value, dst=value)[0]
             data[name] = MetaTensor.ensure_torch_and_prune_meta(value, dict(meta or {}))
+        source = os.fspath(data[first].meta.get("filename_or_obj") or "input")
+        try:
+            self._segment(data, first, others, op_output, context)
+        except Exception as e:  # noqa: BLE001 - the input is listed with its reason, the others go on
+            reason = failure_reason(e)
+            logger.warning("no result for %s: %s", source, reason, exc_info=logger.isEnabledFor(logging.DEBUG))
+            self.failed.append({"input": source, "reason": reason})
+
+    def _segment(self, data: dict[str, Any], first: str, others: Sequence[str], op_output: Any, context: Any) -> None:
         with torch.no_grad():
             data = self.pre_process(data)
             extra = {k: data[k][None].to(self._device) for k in others if isinstance(data[k], torch.Tensor)}
@@ -411,6 +425,7 @@ class FrameSourceOperator(Operator):
             raise DataError(f"{self.input_path} yields no frames (empty video or max_frames=0).")
         self._bar: Any = None
         self.emitted = 0
+        self.failed: list[dict[str, str]] = []
         super().__init__(fragment, *args, **kwargs)
 
     def _open(self) -> Any:
@@ -467,9 +482,14 @@ class FrameSourceOperator(Operator):
 
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         path, self._next = self._next, next(self._frames, None)
-        frame = np.array(read_image_2d(path))  # writable copy (PIL's arrays are read-only)
-        op_output.emit(Image(frame, metadata={"filename_or_obj": os.fspath(path)}), "image")
-        self.emitted += 1
+        try:
+            frame = np.array(read_image_2d(path))  # writable copy (PIL's arrays are read-only)
+        except DataError as e:  # one unreadable frame costs that frame only
+            logger.warning("no result for %s: %s", path, e)
+            self.failed.append({"input": os.fspath(path), "reason": failure_reason(e)})
+        else:
+            op_output.emit(Image(frame, metadata={"filename_or_obj": os.fspath(path)}), "image")
+            self.emitted += 1
         if self._bar is not None:
             self._bar.update(1)
         if self._next is None:

@@ -29,7 +29,7 @@ from fewlabel.data.files import atomic_write
 from fewlabel.data.inputs import FAILED_KEY, input_name
 from fewlabel.errors import InputsFailed, failure_reason
 
-__all__ = ["FolderEvaluator", "FAILURES_FILE"]
+__all__ = ["FolderEvaluator", "FAILURES_FILE", "finish_inputs"]
 
 #: default name of the failures file, in the output folder
 FAILURES_FILE = "failures.json"
@@ -109,15 +109,28 @@ class FolderEvaluator(SupervisedEvaluator):
         """
         self.results, self.failed = 0, []
         super().run(global_epoch)
-        total = self.results + len(self.failed)
-        if self.failures_file is not None:
-            with atomic_write(self.failures_file) as tmp:
-                tmp.write_text(json.dumps({"inputs": total, "results": self.results, "failed": self.failed},
-                                          indent=2) + "\n")
-        where = f" (all listed in {self.failures_file})" if self.failures_file is not None else ""
-        logger.info("%d of %d inputs have results; %d failed%s", self.results, total, len(self.failed),
-                    where if self.failed else "")
-        if self.failed:
-            shown = "; ".join(f"{f['input']}: {f['reason']}" for f in self.failed[:_SHOWN])
-            more = f"; and {len(self.failed) - _SHOWN} more" if len(self.failed) > _SHOWN else ""
-            raise InputsFailed(f"{len(self.failed)} of {total} inputs got no result{where}: {shown}{more}")
+        finish_inputs(self.failures_file, self.results, self.failed)
+
+
+def finish_inputs(failures_file: str | os.PathLike | None, results: int, failed: list[dict[str, str]]) -> None:
+    """End of a folder run: write the failures file, log the summary, raise when any input failed.
+
+    Args:
+        failures_file: the JSON file to write (``None``: none).
+        results: how many inputs got a result.
+        failed: ``[{"input": str, "reason": str}]`` of the inputs that did not.
+
+    Raises:
+        InputsFailed: ``failed`` is not empty; the message names the first ten and the file.
+    """
+    total = results + len(failed)
+    path = None if failures_file in (None, "") else Path(failures_file)
+    if path is not None:
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps({"inputs": total, "results": results, "failed": failed}, indent=2) + "\n")
+    where = f" (all listed in {path})" if path is not None else ""
+    logger.info("%d of %d inputs have results; %d failed%s", results, total, len(failed), where if failed else "")
+    if failed:
+        shown = "; ".join(f"{f['input']}: {f['reason']}" for f in failed[:_SHOWN])
+        more = f"; and {len(failed) - _SHOWN} more" if len(failed) > _SHOWN else ""
+        raise InputsFailed(f"{len(failed)} of {total} inputs got no result{where}: {shown}{more}")
