@@ -137,6 +137,14 @@ def test_ct_volume_and_label_shapes(tmp_path):
     assert "b.nii.gz is 8x8x5" in problem and "b_seg.nii.gz is 8x8x4" in problem
 
 
+def test_truncated_uncompressed_nifti_is_reported(tmp_path):
+    path = Path(_nifti(tmp_path / "a.nii", (8, 8, 5)))
+    check_datalist_files([{"image": str(path)}])
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"a\.nii: OSError: file has \d+ bytes, its header needs"):
+        check_datalist_files([{"image": str(path)}])
+
+
 def test_ct_dicom_series_against_nifti_label(tmp_path):
     from fewlabel.data import write_ct_phantom_dicom
 

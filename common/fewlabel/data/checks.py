@@ -9,7 +9,8 @@ splits) run in each bundle's ``initialize`` step (``check_data``, default true) 
   chunk checksums verified (catches truncation and corruption, decompresses nothing), JPEG files
   must end with the end-of-image marker (a file that does not is decoded once to confirm). Damage
   inside a JPEG's compressed data (or a TIFF's, a BMP's) is only found when the image is decoded.
-- NIfTI volumes: the shape from ``nibabel``'s header.
+- NIfTI volumes: the shape from ``nibabel``'s header; an uncompressed ``.nii`` must be as long as
+  its header says (a ``.nii.gz`` cut inside its data is only found when it is decompressed).
 - DICOM series (a folder): the series' files and their order from the headers
   (:func:`fewlabel.data.dicom_series_files`), ``Rows`` / ``Columns`` of one slice and the count.
 
@@ -65,8 +66,15 @@ def _read_volume_shape(path: Path) -> tuple[int, ...]:
         ds = pydicom.dcmread(files[0], stop_before_pixels=True)
         return int(ds.Columns), int(ds.Rows), len(files)
     import nibabel as nib
+    import numpy as np
 
-    return tuple(int(s) for s in nib.load(os.fspath(path)).shape[:3])
+    img = nib.load(os.fspath(path))
+    if path.name.lower().endswith(".nii"):  # uncompressed: the file must hold the whole array
+        offset = int(getattr(img.dataobj, "offset", img.header.get_data_offset()))
+        need = offset + int(np.prod(img.shape)) * img.header.get_data_dtype().itemsize
+        if path.stat().st_size < need:
+            raise OSError(f"file has {path.stat().st_size} bytes, its header needs {need}")
+    return tuple(int(s) for s in img.shape[:3])
 
 
 def _is_volume(path: Path) -> bool:
