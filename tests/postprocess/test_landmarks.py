@@ -582,3 +582,32 @@ def test_baseline_pipeline_gives_the_same_curves():
             dense_q = sample_points(q, spacing=0.5)
             assert distances(dense_q, dense_p).max() <= 1.5
             assert _far_points_only_at_ends(dense_p, dense_q)
+
+
+@pytest.mark.timeout(30)
+def test_trace_paths_of_a_thick_blob_ends_and_uses_every_pixel():
+    """Thick input with min_branch=1: every round traces at least one pixel, so the rounds end."""
+    blob = np.zeros((24, 24), bool)
+    blob[4:20, 6:18] = True
+    paths = trace_paths(blob, min_branch=1)
+    traced = {tuple(p) for path in paths for p in path.tolist()}
+    assert traced == {tuple(p) for p in np.argwhere(blob).tolist()}
+
+
+@pytest.mark.timeout(30)
+def test_trace_paths_stops_when_a_round_traces_nothing(monkeypatch):
+    import fewlabel.postprocess.landmarks as lm
+
+    real = lm._longest_paths
+    calls = []
+
+    def no_branch_paths(rr, cc, shape):
+        calls.append(rr.size)
+        paths, comp = real(rr, cc, shape)
+        return (paths if len(calls) == 1 else []), comp  # the main paths, then never a branch
+
+    monkeypatch.setattr(lm, "_longest_paths", no_branch_paths)
+    blob = np.zeros((12, 12), bool)
+    blob[2:10, 3:9] = True
+    with pytest.raises(RuntimeError, match="48-pixel skeleton"):
+        trace_paths(blob, min_branch=1)

@@ -240,3 +240,22 @@ def test_on_cuda(fill):
     cpu = _corrupt(x.cpu(), 0.4, 32, "circle", fill, seed=2)
     gpu = _corrupt(x, 0.4, 32, "circle", fill, seed=2)
     assert torch.equal(gpu[1].cpu(), cpu[1])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("shape", ["square", "circle"])
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 2), (1, 300), (3, 5), (300, 1)])
+@pytest.mark.parametrize("n", [8, 256])
+def test_tiny_and_thin_images_end_quickly_with_the_exact_ratio(h, w, n, shape):
+    _, masks = _corrupt(_images(3, h, w), 0.9, n, shape)
+    _assert_exact_fraction(masks, round(0.9 * h * w) / (h * w))
+
+
+@pytest.mark.timeout(30)
+def test_draws_that_never_reach_the_ratio_end_with_an_error_not_a_hang():
+    """The sampler draws rounds of patches until every image reaches the ratio; draws that never do
+    (here: every patch on the same pixel) stop after a bounded number of rounds with an error."""
+    t = MaskCorruption(0.9, 8, generator=torch.Generator().manual_seed(0))
+    t._randint = lambda high, size, device: torch.zeros(size, dtype=torch.int64, device=device)
+    with pytest.raises(RuntimeError, match=r"patches of size 8.*did not mask 3686 of the 64x64 pixels"):
+        t(_images(2, 64, 64))

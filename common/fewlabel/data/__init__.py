@@ -1,8 +1,10 @@
-"""fewlabel.data: datalists and splits, the cache folder, procedural demo phantoms, CT volumes
-(loading, middle slices, slice index, CT phantoms) and PolyCL's contrastive example selection
-(``select_examples``) with its triplet sampler and dataset (``TripletSampler``, ``TripletDataset``)."""
+"""fewlabel.data: datalists and splits, checks of a datalist's files before training
+(``check_datalist_files``), the cache folder, procedural demo phantoms, CT volumes (loading, middle
+slices, slice index, CT phantoms) and PolyCL's contrastive example selection (``select_examples``)
+with its triplet sampler and dataset (``TripletSampler``, ``TripletDataset``)."""
 
 from fewlabel.data.cache import cache_dir
+from fewlabel.data.checks import check_datalist, check_datalist_files, read_file_shape
 from fewlabel.data.datalist import (
     check_training_data,
     list_images,
@@ -41,6 +43,9 @@ __all__ = [
     "atomic_write",
     "refuse_shared_outputs",
     "check_training_data",
+    "check_datalist",
+    "check_datalist_files",
+    "read_file_shape",
     "class_pixel_shares",
     "cache_dir",
     "save_datalist",

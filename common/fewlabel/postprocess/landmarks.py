@@ -625,7 +625,8 @@ def trace_paths(
     branches: list[np.ndarray] = []
     if min_branch is not None:
         index = _index_image(rr, cc, shape)
-        while True:
+        # each round marks at least one pixel used (every path holds a pixel), so rr.size + 1 rounds end it
+        for _ in range(rr.size + 1):
             rest = np.flatnonzero(~used)
             if rest.size < min_branch:
                 break
@@ -643,6 +644,9 @@ def trace_paths(
                     p, j0 = p[::-1], j1
                 used[p] = True
                 branches.append(np.concatenate([[j0], p]) if j0 >= 0 else p)
+        else:
+            raise RuntimeError(f"trace_paths: side branches of a {rr.size}-pixel skeleton not traced in "
+                               f"{rr.size + 1} rounds; please report this skeleton.")
     paths = [np.stack([rr[p], cc[p]], axis=1).astype(np.int64) for p in mains]
     # re-attach the pixel each loop was opened at, at the path end next to it
     for r, c in cuts:

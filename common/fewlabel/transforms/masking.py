@@ -63,6 +63,9 @@ RATIO_RANGE = (0.0, 0.9)
 PATCH_RANGE = (8, 256)
 # index elements scattered per vectorised chunk (int64: 8 bytes each, a few such tensors live at once)
 _CHUNK_ELEMENTS = 1 << 22
+# rounds of patch draws before giving up: each round draws enough patches to reach the target in
+# expectation with a margin, so real inputs need 1-2 rounds; the bound only stops a broken generator
+_MAX_ROUNDS = 100
 
 
 def mask_ratio(masks: torch.Tensor) -> torch.Tensor:
@@ -269,7 +272,7 @@ class MaskCorruption(Randomizable, Transform):
         uncovered = 1.0
         drawn = 0
         tys, txs = [], []
-        while True:
+        for _ in range(_MAX_ROUNDS):
             k_new = math.ceil(1.3 * math.log(uncovered / uncovered_goal) * hw / area_in) + 2
             cy = self._randint(h, (b, k_new), device)
             cx = self._randint(w, (b, k_new), device)
@@ -282,6 +285,12 @@ class MaskCorruption(Randomizable, Transform):
             if int(covered.min()) >= target:
                 break
             uncovered = 1.0 - int(covered.min()) / hw
+        else:
+            raise RuntimeError(
+                f"MaskCorruption: {_MAX_ROUNDS} rounds ({drawn} patches of size {n}, {self.shape}) did not mask "
+                f"{target} of the {h}x{w} pixels (ratio {self.ratio}) of every image: the random generator repeats "
+                "its draws. Pass a torch.Generator that is not re-seeded between draws (or none)."
+            )
         order.clamp_max_(drawn)  # uncovered pixels -> index `drawn`
         order[:, hw] = drawn  # the dump column received out-of-image pixels: make it "uncovered" too
         ty, tx = torch.cat(tys, 1), torch.cat(txs, 1)
