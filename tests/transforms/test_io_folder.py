@@ -238,3 +238,17 @@ def test_an_unreadable_file_says_permission(tmp_path):
     path.chmod(0)
     with pytest.raises(DataError, match=r"locked\.png: permission denied"):
         LoadImage2D()(path)
+
+
+def test_overlays_of_alpha_images_draw_the_picture_without_its_alpha(alpha_files, tmp_path):
+    from fewlabel.transforms import overlay_mask
+
+    la = read_image_2d(alpha_files / "la.png")
+    assert la.shape == (12, 16, 2)  # grey + alpha is read as grey + alpha, not as colour
+    mask = np.zeros((12, 16), np.uint8)
+    out = overlay_mask(la, mask)
+    assert out.shape == (12, 16, 3) and (out[..., 0] == RGB[..., 0]).all()
+    assert (overlay_mask(read_image_2d(alpha_files / "rgba.png"), mask) == RGB).all()
+    pred = LoadImage2D(channels=1)(alpha_files / "la.png")[:1] * 0
+    SaveMask2Dd(keys="pred", output_dir=tmp_path / "out")({"pred": pred})
+    assert (np.asarray(Image.open(tmp_path / "out" / "la_overlay.png")) == np.dstack([RGB[..., 0]] * 3)).all()

@@ -96,7 +96,7 @@ def _too_large(path: str, size: tuple[int, int], max_pixels: int) -> DataError:
     return DataError(
         f"image {path} is {w}x{h} pixels ({w * h:,}), over the limit of {max_pixels:,} pixels (max_pixels) that "
         "keeps loading within memory. Resize the image (e.g. to a few thousand pixels a side), or raise the "
-        "limit: max_pixels=<larger> (a bundle's --max_pixels), or None for no limit."
+        "limit: max_pixels=<larger> of LoadImage2Dd in the bundle's preprocessing, or None for no limit."
     )
 
 
@@ -383,7 +383,8 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45,
     """Blend class colours over an image and outline each region.
 
     Args:
-        image: ``(H, W)`` or ``(H, W, 3)``, uint8 or float in [0, 1].
+        image: ``(H, W)`` or ``(H, W, 3)``, uint8 or float in [0, 1]; an alpha channel (``(H, W, 2)``,
+            ``(H, W, 4)``) is dropped.
         mask: ``(H, W)`` class indices (0 = background, not drawn).
         alpha: opacity of the fill.
         palette: ``(K, 3)`` uint8 class colours; default a fixed palette of distinct colours.
@@ -391,6 +392,8 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45,
     Returns:
         ``(H, W, 3)`` uint8 RGB.
     """
+    if image.ndim == 3 and image.shape[-1] in (2, 4):  # grey + alpha, RGBA: the alpha is not drawn
+        image = image[..., :-1] if image.shape[-1] == 4 else image[..., 0]
     img = image.astype(np.float32)
     if img.max() <= 1.0:
         img = img * 255
