@@ -252,3 +252,9 @@ def test_overlays_of_alpha_images_draw_the_picture_without_its_alpha(alpha_files
     pred = LoadImage2D(channels=1)(alpha_files / "la.png")[:1] * 0
     SaveMask2Dd(keys="pred", output_dir=tmp_path / "out")({"pred": pred})
     assert (np.asarray(Image.open(tmp_path / "out" / "la_overlay.png")) == np.dstack([RGB[..., 0]] * 3)).all()
+
+
+def test_a_file_given_as_input_folder_is_named_as_such(tmp_path):
+    path = write_png(tmp_path / "one.png", RGB)
+    with pytest.raises(DataError, match=r"one\.png is a file, not a folder"):
+        list_images(path)

@@ -308,6 +308,9 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[dict
     from fewlabel.transforms.io import mask_output_name  # deferred: fewlabel.transforms imports fewlabel.data
 
     root = Path(folder)
+    if root.is_file():
+        raise DataError(f"input folder {root} is a file, not a folder. Pass --dataset_dir <folder of images>, or "
+                        "list single files in a datalist.")
     if not root.is_dir():
         raise DataError(f"input folder does not exist: {root}. Pass --dataset_dir <folder of images>.")
     files: list[str] = []

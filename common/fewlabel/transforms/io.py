@@ -127,7 +127,11 @@ def _read_error(path: str, e: Exception) -> DataError:
     if isinstance(e, PermissionError):
         return DataError(f"cannot read image {path}: permission denied. Make it readable (chmod +r) or remove it.")
     if isinstance(e, Image.UnidentifiedImageError):
-        what = "an empty file" if os.path.getsize(path) == 0 else "not an image file Pillow can read"
+        try:
+            empty = os.path.getsize(path) == 0
+        except OSError:
+            empty = False
+        what = "an empty file" if empty else "not an image file Pillow can read"
         return DataError(
             f"cannot read image {path}: it is {what} (PNG, JPEG, TIFF and BMP are read). The file is damaged or "
             "of another kind: re-export it, or remove it from the input folder / datalist."
