@@ -1,6 +1,6 @@
 """Damaged 2D image files: each gives either a proper image or a DataError naming the file, nothing else.
 
-Valid small PNG (grey, RGB, grey + alpha), JPEG, TIFF and BMP files are written here, then truncated,
+Valid small PNG (grey, 16-bit grey, RGB, grey + alpha), JPEG, TIFF and BMP files are written here, then truncated,
 bit-flipped and header-mangled copies (``testlib.corrupt_variants``, fixed seeds) are fed to
 :class:`LoadImage2D` (files and the same bytes read as in-memory frames) and :class:`LoadLabel2D`.
 """
@@ -26,6 +26,7 @@ _RGB = (_RNG.random((24, 32, 3)) * 255).astype(np.uint8)
 # (name, Pillow image, save format, suffix)
 FORMATS = [
     ("grey_png", Image.fromarray(_RGB[..., 0]), "PNG", ".png"),
+    ("grey16_png", Image.fromarray(_RGB[..., 0].astype(np.uint16) * 257), "PNG", ".png"),
     ("rgb_png", Image.fromarray(_RGB), "PNG", ".png"),
     ("la_png", Image.fromarray(np.dstack([_RGB[..., 0], _RGB[..., 1]]), mode="LA"), "PNG", ".png"),
     ("rgb_jpeg", Image.fromarray(_RGB), "JPEG", ".jpg"),
@@ -51,14 +52,14 @@ def _check_image(out: torch.Tensor, channels: int) -> None:
 @pytest.mark.parametrize("name,image,fmt,suffix", FORMATS, ids=[f[0] for f in FORMATS])
 def test_damaged_files_give_an_image_or_a_data_error_naming_the_file(tmp_path, name, image, fmt, suffix):
     data = _encode(image, fmt, name)
-    channels = 1 if image.mode in ("L", "LA") else 3
+    channels = 3 if image.mode.startswith("RGB") else 1
     outcomes = {"image": 0, "error": 0}
     for seed in SEEDS:
         for variant, damaged in corrupt_variants(data, seed, VARIANTS):
             path = tmp_path / f"{name}_{seed}_{variant}{suffix}"
             path.write_bytes(damaged)
             loaders = [LoadImage2D(channels=channels, channel_policy="convert", max_pixels=1_000_000),
-                       LoadLabel2D(num_classes=256, max_pixels=1_000_000)]
+                       LoadLabel2D(num_classes=2**16, max_pixels=1_000_000)]
             for loader in loaders:
                 try:
                     out = loader(path)
@@ -72,6 +73,6 @@ def test_damaged_files_give_an_image_or_a_data_error_naming_the_file(tmp_path, n
                     frame = np.moveaxis((out.numpy() * 255).round().astype(np.uint8), 0, -1)
                     _check_image(LoadImage2D(channels=channels)(frame[..., 0] if channels == 1 else frame), channels)
                 else:
-                    assert out.ndim == 3 and out.shape[0] == 1 and out.min() >= 0 and out.max() < 256
+                    assert out.ndim == 3 and out.shape[0] == 1 and out.min() >= 0 and out.max() < 2**16
                 outcomes["image"] += 1
     assert outcomes["error"] > 0  # the damage was seen (the empty and header-cut variants are never images)
