@@ -19,15 +19,20 @@ grouping key for splits: no patient (video, scan, slide) ever lands in two split
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import stat
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+from fewlabel.data.files import TEMP_MARK, refuse_shared_outputs
 from fewlabel.errors import DataError
 
 __all__ = [
@@ -44,6 +49,8 @@ __all__ = [
 ]
 
 SPLITS = ("training", "validation", "testing", "unlabelled")
+
+logger = logging.getLogger("fewlabel.data")
 
 
 def save_datalist(datalist: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -228,20 +235,118 @@ def load_images(path: str | os.PathLike, splits: Sequence[str] = ("training", "u
     return [{k: v for k, v in it.items() if k != "label"} for it in items]
 
 
+#: stems of result files an inference run writes beside its inputs' names (never inputs themselves)
+_RESULT_ENDINGS = ("_mask", "_overlay")
+
+
+def _entry_problem(entry: os.DirEntry) -> str | None:
+    """Why an entry named like an image is not one, or ``None`` for a regular image file."""
+    name = entry.name
+    if Path(name).stem.endswith(_RESULT_ENDINGS):
+        return "a result file of an earlier run (*_mask / *_overlay)"
+    if TEMP_MARK in name:
+        return "an unfinished temporary result file"
+    if name.startswith("._"):
+        return "a macOS resource-fork file ('._' prefix), not an image"
+    try:
+        mode = os.stat(entry.path).st_mode  # follows symbolic links
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if entry.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(entry.path)})"
+        return f"cannot be read ({e.strerror or e})"
+    if stat.S_ISDIR(mode):
+        return "a folder named like an image, not an image file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (device, pipe or socket)"
+    return None
+
+
+def _walk(root: Path, recursive: bool) -> Iterator[os.DirEntry]:
+    """Entries of ``root`` (and, if ``recursive``, of its sub-folders, symbolic links followed once each)."""
+    seen: set[tuple[int, int]] = set()
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in seen:
+                logger.warning("list_images: skipped folder %s: already searched (a symbolic link loop)", folder)
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            logger.warning("list_images: skipped folder %s: cannot be read (%s)", folder, e.strerror or e)
+            continue
+        for entry in entries:
+            yield entry
+            if recursive and Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
+                try:
+                    is_dir = entry.is_dir()  # follows symbolic links; loops end at the ``seen`` check
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    stack.append(entry.path)
+
+
 def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[dict[str, str]]:
     """``[{"image": path}, ...]`` for the image files (PNG, JPEG, TIFF, BMP) in ``folder``, sorted.
 
+    Every entry that is not taken is logged (logger ``fewlabel.data``) with the reason: folders named
+    like images (``x.png/``), broken symbolic links and link loops, result files of an earlier run
+    (``*_mask.png``, ``*_overlay.png``) and unfinished temporary results (WARNING / INFO, one line each),
+    and files of other kinds (one INFO line with their count). With ``recursive`` sub-folders are
+    searched too; symbolic links to folders are followed, each folder once, so a link loop ends.
+
     Raises:
-        DataError: the folder is missing or holds no image file.
+        DataError: the folder is missing or holds no image file, or two inputs would write the same
+            result (``case1.png`` and ``case1.jpg`` both give ``case1_mask.png``, see
+            :func:`fewlabel.transforms.io.mask_output_name`): refused before anything is written.
     """
+    from fewlabel.transforms.io import mask_output_name  # deferred: fewlabel.transforms imports fewlabel.data
+
     root = Path(folder)
+    if root.is_file():
+        raise DataError(f"input folder {root} is a file, not a folder. Pass --dataset_dir <folder of images>, or "
+                        "list single files in a datalist.")
     if not root.is_dir():
         raise DataError(f"input folder does not exist: {root}. Pass --dataset_dir <folder of images>.")
-    files = sorted(p for p in (root.rglob("*") if recursive else root.iterdir())
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith(("_mask", "_overlay")))
+    files: list[str] = []
+    others: Counter[str] = Counter()
+    folders = 0
+    for entry in _walk(root, recursive):
+        suffix = Path(entry.name).suffix.lower()
+        if suffix not in IMAGE_SUFFIXES:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                folders += 1
+            else:
+                others[suffix or "(no suffix)"] += 1
+            continue
+        problem = _entry_problem(entry)
+        if problem is None:
+            files.append(entry.path)
+        else:
+            level = logging.INFO if problem.startswith(("a result", "an unfinished")) else logging.WARNING
+            logger.log(level, "list_images: skipped %s: %s", entry.path, problem)
+    if others:
+        kinds = ", ".join(f"{n} {s}" for s, n in others.most_common())
+        logger.info("list_images: skipped %d file(s) that are not images (%s) in %s", sum(others.values()), kinds,
+                    root)
+    if folders and not recursive:
+        logger.info("list_images: did not search %d sub-folder(s) of %s (pass recursive=True to)", folders, root)
     if not files:
         raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {root}.")
-    return [{"image": str(p)} for p in files]
+    files.sort()
+    items = [{"image": p} for p in files]
+    refuse_shared_outputs(items, mask_output_name)
+    logger.info("list_images: %d image(s) in %s", len(items), root)
+    return items
 
 
 def check_training_data(train: Sequence[Any], validation: Sequence[Any] | None, min_train: int = 2) -> None:
