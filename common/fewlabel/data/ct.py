@@ -376,13 +376,15 @@ def dicom_series_files(folder: str | os.PathLike, series_uid: str | None = None)
         iop = np.asarray(headers[0][1].ImageOrientationPatient, dtype=float)
         normal = np.cross(iop[:3], iop[3:])
         pos = np.array([np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)) for _, ds in headers])
-        steps = np.diff(pos)
-        if np.any(np.isclose(steps, 0.0, atol=1e-4)):
-            k = int(np.flatnonzero(np.isclose(steps, 0.0, atol=1e-4))[0])
+        order = np.argsort(pos, kind="stable")
+        same = np.flatnonzero(np.isclose(np.diff(pos[order]), 0.0, atol=1e-4))
+        if same.size:
+            i, j = sorted((int(order[same[0]]), int(order[same[0] + 1])))
             raise DataError(
-                f"{where}: {headers[k][0].name} and {headers[k + 1][0].name} lie at the same slice "
-                f"position ({pos[k]:g} mm along the slice normal; two acquisitions in one series?). Keep one of them."
+                f"{where}: {headers[i][0].name} and {headers[j][0].name} lie at the same slice position "
+                f"z={pos[i]:g} mm (a duplicated slice, or two acquisitions in one series). Keep one of them."
             )
+        steps = np.diff(pos)
         if not (np.all(steps > 0) or np.all(steps < 0)):
             raise DataError(
                 f"{where}: InstanceNumber order does not follow the slice positions "
