@@ -231,6 +231,9 @@ def _read_header(path: Path) -> tuple[Any, str | None]:
         if "Image Storage" in kind:
             raise DataError(f"DICOM file {path} is an image ({kind}) without its image attributes: the file is "
                             "truncated or incomplete. Re-export the series or remove the file.")
+        if sop is None or kind == str(sop):
+            raise DataError(f"DICOM file {path} is of no known kind (SOP class {kind!r}, {len(ds)} attributes): the "
+                            "file is damaged. Re-export the series or remove the file.")
         return ds, f"a DICOM file that is not an image ({kind})"
     if "Segmentation" in str(getattr(ds.get("SOPClassUID"), "name", "")):
         return ds, "a DICOM Segmentation, not a CT image"
@@ -335,7 +338,7 @@ def dicom_series_files(folder: str | os.PathLike, series_uid: str | None = None)
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise DataError(f"DICOM folder {path} is empty; expected the files of one CT series.")
-    headers = []
+    headers, damaged = [], []
     for f in files:
         try:
             ds, why = _read_header(f)
@@ -344,8 +347,17 @@ def dicom_series_files(folder: str | os.PathLike, series_uid: str | None = None)
                 raise
             logger.warning("%s (skipped while reading series %s)", e, series_uid)
             continue
+        if ds is None and f.suffix.lower() == ".dcm":
+            damaged.append(f)
         if why is None and (series_uid is None or str(ds.get("SeriesInstanceUID", "")) == series_uid):
             headers.append((f, ds))
+    if headers and damaged:
+        if series_uid is None:
+            raise DataError(f"{damaged[0]} is named .dcm but is not a readable DICOM file (empty or damaged), among "
+                            f"the slices of {where}; the series may miss that slice. Re-export the series or remove "
+                            "the file.")
+        logger.warning("skipped %s while reading series %s: named .dcm but not a readable DICOM file",
+                       ", ".join(f.name for f in damaged), series_uid)
     if not headers:
         raise DataError(
             f"no DICOM image files in {where} ({len(files)} file(s), none a DICOM image"
@@ -610,6 +622,8 @@ def load_ct_volume(path: str | os.PathLike, axcodes: str | None = "RAS",
     try:
         img = _loader(dtype)(os.fspath(p), reader=reader)  # this reader only: no fall-back to other readers
     except Exception as e:
+        if geometry is not None:
+            _raise_for_bad_slice(files, where)
         raise DataError(
             f"cannot read {source} {path}: {type(e).__name__}: {e}. The file is truncated or corrupt; "
             "re-export it or remove it from the datalist."
@@ -630,6 +644,18 @@ def load_ct_volume(path: str | os.PathLike, axcodes: str | None = "RAS",
     return img
 
 
+def _raise_for_bad_slice(files: Sequence[str], where: str) -> None:
+    """After the series failed to load: find the slice whose pixel data cannot be decoded and name it."""
+    import pydicom
+
+    for f in files:
+        try:
+            _ = pydicom.dcmread(f).pixel_array
+        except Exception as e:
+            raise DataError(f"cannot read the pixels of DICOM file {f} ({type(e).__name__}: {e}), a slice of {where}: "
+                            "the file is truncated or corrupt. Re-export the series.") from e
+
+
 def _check_nifti_dims(p: Path) -> None:
     """Refuse a NIfTI that is not one 3D volume (2D, or 4D with more than one volume), from its header."""
     import nibabel as nib
@@ -639,6 +665,9 @@ def _check_nifti_dims(p: Path) -> None:
     except Exception:
         return  # unreadable header: the reader's error names the file
     extra = shape[3:]
+    if len(shape) < 3 and (not shape or min(shape) < 1):
+        raise DataError(f"NIfTI file {p} has no valid dimensions in its header (shape {shape}): the file is damaged "
+                        "or not a volume. Re-export it or remove it from the inputs.")
     if len(shape) < 3:
         raise DataError(f"NIfTI file {p} is 2D (shape {shape}): a CT volume needs three dimensions. Use the 2D "
                         "bundles for single images, or save the whole CT volume.")
