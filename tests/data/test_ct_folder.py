@@ -3,6 +3,7 @@ with a reason naming it; results never share a name and are written whole or not
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -295,3 +296,42 @@ def test_a_writer_stopped_midway_leaves_no_file(series, tmp_path, monkeypatch):
     written = ct_io.save_nifti_segmentation(pred, pred, tmp_path / "out" / "x_seg.nii.gz")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["x_seg.nii.gz"]
     assert TEMP_MARK not in written.name and nib.load(written).shape == (SHAPE[2], SHAPE[1], SHAPE[0])
+
+
+# ----------------------------------------------------------------------------- the bundle, end to end
+def test_bundle_inference_gives_every_input_of_a_mixed_folder_its_own_result(tmp_path):
+    """NIfTI, a DICOM sub-folder and the loose slices of two series side by side: one result set each, on each
+    input's own grid (the bundle's inference config, random weights)."""
+    from monai.bundle import ConfigParser, run
+
+    from testlib import REPO
+
+    bundle = REPO / "bundles" / "polycl_liver_ct_segmentation"
+    smoke = json.loads((bundle / "configs" / "smoke.json").read_text())
+    overrides = {k: v for k, v in smoke.items() if k in ("image_size", "channels", "encoder_name")}
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update(overrides)
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": parser.get_parsed_content("network_def", instantiate=True).state_dict()}, ckpt)
+
+    root = tmp_path / "in"
+    write_ct_phantom(root / "vol.nii.gz", shape=SHAPE, spacing=SPACING, label_path=tmp_path / "l.nii.gz")
+    write_ct_phantom_dicom(root / "sub", shape=SHAPE, spacing=SPACING, seed=2)
+    for seed, number in ((0, 1), (1, 2)):
+        write_ct_phantom_dicom(root, shape=SHAPE, spacing=SPACING, seed=seed, series_number=number)
+    items = list_ct_volumes(root)
+    assert len(items) == 4
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(config_file=str(bundle / "configs" / "inference.json"), dataset_dir=str(root), output_dir=str(out),
+            ckpt_path=str(ckpt), **overrides)
+    stems = [ct_output_stem(i["image"]) for i in items]
+    expected = sorted([f"{s}_seg.nii.gz" for s in stems] + [f"{s}_seg.dcm" for s in stems if s != "vol"])
+    assert sorted(p.name for p in out.iterdir()) == expected
+    for item, stem in zip(items, stems):
+        source = _load(item["image"], axcodes=None)
+        seg = nib.load(os.fspath(out / f"{stem}_seg.nii.gz"))
+        assert seg.shape == tuple(source.shape[1:])
+        np.testing.assert_allclose(seg.affine, np.asarray(source.meta["original_affine"]), atol=1e-4)
