@@ -6,7 +6,11 @@ window-levelled (width 400 HU, level 40 HU, see :class:`fewlabel.transforms.ct.C
 scaled to [0, 1] and resized to 256 x 256. This module provides the volume side of that:
 
 - :func:`load_ct_volume` reads a NIfTI file or a folder holding one DICOM CT series through
-  MONAI's ``LoadImage`` and returns a channel-first :class:`~monai.data.MetaTensor` in HU.
+  MONAI's ``LoadImage`` and returns a channel-first :class:`~monai.data.MetaTensor` in HU; a DICOM
+  series must be one evenly spaced stack (:func:`check_slice_geometry`), a NIfTI one 3D volume.
+- :func:`list_ct_volumes` finds the inference inputs of a folder: NIfTI files, DICOM sub-folders
+  and loose series (``"<folder>#<SeriesInstanceUID>"``, :func:`series_ref`), named by
+  :func:`ct_output_stem`.
 - :func:`middle_slices` is the middle-fraction rule on slice counts.
 - :func:`build_slice_index` turns a datalist of volumes into a per-slice table
   (:class:`SliceIndex`: scan id, slice position, organ flag, image path) that PolyCL's example

@@ -599,10 +599,16 @@ class SaveCTSegmentation(Transform):
     Input: the predicted ``(1, X, Y, Z)`` :class:`~monai.data.MetaTensor` (class indices; bool,
     0/1 or integers) in the orientation of the loaded CT volume, whose meta carries that volume's
     ``filename_or_obj``, ``affine``, ``original_affine`` and ``spatial_shape`` (as
-    :class:`~fewlabel.transforms.ct.LoadCTVolume` gives them). ``stem`` is the NIfTI file name
-    without ``.nii`` / ``.nii.gz`` or the DICOM folder's name. The NIfTI is always written
-    (:func:`save_nifti_segmentation`); the DICOM SEG (:func:`save_dicom_seg`, mask must be binary)
-    when the source is a DICOM folder and ``dicom_seg`` is ``"auto"`` or ``True``.
+    :class:`~fewlabel.transforms.ct.LoadCTVolume` gives them). ``stem`` is
+    :func:`fewlabel.data.ct.ct_output_stem` of the source: the NIfTI file name without ``.nii`` /
+    ``.nii.gz``, the DICOM folder's name, or the ``SeriesInstanceUID`` of a ``"<folder>#<uid>"``
+    series reference. The NIfTI is always written (:func:`save_nifti_segmentation`); the DICOM SEG
+    (:func:`save_dicom_seg`, mask must be binary) when the source is a DICOM series and
+    ``dicom_seg`` is ``"auto"`` or ``True`` -- except, with ``"auto"``, for a volume loaded with
+    ``uneven_spacing="resample"`` (meta ``resampled_slices``; its slices are not the series', a
+    warning says so). Every file is written under a temporary name and renamed when complete; the
+    NIfTI of a DICOM source is renamed only after its SEG is written, so a failing SEG leaves
+    neither.
 
     The mask is returned unchanged (same object); the written paths are recorded in its meta as
     ``meta["saved_files"]``: a list of strings, the NIfTI first, then the SEG if written.
