@@ -326,6 +326,40 @@ def test_sdk_volume_of_a_series_with_a_missing_or_repeated_slice_is_refused(tmp_
         _sdk_volume(folder)
 
 
+def test_ct_writer_writes_seg_and_nifti_both_or_neither(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from monai.deploy.core import Image
+
+    from fewlabel.deploy import operators
+
+    folder = write_ct_phantom_dicom(tmp_path / "ct", shape=(8, 8, 10)).image
+    datasets = [pydicom.dcmread(f) for f in sorted(folder.glob("IM*.dcm"))]
+    sdk = _sdk_volume(folder)  # (X, Y, Z) in the SDK's voxel order, RAS affine
+    mask = (np.asarray(sdk) > 0).astype(np.uint8)
+    image = Image(np.swapaxes(mask, 0, 2), metadata={"affine": np.asarray(sdk.affine)})
+    series = SimpleNamespace(SeriesInstanceUID=datasets[0].SeriesInstanceUID, get_sop_instances=lambda: [
+        SimpleNamespace(get_native_sop_instance=lambda ds=ds: ds) for ds in datasets])
+    selection = [SimpleNamespace(selected_series=[SimpleNamespace(series=series)])]
+    op_input = SimpleNamespace(receive=lambda name: image if name == "seg_image" else selection)
+    out = tmp_path / "out"
+    writer = operators.CTSegmentationWriterOperator(Fragment(), output_folder=out, segments=[Segment(1, "Liver")],
+                                                    name="writer")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    for writer_name in ("save_dicom_seg", "save_nifti_segmentation"):
+        with monkeypatch.context() as m:
+            m.setattr(operators, writer_name, broken)
+            with pytest.raises(RuntimeError, match="disk full"):
+                writer.compute(op_input, None, None)
+        assert not out.exists() or list(out.iterdir()) == [], writer_name
+    writer.compute(op_input, None, None)
+    uid = datasets[0].SeriesInstanceUID
+    assert sorted(p.name for p in out.iterdir()) == [f"{uid}_seg.dcm", f"{uid}_seg.nii.gz"]
+
+
 def test_as_ct_volume_rejects_what_is_not_a_volume():
     with pytest.raises(DataError, match="MetaTensor with an 'affine'"):
         as_ct_volume(torch.zeros(4, 4, 4))
