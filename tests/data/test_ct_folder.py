@@ -71,6 +71,8 @@ def test_nifti_and_dicom_side_by_side_are_each_one_input(tmp_path, caplog):
     write_ct_phantom_dicom(root / "c", shape=SHAPE, spacing=SPACING)
     (root / "README.txt").write_text("notes")
     (root / "empty").mkdir()
+    (root / "reports").mkdir()
+    _non_image_dicom(root / "reports" / "sr.dcm")
     _non_image_dicom(root / "report.dcm")
     (root / "junk.dcm").write_bytes(b"not DICOM at all")
     with caplog.at_level(logging.WARNING, logger="fewlabel.data"):
@@ -78,6 +80,7 @@ def test_nifti_and_dicom_side_by_side_are_each_one_input(tmp_path, caplog):
     assert items == [{"image": str(root / n)} for n in ("a.nii.gz", "b.nii", "c")]
     log = caplog.text
     assert "README.txt: neither NIfTI" in log and "empty: it holds no DICOM" in log
+    assert "reports: its 1 DICOM file(s) hold no image (a DICOM file that is not an image (Basic Text SR" in log
     assert "report.dcm: a DICOM file that is not an image" in log and "junk.dcm: not a DICOM file" in log
     for item in items:
         assert _load(item["image"]).shape == (1, SHAPE[2], SHAPE[1], SHAPE[0])

@@ -244,12 +244,33 @@ def _read_header(path: Path) -> tuple[Any, str | None]:
     return ds, None
 
 
+def _why_not_a_series(folder: Path) -> str | None:
+    """None when ``folder`` holds a DICOM image (or a DICOM file the loader must name); else why it is skipped.
+
+    Reads headers only until the first image, so a series folder costs one header.
+    """
+    dicom = [f for f in sorted(folder.iterdir()) if f.is_file() and not f.name.startswith(".") and _looks_dicom(f)]
+    if not dicom:
+        return "it holds no DICOM (.dcm) file (sub-folders are searched one level deep)"
+    kinds = []
+    for f in dicom:
+        try:
+            ds, why = _read_header(f)
+        except DataError:
+            return None  # damaged: the loader names the file
+        if why is None:
+            return None
+        kinds.append(why)
+    return f"its {len(dicom)} DICOM file(s) hold no image ({'; '.join(sorted(set(kinds)))})"
+
+
 def list_ct_volumes(folder: str | os.PathLike) -> list[dict[str, str]]:
     """Inference inputs in ``folder``: every NIfTI volume and every DICOM series, side by side.
 
     - each ``.nii`` / ``.nii.gz`` file in ``folder`` is one input;
-    - each direct sub-folder holding DICOM files is one input (one series; a sub-folder mixing
-      series is refused when it is loaded, naming them);
+    - each direct sub-folder holding DICOM images is one input (one series; a sub-folder mixing
+      series is refused when it is loaded, naming them); one holding only DICOM files that are
+      not images (e.g. the SEG results of an earlier run) is skipped;
     - DICOM slices lying loose in ``folder`` are grouped by ``SeriesInstanceUID``: a single series is
       the input ``folder`` itself (as before), several are one input each, written as
       ``"<folder>#<SeriesInstanceUID>"`` (:func:`series_ref`), which :func:`load_ct_volume` reads.
@@ -281,11 +302,11 @@ def list_ct_volumes(folder: str | os.PathLike) -> list[dict[str, str]]:
         if p.name.startswith("."):
             logger.debug("skipped hidden entry %s", p)
         elif p.is_dir():
-            if any(f.is_file() and _looks_dicom(f) for f in p.iterdir()):
+            why = _why_not_a_series(p)
+            if why is None:
                 found.append({"image": str(p)})
             else:
-                logger.warning("skipped folder %s: it holds no DICOM (.dcm) file (sub-folders are searched one "
-                               "level deep)", p)
+                logger.warning("skipped folder %s: %s", p, why)
         elif _is_nifti(p):
             found.append({"image": str(p)})
         elif not _looks_dicom(p):
