@@ -355,6 +355,11 @@ def dicom_series_files(folder: str | os.PathLike, series_uid: str | None = None)
             position, or are numbered out of their spatial order (MONAI stacks by
             ``InstanceNumber``; a non-monotonic numbering would scramble the volume).
     """
+    return [os.fspath(f) for f, _ in _series_headers(folder, series_uid)]
+
+
+def _series_headers(folder: str | os.PathLike, series_uid: str | None = None) -> list[tuple[Path, Any]]:
+    """:func:`dicom_series_files` with each file's header (pydicom, no pixel data)."""
     path, ref_uid = parse_series_ref(folder)
     series_uid = series_uid or ref_uid
     where = f"{path} (series {series_uid})" if series_uid else f"DICOM folder {path}"
@@ -427,7 +432,7 @@ def dicom_series_files(folder: str | os.PathLike, series_uid: str | None = None)
                 f"{where}: InstanceNumber order does not follow the slice positions "
                 "(ImagePositionPatient); the stacked volume would be scrambled. Renumber or re-export the series."
             )
-    return [os.fspath(f) for f, _ in headers]
+    return headers
 
 
 # ----------------------------------------------------------------------------- slice geometry
@@ -616,13 +621,11 @@ def load_ct_volume(path: str | os.PathLike, axcodes: str | None = "RAS",
     if not p.exists():
         raise DataError(f"CT volume not found: {p}. Check dataset_dir and the datalist.")
     if p.is_dir():
-        import pydicom
-
-        files = dicom_series_files(p, series_uid)
+        heads = _series_headers(p, series_uid)
+        files = [os.fspath(f) for f, _ in heads]
         where = f"DICOM series {path}"
         if len(files) < 2:
             raise DataError(f"{where} holds a single image slice; a CT volume needs the whole series.")
-        heads = [(Path(f), pydicom.dcmread(f, stop_before_pixels=True)) for f in files]
         geometry = check_slice_geometry(heads, where)
         if geometry.uneven and uneven_spacing == "error":
             raise DataError(f"{where} is not evenly spaced: {geometry.uneven}. Stacking it would put the result on "
