@@ -331,6 +331,57 @@ def test_loader_gives_the_same_volume_from_the_sdk_as_from_the_files(tmp_path):
     np.testing.assert_allclose(np.asarray(from_sdk.affine), np.asarray(from_files.affine), atol=1e-4)
 
 
+def test_sdk_volume_of_a_series_with_a_missing_or_repeated_slice_is_refused(tmp_path):
+    """The SDK would stack such a series with the spacing of its first two slices: a volume on a wrong grid."""
+    folder = write_ct_phantom_dicom(tmp_path / "ct", shape=(8, 8, 10)).image
+    files = sorted(folder.glob("IM*.dcm"))
+    files[3].unlink()
+    with pytest.raises(DataError, match=r"DICOM series .* is not evenly spaced: slices at z=.* are 5 mm apart, "
+                                        r"the others 2\.5 mm \(a slice is missing\)"):
+        _sdk_volume(folder)
+    # slice 6 moved onto slice 5's position: the SDK's loader keeps one of the two, leaving a gap
+    folder = write_ct_phantom_dicom(tmp_path / "dup", shape=(8, 8, 10)).image
+    ds = pydicom.dcmread(folder / "IM0006.dcm")
+    ds.ImagePositionPatient = pydicom.dcmread(folder / "IM0005.dcm").ImagePositionPatient
+    ds.save_as(folder / "IM0006.dcm")
+    with pytest.raises(DataError, match=r"not evenly spaced: slices at z=.* \(IM0007\.dcm, IM000[56]\.dcm\) are 5 mm"):
+        _sdk_volume(folder)
+
+
+def test_ct_writer_writes_seg_and_nifti_both_or_neither(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from monai.deploy.core import Image
+
+    from fewlabel.deploy import operators
+
+    folder = write_ct_phantom_dicom(tmp_path / "ct", shape=(8, 8, 10)).image
+    datasets = [pydicom.dcmread(f) for f in sorted(folder.glob("IM*.dcm"))]
+    sdk = _sdk_volume(folder)  # (X, Y, Z) in the SDK's voxel order, RAS affine
+    mask = (np.asarray(sdk) > 0).astype(np.uint8)
+    image = Image(np.swapaxes(mask, 0, 2), metadata={"affine": np.asarray(sdk.affine)})
+    series = SimpleNamespace(SeriesInstanceUID=datasets[0].SeriesInstanceUID, get_sop_instances=lambda: [
+        SimpleNamespace(get_native_sop_instance=lambda ds=ds: ds) for ds in datasets])
+    selection = [SimpleNamespace(selected_series=[SimpleNamespace(series=series)])]
+    op_input = SimpleNamespace(receive=lambda name: image if name == "seg_image" else selection)
+    out = tmp_path / "out"
+    writer = operators.CTSegmentationWriterOperator(Fragment(), output_folder=out, segments=[Segment(1, "Liver")],
+                                                    name="writer")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    for writer_name in ("save_dicom_seg", "save_nifti_segmentation"):
+        with monkeypatch.context() as m:
+            m.setattr(operators, writer_name, broken)
+            with pytest.raises(RuntimeError, match="disk full"):
+                writer.compute(op_input, None, None)
+        assert not out.exists() or list(out.iterdir()) == [], writer_name
+    writer.compute(op_input, None, None)
+    uid = datasets[0].SeriesInstanceUID
+    assert sorted(p.name for p in out.iterdir()) == [f"{uid}_seg.dcm", f"{uid}_seg.nii.gz"]
+
+
 def test_as_ct_volume_rejects_what_is_not_a_volume():
     with pytest.raises(DataError, match="MetaTensor with an 'affine'"):
         as_ct_volume(torch.zeros(4, 4, 4))

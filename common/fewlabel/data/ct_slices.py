@@ -197,9 +197,9 @@ def _write_stacks(image: str, label: str | None, paths: dict[str, Path], params:
     if label is not None:
         lab = load_ct_volume(label, axcodes=params["axcodes"], dtype=None)
         if tuple(lab.shape) != tuple(vol.shape):
-            raise DataError(f"image {image} has size {tuple(vol.shape[1:])} but its label {label} has size "
-                            f"{tuple(lab.shape[1:])} (after orientation to {params['axcodes']}); they must cover "
-                            "the same voxels.")
+            raise DataError(f"image {image} has shape {tuple(vol.shape)} but its label {label} has shape "
+                            f"{tuple(lab.shape)} (channel first, after orientation to {params['axcodes']}); they "
+                            "must be one 3D volume each and cover the same voxels.")
         lab_t = torch.as_tensor(lab)[0, ..., start:stop]
         flags = [bool(f) for f in organ_flags(lab_t, organ)]
         mask = torch.zeros(lab_t.shape, dtype=torch.uint8)

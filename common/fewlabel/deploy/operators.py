@@ -39,7 +39,9 @@ from monai.transforms import Compose
 from monai.utils import convert_to_dst_type, ensure_tuple
 
 from fewlabel.bundle import input_kind
+from fewlabel.data.ct import check_slice_geometry
 from fewlabel.data.datalist import IMAGE_SUFFIXES
+from fewlabel.data.files import atomic_write
 from fewlabel.data.video import VIDEO_SUFFIXES
 from fewlabel.errors import DataError, failure_reason
 from fewlabel.transforms.ct_io import Segment, restore_original_orientation, save_dicom_seg, save_nifti_segmentation
@@ -305,7 +307,13 @@ class CTSeriesSelectorOperator(DICOMSeriesSelectorOperator):
 
 
 class CTSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
-    """The SDK's ``DICOMSeriesToVolumeOperator``, also for a series of one image.
+    """The SDK's ``DICOMSeriesToVolumeOperator``, on checked geometry only, also for a series of one image.
+
+    The SDK stacks the slices sorted by position and takes the slice spacing from the first two,
+    so a series with a missing slice, uneven spacing, two slices at one position or mixed
+    orientation would give a volume (and a DICOM SEG) on a wrong grid. Such a series is refused
+    here with a DataError naming the series, the slices and the fix
+    (:func:`fewlabel.data.ct.check_slice_geometry`, the check ``load_ct_volume`` makes).
 
     The SDK leaves the affine of a single-slice series unset (it needs two slice positions); here
     it is built from that image's ``ImageOrientationPatient`` / ``ImagePositionPatient`` /
@@ -316,6 +324,8 @@ class CTSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
 
     def prepare_series(self, series: Any) -> None:
         super().prepare_series(series)
+        if len(series.get_sop_instances()) > 1:
+            self._check_geometry(series)
         if len(series.get_sop_instances()) != 1:
             return
         ds = series.get_sop_instances()[0].get_native_sop_instance()
@@ -335,6 +345,21 @@ class CTSeriesToVolumeOperator(DICOMSeriesToVolumeOperator):
         series.nifti_affine_transform = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
         series.depth_pixel_spacing = depth
         series.depth_direction_cosine = normal.tolist()
+
+    @staticmethod
+    def _check_geometry(series: Any) -> None:
+        """Refuse a series whose sorted slices are not one evenly spaced stack (DataError naming them)."""
+        headers = []
+        for sop in series.get_sop_instances():
+            ds = sop.get_native_sop_instance()
+            name = getattr(ds, "filename", None)
+            headers.append((Path(name).name if isinstance(name, str) and name else
+                            f"SOPInstanceUID {ds.get('SOPInstanceUID', '?')}", ds))
+        where = f"DICOM series {series.SeriesInstanceUID}"
+        geometry = check_slice_geometry(headers, where)
+        if geometry.uneven:
+            raise DataError(f"{where} is not evenly spaced: {geometry.uneven}. Its volume and DICOM SEG would lie on "
+                            "a wrong grid. Send the whole series (re-export it with every slice).")
 
 
 class CTSegmentationWriterOperator(Operator):
@@ -384,13 +409,14 @@ class CTSegmentationWriterOperator(Operator):
         affine = np.asarray(meta["affine"], dtype=np.float64)
         reference = {"affine": affine, "original_affine": affine, "spatial_shape": np.asarray(mask.shape),
                      "filename_or_obj": uid, "space": str(meta.get("space", "RAS"))}
-        stem = self.output_folder / f"{uid}_seg"
-        self.written = [
-            save_dicom_seg(mask, datasets, stem.with_name(stem.name + ".dcm"), reference=reference,
-                           segments=self.segments, algorithm_name=self.algorithm_name,
-                           algorithm_version=self.algorithm_version, omit_empty_frames=self.omit_empty_frames),
-            save_nifti_segmentation(mask, reference, stem.with_name(stem.name + ".nii.gz")),
-        ]
+        dcm, nifti = self.output_folder / f"{uid}_seg.dcm", self.output_folder / f"{uid}_seg.nii.gz"
+        # both or neither: the NIfTI is renamed into place only after the SEG is written (each atomically)
+        with atomic_write(nifti) as tmp_nifti:
+            save_nifti_segmentation(mask, reference, tmp_nifti)
+            save_dicom_seg(mask, datasets, dcm, reference=reference, segments=self.segments,
+                           algorithm_name=self.algorithm_name, algorithm_version=self.algorithm_version,
+                           omit_empty_frames=self.omit_empty_frames)
+        self.written = [dcm, nifti]
         logger.info("wrote %s", ", ".join(os.fspath(p) for p in self.written))
 
 

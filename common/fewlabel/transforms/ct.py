@@ -31,7 +31,7 @@ from monai.transforms import Crop, Cropd, MapTransform, Transform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type
 
 from fewlabel.arguments import as_bool, as_optional
-from fewlabel.data.ct import _middle_bounds, as_ct_volume, load_ct_volume
+from fewlabel.data.ct import UNEVEN_SPACING, _middle_bounds, as_ct_volume, load_ct_volume
 from fewlabel.errors import DataError
 from fewlabel.transforms.io import NONFINITE_POLICIES
 
@@ -246,25 +246,32 @@ class LoadCTVolume(Transform):
         axcodes: orientation (default ``"RAS"``: axial axis last, inferior -> superior); None keeps
             the stored order.
         dtype: output dtype (default float32, HU); ``None`` keeps the file's (use it for labels).
+        uneven_spacing: a DICOM series with a missing slice or uneven slice spacing is refused
+            (``"error"``, default) or interpolated onto an even grid (``"resample"``, recorded in
+            the meta as ``resampled_slices``); see :func:`~fewlabel.data.ct.load_ct_volume`.
     """
 
-    def __init__(self, axcodes: str | None = "RAS", dtype: np.dtype | type | None = np.float32) -> None:
+    def __init__(self, axcodes: str | None = "RAS", dtype: np.dtype | type | None = np.float32,
+                 uneven_spacing: str = "error") -> None:
+        if uneven_spacing not in UNEVEN_SPACING:
+            raise ValueError(f"uneven_spacing must be one of {UNEVEN_SPACING}, got {uneven_spacing!r}")
         self.axcodes = axcodes
         self.dtype = dtype
+        self.uneven_spacing = uneven_spacing
 
     def __call__(self, path: str | os.PathLike | MetaTensor) -> MetaTensor:
         if isinstance(path, MetaTensor):  # already read (e.g. by MONAI Deploy's DICOMSeriesToVolumeOperator)
             return as_ct_volume(path, axcodes=self.axcodes, dtype=self.dtype)
-        return load_ct_volume(path, axcodes=self.axcodes, dtype=self.dtype)
+        return load_ct_volume(path, axcodes=self.axcodes, dtype=self.dtype, uneven_spacing=self.uneven_spacing)
 
 
 class LoadCTVolumed(MapTransform):
     """Dictionary-based twin of :class:`LoadCTVolume`."""
 
     def __init__(self, keys: KeysCollection, axcodes: str | None = "RAS", dtype: np.dtype | type | None = np.float32,
-                 allow_missing_keys: bool = False) -> None:
+                 allow_missing_keys: bool = False, uneven_spacing: str = "error") -> None:
         super().__init__(keys, as_bool(allow_missing_keys, "allow_missing_keys"))
-        self.loader = LoadCTVolume(as_optional(axcodes, "axcodes"), as_optional(dtype, "dtype"))
+        self.loader = LoadCTVolume(as_optional(axcodes, "axcodes"), as_optional(dtype, "dtype"), uneven_spacing)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)

@@ -24,6 +24,7 @@ file's own grid); a prediction made at another size must first be mapped back (e
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from fewlabel.data.ct import NIFTI_SUFFIXES, dicom_series_files, load_ct_volume
+from fewlabel.data.ct import NIFTI_SUFFIXES, ct_output_stem, dicom_series_files, load_ct_volume, parse_series_ref
+from fewlabel.data.files import atomic_write
 
 __all__ = [
     "restore_original_orientation",
@@ -52,6 +54,7 @@ __all__ = [
 AFFINE_ATOL = 1e-4
 _GRID_ATOL = 1e-2
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+logger = logging.getLogger("fewlabel.transforms")
 #: default SeriesNumber of the DICOM SEG series
 DICOM_SEG_SERIES_NUMBER = 300
 #: type 2 (required, may be empty) attributes highdicom copies from the source images into the SEG
@@ -309,8 +312,8 @@ def save_nifti_segmentation(mask: torch.Tensor | np.ndarray, reference: Any, pat
     data = _label_values(restored[0].as_tensor().numpy(), dtype, source)
     img = _nifti_like_source(np.ascontiguousarray(data), np.asarray(restored.affine, dtype=np.float64), source)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, os.fspath(path))
+    with atomic_write(path) as tmp:  # a run stopped mid-write leaves no file that looks finished
+        nib.save(img, os.fspath(tmp))
     return path
 
 
@@ -575,19 +578,19 @@ def save_dicom_seg(
         omit_empty_frames=bool(omit_empty_frames) and not empty,
     )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path)
+    with atomic_write(path) as tmp:  # a run stopped mid-write leaves no file that looks finished
+        seg.save_as(tmp)
     return path
 
 
 # ----------------------------------------------------------------------------- transforms
 def _stem(source: str) -> str:
-    """NIfTI file name without ``.nii`` / ``.nii.gz``, or the DICOM folder's name."""
-    name = Path(source.rstrip("/\\")).name
-    for suffix in sorted(NIFTI_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name if Path(source).is_dir() else Path(name).stem
+    """NIfTI file name without ``.nii`` / ``.nii.gz``, the DICOM folder's name, or a series reference's UID.
+
+    The one naming rule of CT results: :func:`fewlabel.data.ct.ct_output_stem`, which
+    :func:`~fewlabel.data.ct.list_ct_volumes` also uses to refuse inputs that would share a result.
+    """
+    return ct_output_stem(source)
 
 
 class SaveCTSegmentation(Transform):
@@ -596,10 +599,16 @@ class SaveCTSegmentation(Transform):
     Input: the predicted ``(1, X, Y, Z)`` :class:`~monai.data.MetaTensor` (class indices; bool,
     0/1 or integers) in the orientation of the loaded CT volume, whose meta carries that volume's
     ``filename_or_obj``, ``affine``, ``original_affine`` and ``spatial_shape`` (as
-    :class:`~fewlabel.transforms.ct.LoadCTVolume` gives them). ``stem`` is the NIfTI file name
-    without ``.nii`` / ``.nii.gz`` or the DICOM folder's name. The NIfTI is always written
-    (:func:`save_nifti_segmentation`); the DICOM SEG (:func:`save_dicom_seg`, mask must be binary)
-    when the source is a DICOM folder and ``dicom_seg`` is ``"auto"`` or ``True``.
+    :class:`~fewlabel.transforms.ct.LoadCTVolume` gives them). ``stem`` is
+    :func:`fewlabel.data.ct.ct_output_stem` of the source: the NIfTI file name without ``.nii`` /
+    ``.nii.gz``, the DICOM folder's name, or the ``SeriesInstanceUID`` of a ``"<folder>#<uid>"``
+    series reference. The NIfTI is always written (:func:`save_nifti_segmentation`); the DICOM SEG
+    (:func:`save_dicom_seg`, mask must be binary) when the source is a DICOM series and
+    ``dicom_seg`` is ``"auto"`` or ``True`` -- except, with ``"auto"``, for a volume loaded with
+    ``uneven_spacing="resample"`` (meta ``resampled_slices``; its slices are not the series', a
+    warning says so). Every file is written under a temporary name and renamed when complete; the
+    NIfTI of a DICOM source is renamed only after its SEG is written, so a failing SEG leaves
+    neither.
 
     The mask is returned unchanged (same object); the written paths are recorded in its meta as
     ``meta["saved_files"]``: a list of strings, the NIfTI first, then the SEG if written.
@@ -636,17 +645,28 @@ class SaveCTSegmentation(Transform):
         if not ref.source:
             raise ValueError("the prediction's meta has no filename_or_obj: cannot name the output nor find the "
                              "source series; keep the meta of LoadCTVolume on the prediction.")
-        is_dicom = os.path.isdir(ref.source)
+        is_dicom = parse_series_ref(ref.source)[0].is_dir()
         if self.dicom_seg is True and not is_dicom:
             raise ValueError(f"dicom_seg=True but the source {ref.source} is not a DICOM series folder; a DICOM SEG "
                              "needs the source DICOM images (use dicom_seg='auto' or False for NIfTI input).")
         geometry = mask if reference is None else reference
         stem = _stem(ref.source) + self.suffix
-        written = [save_nifti_segmentation(mask, geometry, self.output_dir / f"{stem}.nii.gz", dtype=self.dtype)]
-        if is_dicom and self.dicom_seg in ("auto", True):
-            written.append(save_dicom_seg(mask, ref.source, self.output_dir / f"{stem}.dcm", reference=geometry,
-                                          **self.seg_kwargs))
-        return written
+        nifti, dcm = self.output_dir / f"{stem}.nii.gz", self.output_dir / f"{stem}.dcm"
+        meta = getattr(geometry, "meta", geometry) if isinstance(geometry, (MetaTensor, Mapping)) else {}
+        resampled = _single(meta.get("resampled_slices")) if isinstance(meta, Mapping) else None
+        want_seg = is_dicom and self.dicom_seg in ("auto", True)
+        if want_seg and resampled and self.dicom_seg == "auto":
+            logger.warning("%s: no DICOM SEG written, only %s: the volume was %s, so its slices are not the "
+                           "series' slices.", ref.source, nifti.name, resampled)
+            want_seg = False
+        if not want_seg:
+            return [save_nifti_segmentation(mask, geometry, nifti, dtype=self.dtype)]
+        # both or neither: the NIfTI is written under a temporary name and renamed only after the SEG is
+        # written, so a failing SEG leaves no lone NIfTI that looks like a complete result
+        with atomic_write(nifti) as tmp_nifti:
+            save_nifti_segmentation(mask, geometry, tmp_nifti, dtype=self.dtype)
+            save_dicom_seg(mask, ref.source, dcm, reference=geometry, **self.seg_kwargs)
+        return [nifti, dcm]
 
     def __call__(self, mask: torch.Tensor) -> torch.Tensor:
         written = self.save(mask)
