@@ -152,7 +152,8 @@ def test_ct_app_writes_the_bundles_segmentation_as_dicom_seg_and_nifti(ct, tmp_p
     out = tmp_path / "out"
     _ok(_app("ct_app", tmp_path, ct["study"], out, ct["bundle"]))
     uid = ct["series"].SeriesInstanceUID
-    assert sorted(p.name for p in out.iterdir()) == [f"{uid}_seg.dcm", f"{uid}_seg.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{uid}_seg.dcm", f"{uid}_seg.nii.gz", "failures.json"]
+    assert json.loads((out / "failures.json").read_text()) == {"inputs": 1, "results": 1, "failed": []}
 
     label = _world_equal(ct["ref"] / "ct_seg.nii.gz", out / f"{uid}_seg.nii.gz")
     assert 0 < label.sum() < label.size  # a real prediction, neither empty nor full
