@@ -104,3 +104,16 @@ def test_the_bundle_command_exits_non_zero_with_one_line_naming_the_file(tmp_pat
     assert "InputsFailed" in Path(log).read_text()  # the full traceback is kept for a bug report
     Path(log).unlink()
     assert _results(out) == good
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_the_input_limits_are_top_level_keys_that_reach_the_loader(bundle):
+    """``--max_pixels`` (2D) and ``--uneven_spacing`` (CT) are documented bundle options: they must reach the loader."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    key, value = ("uneven_spacing", "resample") if bundle.name == CT else ("max_pixels", 1234)
+    parser[key] = value
+    loader = parser.get_parsed_content("preprocessing#transforms#0").loader
+    assert getattr(loader, key) == value

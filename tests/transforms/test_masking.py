@@ -75,7 +75,7 @@ def test_exact_fraction_with_large_patches_on_a_video_frame(shape):
 def test_fraction_guarantee_property(ratio, n, shape, h, w, b, seed):
     x = _images(b, h, w, seed % 1000)
     out, masks = _corrupt(x, ratio, n, shape, seed=seed)
-    target = round(ratio * h * w)
+    target = round(ratio * (h * w))  # the sampler's own float order: 0.34 * 27 * 75 rounds up, 0.34 * 2025 down
     assert torch.equal((masks == 0).flatten(1).sum(1), torch.full((b,), target))
     assert torch.equal(out[masks.expand_as(x) == 1], x[masks.expand_as(x) == 1])
 

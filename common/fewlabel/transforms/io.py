@@ -96,7 +96,8 @@ def _too_large(path: str, size: tuple[int, int], max_pixels: int) -> DataError:
     return DataError(
         f"image {path} is {w}x{h} pixels ({w * h:,}), over the limit of {max_pixels:,} pixels (max_pixels) that "
         "keeps loading within memory. Resize the image (e.g. to a few thousand pixels a side), or raise the "
-        "limit: max_pixels=<larger> of LoadImage2Dd in the bundle's preprocessing, or None for no limit."
+        "limit: --max_pixels <larger> (a key of every 2D bundle's inference.json; max_pixels of LoadImage2Dd), "
+        "or None for no limit."
     )
 
 

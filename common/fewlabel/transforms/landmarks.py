@@ -25,7 +25,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
 
-from fewlabel.transforms.io import _scale_to_unit, overlay_mask, read_image_2d
+from fewlabel.data.files import atomic_write
+from fewlabel.transforms.io import _scale_to_unit, mask_output_name, overlay_mask, overlay_output_name, read_image_2d
 
 __all__ = ["SaveLandmarksd", "landmarks_record", "render_landmarks", "scale_paths"]
 
@@ -138,15 +139,16 @@ class SaveLandmarksd(MapTransform):
             else:  # no curves were traced (post-processing off): the label map, resized
                 lab = np.asarray(torch.as_tensor(pred).detach().cpu()).reshape(net_size).astype(np.uint8)
                 labels = np.asarray(Image.fromarray(lab).resize((size[1], size[0]), Image.NEAREST))
-            stem = Path(src).stem if src else f"{key}_{id(pred)}"
-            if self.palette is not None:
-                Image.fromarray(self.palette[labels]).save(self.output_dir / f"{stem}_mask.png")
-            else:
-                Image.fromarray(labels).save(self.output_dir / f"{stem}_mask.png")
+            source = src or f"{key}_{id(pred)}"
+            mask = self.palette[labels] if self.palette is not None else labels
+            with atomic_write(self.output_dir / mask_output_name(source)) as tmp:
+                Image.fromarray(mask).save(tmp)
             if frame is not None:
                 img = frame[..., :3] if frame.ndim == 3 else frame
-                Image.fromarray(overlay_mask(_scale_to_unit(img), labels, alpha=0.8, palette=self.palette)).save(
-                    self.output_dir / f"{stem}_overlay.png")
+                overlay = overlay_mask(_scale_to_unit(img), labels, alpha=0.8, palette=self.palette)
+                with atomic_write(self.output_dir / overlay_output_name(source)) as tmp:
+                    Image.fromarray(overlay).save(tmp)
             record = landmarks_record(full, size, src)
-            (self.output_dir / f"{stem}_landmarks.json").write_text(json.dumps(record))
+            with atomic_write(self.output_dir / f"{Path(source).stem}_landmarks.json") as tmp:
+                tmp.write_text(json.dumps(record))
         return d
