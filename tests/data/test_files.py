@@ -40,3 +40,51 @@ def test_inputs_that_share_an_output_are_refused_naming_both():
     with pytest.raises(DataError, match=r"/d/case1.png and /d/case1.jpg would both write case1_mask.png"):
         refuse_shared_outputs(items, lambda p: p.rsplit("/", 1)[1].split(".")[0] + "_mask.png")
     refuse_shared_outputs(items[:2], lambda p: p.rsplit("/", 1)[1].split(".")[0] + "_mask.png")
+
+
+_WRITER = r"""
+import sys
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from fewlabel.transforms import SaveMask2Dd
+
+save = SaveMask2Dd("pred", sys.argv[1], num_classes=2, overlay=False)
+rng = np.random.default_rng(0)
+for i in range(10_000):
+    mask = torch.from_numpy(rng.integers(0, 2, (1, 1500, 1500)).astype(np.float32))
+    save({"pred": MetaTensor(mask, meta={"filename_or_obj": f"/nowhere/case{i:05d}.png"})})
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_writer_leaves_only_whole_results(tmp_path):
+    """SIGKILL a process that writes masks as fast as it can: every file named like a result decodes whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    from testlib import REPO
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "common"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(out)], env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(out.glob("*_mask.png"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.37)  # somewhere inside a later write
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    results = sorted(out.glob("*_mask.png"))
+    results = [p for p in results if TEMP_MARK not in p.name]
+    assert len(results) >= 3
+    for path in results:
+        with Image.open(path) as img:
+            img.load()  # raises on a truncated file
+            assert img.size == (1500, 1500), path
