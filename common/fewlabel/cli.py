@@ -20,12 +20,13 @@ import logging
 import multiprocessing
 import shlex
 import signal
+import os
 import sys
 
 import fire
 
 from fewlabel.arguments import ArgumentError, as_list, cli_command, closest
-from fewlabel.errors import FewLabelError
+from fewlabel.errors import VERBOSE_ENV, FewLabelError, own_error, report_error
 
 __all__ = ["main", "demo", "datalist", "seeds", "sweep", "report", "video", "bundles", "label_server", "code_map"]
 
@@ -329,8 +330,10 @@ def main() -> None:
     try:
         check_flags(sys.argv[1:])
         fire.Fire(COMMANDS, name="fewlabel")
-    except FewLabelError as e:
-        print(f"fewlabel: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - a fewlabel error behind MONAI's wrapping is one line too
+        if own_error(e) is None or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+            raise
+        report_error(e)
         sys.exit(2)
 
 

@@ -22,6 +22,8 @@ __all__ = [
     "CheckpointError",
     "InputsFailed",
     "failure_reason",
+    "own_error",
+    "report_error",
     "install_error_hook",
     "VERBOSE_ENV",
 ]
@@ -65,24 +67,34 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(last).__name__}: {last}".strip().rstrip(":")
 
 
+def own_error(exc: BaseException) -> FewLabelError | None:
+    """The first :class:`FewLabelError` in ``exc``'s chain of causes (MONAI and ignite wrap them), or ``None``."""
+    return next((e for e in _chain(exc) if isinstance(e, FewLabelError)), None)
+
+
 def _log_path() -> Path:
     return Path(tempfile.gettempdir()) / f"fewlabel-error-{os.getpid()}.log"
 
 
-def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None,
-          fallback: object = sys.__excepthook__) -> None:
-    own = next((e for e in _chain(exc) if isinstance(e, FewLabelError)), None)
-    if own is None or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
-        fallback(kind, exc, tb)  # type: ignore[operator]
-        return
-    where = ""
+def report_error(exc: BaseException) -> None:
+    """Print ``fewlabel: error: <message>`` for ``exc`` (its fewlabel error, else itself) on stderr, and
+    keep its full traceback in a log file named on that line."""
+    own = own_error(exc) or exc
     try:
         path = _log_path()
-        path.write_text("".join(traceback.format_exception(kind, exc, tb)))
+        path.write_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         where = f" (traceback in {path}; {VERBOSE_ENV}=1 prints it)"
     except OSError:
         where = f" ({VERBOSE_ENV}=1 prints the traceback)"
     print(f"fewlabel: error: {own}{where}", file=sys.stderr)
+
+
+def _hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None,
+          fallback: object = sys.__excepthook__) -> None:
+    if own_error(exc) is None or os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        fallback(kind, exc, tb)  # type: ignore[operator]
+        return
+    report_error(exc.with_traceback(tb))
 
 
 def install_error_hook() -> None:
