@@ -493,7 +493,7 @@ def test_bundle_metadata_from_folder_and_torchscript(tmp_path):
 def test_frame_source_rejects_inputs_without_frames(tmp_path):
     frag = Fragment()
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no image frames .* in .*empty"):
+    with pytest.raises(DataError, match="no image files .* in .*empty.* a folder of frames or a video"):
         FrameSourceOperator(frag, input_path=tmp_path / "empty", frames_dir=tmp_path / "f", name="a")
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 64)
     with pytest.raises(DataError, match="broken.mp4"):

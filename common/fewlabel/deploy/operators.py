@@ -40,7 +40,7 @@ from monai.utils import convert_to_dst_type, ensure_tuple
 
 from fewlabel.bundle import input_kind
 from fewlabel.data.ct import check_slice_geometry
-from fewlabel.data.datalist import IMAGE_SUFFIXES
+from fewlabel.data.datalist import IMAGE_SUFFIXES, list_images
 from fewlabel.data.files import atomic_write
 from fewlabel.data.video import VIDEO_SUFFIXES
 from fewlabel.errors import DataError, failure_reason
@@ -456,11 +456,11 @@ class FrameSourceOperator(Operator):
 
     def _open(self) -> Any:
         p = self.input_path
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise DataError(f"no image frames ({', '.join(IMAGE_SUFFIXES)}) in {p}; pass -i a folder of frames "
-                                f"or a video ({', '.join(VIDEO_SUFFIXES)}).")
+        if p.is_dir():  # what bundle inference takes from a folder: skips logged, shared result names refused
+            try:
+                files = [Path(item["image"]) for item in list_images(p)]
+            except DataError as e:
+                raise DataError(f"{e} Pass -i a folder of frames or a video ({', '.join(VIDEO_SUFFIXES)}).") from e
             self.total = len(files[:: self.every][: self.max_frames])
             return (f for f in files[:: self.every][: self.max_frames])
         if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
