@@ -332,7 +332,9 @@ def test_bundle_inference_gives_every_input_of_a_mixed_folder_its_own_result(tmp
             ckpt_path=str(ckpt), **overrides)
     stems = [ct_output_stem(i["image"]) for i in items]
     expected = sorted([f"{s}_seg.nii.gz" for s in stems] + [f"{s}_seg.dcm" for s in stems if s != "vol"])
-    assert sorted(p.name for p in out.iterdir()) == expected
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected + ["failures.json"])
+    report = json.loads((out / "failures.json").read_text())
+    assert (report["inputs"], report["results"], report["failed"]) == (4, 4, [])
     for item, stem in zip(items, stems):
         source = _load(item["image"], axcodes=None)
         seg = nib.load(os.fspath(out / f"{stem}_seg.nii.gz"))
