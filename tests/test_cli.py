@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+from PIL import Image
 
 from fewlabel import cli
 from fewlabel.bundle import bundle_root, input_kind, resolve_datalist
@@ -60,6 +61,7 @@ def test_quick_demo_writes_summary_metrics_and_overlay(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["zero_label_iou"] <= 1.0 and 0.0 < summary["otsu_iou"] <= 1.0
     assert (out / "zero_label" / "metrics.md").is_file() and summary["overlays"]
+    assert summary["figure"] == str(out / "demo_output.png") and Image.open(summary["figure"]).format == "PNG"
 
 
 def test_datalist_help_names_every_adapter():

@@ -18,13 +18,22 @@ import numpy as np
 from PIL import Image
 
 from fewlabel.bundle import bundle_root, load_protocol, resolve_datalist
+from fewlabel.demo_figure import ct_figure, overlay_figure
 from fewlabel.data import load_datalist
+from fewlabel.data.ct import ct_output_stem
 from fewlabel.errors import DataError
 from fewlabel.protocols import PROTOCOLS, run_protocol, run_stage
 
 __all__ = ["DEMOS", "run_demo", "ihc_nuclear_image"]
 
 logger = logging.getLogger("fewlabel.demo")
+
+#: the name of the picture each demo writes into its output folder
+FIGURE = "demo_output.png"
+
+
+def _title(text: str, quick: bool) -> str:
+    return f"{text}\n(--quick: one epoch per stage, the masks mean little)" if quick else text
 
 
 def ihc_nuclear_image(path: str | Path) -> Path:
@@ -79,6 +88,8 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
         "baseline": str(out / "zero_label" / "threshold_baseline.json"),
         "overlays": sorted(str(p) for p in (out / "predictions").glob("*_overlay.png")),
     }
+    summary["figure"] = str(overlay_figure(summary["overlays"], out / FIGURE, _title(
+        "MedSASS demo: zero-label prediction on a real IHC image (no label used)", quick)))
     print(
         f"\nMedSASS demo: zero-label IoU of the pre-trained network {iou_net:.3f}; Otsu's own masks {iou_otsu:.3f} "
         f"(difference {iou_net - iou_otsu:+.3f}); pre-training and evaluation took {t_pre:.0f} s.\n"
@@ -129,6 +140,8 @@ def _surgical(out: Path, quick: bool) -> dict[str, Any]:
         "metrics": {k: str(out / f"evaluate_{k}" / "metrics.md") for k in results},
         "overlays": str(out / "predictions"),
     }
+    summary["figure"] = str(overlay_figure((out / "predictions").glob("*_overlay.png"), out / FIGURE, _title(
+        "SurgicalSemiSeg demo: test frames, predicted classes (pre-trained + fine-tuned)", quick)))
     print(
         f"\nSurgicalSemiSeg demo: mIoU after masked-denoising pre-training + fine-tuning "
         f"{summary['miou_pretrained']:.3f}; "
@@ -216,6 +229,8 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
         "predictions": str(out / "predictions"),
         "video": str(out / "video"),
     }
+    summary["figure"] = str(overlay_figure((out / "predictions").glob("*_overlay.png"), out / FIGURE, _title(
+        "SLiPPA demo: test frames, predicted landmarks (fine-tuned, post-processed)", quick)))
     print(
         f"\nSLiPPA demo (phantom data, {summary['seconds']:.0f} s): mean over the three landmarks, "
         f"test frames\n\n{table}\n"
@@ -274,6 +289,8 @@ def _sam_mining(out: Path, quick: bool) -> dict[str, Any]:
     summary = {"seconds": round(time.time() - t0, 1), "stages": rows, "table": str(out / "table.md"),
                "predictions": {m: str(out / f"predictions_{m}") for m in ("fast", "accurate")},
                "teacher": "tiny SAM with random weights (demo only)"}
+    summary["figure"] = str(overlay_figure((out / "predictions_fast").glob("*_overlay.png"), out / FIGURE, _title(
+        "SAM mining demo: test frames, the student alone (fast mode)", quick)))
     print(f"\nSAM knowledge-mining demo (phantom data, {summary['seconds']:.0f} s): test frames\n\n{table}\n\n"
           "  The teacher here is a TINY SAM WITH RANDOM WEIGHTS (no checkpoint can be downloaded): its pseudo-labels\n"
           "  mean nothing, so this run shows the pipeline (supervised -> one-time -> continuous mining -> both\n"
@@ -353,6 +370,10 @@ def _polycl(out: Path, quick: bool) -> dict[str, Any]:
     written = sorted(p.name for p in (out / "predictions").iterdir())
     summary = {"seconds": round(time.time() - t0, 1), "rows": rows, "table": str(out / "table.md"),
                "predictions": written, "sam": "tiny SAM and SAM 2 with random weights (demo only)"}
+    first = load_datalist(resolve_datalist("", demo="ct", demo_kwargs=data), "testing")[0]
+    summary["figure"] = str(ct_figure(
+        first["image"], out / "predictions" / f"{ct_output_stem(first['image'])}_seg.nii.gz", first.get("label"),
+        out / FIGURE, _title("PolyCL demo: a testing CT volume, predicted liver (red), reference (green)", quick)))
     print(f"\nPolyCL demo (CT phantoms, {summary['seconds']:.0f} s): testing volumes, middle 30 % of the slices\n\n"
           f"{table}\n\n"
           "  SAM and SAM 2 here are TINY MODELS WITH RANDOM WEIGHTS (no checkpoint can be downloaded): their masks\n"

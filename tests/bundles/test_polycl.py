@@ -146,6 +146,10 @@ def test_quick_demo_reports_every_row_and_writes_predictions(tmp_path):
     assert all(0.0 <= row["dice"] <= 1.0 for row in summary["rows"].values())
     assert any(name.endswith("_seg.dcm") for name in summary["predictions"])
     assert (tmp_path / BUNDLE / "table.md").read_text().count("\n") == 8
+    from PIL import Image
+
+    with Image.open(summary["figure"]) as picture:  # three slices side by side
+        assert picture.format == "PNG" and picture.width > 2 * picture.height
 
 
 def test_multi_gpu_pretraining_shards_the_triplets_over_two_processes(tmp_path):
