@@ -45,7 +45,7 @@ from fewlabel.data.files import atomic_write
 from fewlabel.data.video import VIDEO_SUFFIXES
 from fewlabel.errors import DataError, failure_reason
 from fewlabel.transforms.ct_io import Segment, restore_original_orientation, save_dicom_seg, save_nifti_segmentation
-from fewlabel.transforms.io import read_image_2d
+from fewlabel.data.image_2d import read_image_2d
 
 __all__ = [
     "CT_SELECTION_RULES",

@@ -33,7 +33,7 @@ from monai.utils import TransformBackends, convert_data_type, convert_to_dst_typ
 from fewlabel.arguments import as_bool, as_optional
 from fewlabel.data.ct import UNEVEN_SPACING, _middle_bounds, as_ct_volume, load_ct_volume
 from fewlabel.errors import DataError
-from fewlabel.transforms.io import NONFINITE_POLICIES
+from fewlabel.data.image_2d import NONFINITE_POLICIES
 
 __all__ = [
     "NotHUWarning",

@@ -26,7 +26,7 @@ from monai.transforms import MapTransform
 from PIL import Image
 
 from fewlabel.data.files import atomic_write
-from fewlabel.transforms.io import _scale_to_unit, mask_output_name, overlay_mask, overlay_output_name, read_image_2d
+from fewlabel.data.image_2d import mask_output_name, overlay_mask, overlay_output_name, read_image_2d, scale_to_unit
 
 __all__ = ["SaveLandmarksd", "landmarks_record", "render_landmarks", "scale_paths"]
 
@@ -145,7 +145,7 @@ class SaveLandmarksd(MapTransform):
                 Image.fromarray(mask).save(tmp)
             if frame is not None:
                 img = frame[..., :3] if frame.ndim == 3 else frame
-                overlay = overlay_mask(_scale_to_unit(img), labels, alpha=0.8, palette=self.palette)
+                overlay = overlay_mask(scale_to_unit(img), labels, alpha=0.8, palette=self.palette)
                 with atomic_write(self.output_dir / overlay_output_name(source)) as tmp:
                     Image.fromarray(overlay).save(tmp)
             record = landmarks_record(full, size, src)
