@@ -36,6 +36,14 @@ from fewlabel.data.triplets import TripletDataset, TripletSampler
 from fewlabel.data.statistics import class_pixel_shares
 from fewlabel.data.files import atomic_write, refuse_shared_outputs
 from fewlabel.data.image_2d import mask_output_name, overlay_mask, overlay_output_name, read_image_2d, write_png
+from fewlabel.data.segmentation_writers import (
+    Segment,
+    restore_original_orientation,
+    save_dicom_seg,
+    save_nifti_and_dicom_seg,
+    save_nifti_segmentation,
+    segments_from_metadata,
+)
 from fewlabel.data.inputs import FAILED_KEY, InputsDataset, collate_inputs
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
@@ -50,6 +58,12 @@ __all__ = [
     "write_png",
     "mask_output_name",
     "overlay_output_name",
+    "Segment",
+    "segments_from_metadata",
+    "restore_original_orientation",
+    "save_nifti_segmentation",
+    "save_dicom_seg",
+    "save_nifti_and_dicom_seg",
     "check_training_data",
     "check_datalist",
     "check_datalist_files",
