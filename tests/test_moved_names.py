@@ -48,6 +48,26 @@ MOVED = [  # (old module, name, new module)
     ("fewlabel.engines", "stage_table", "fewlabel.handlers.landmark_evaluation"),
     ("fewlabel.engines", "ContrastiveEncoder", "fewlabel.networks.contrastive"),
     ("fewlabel.engines.simclr", "ContrastiveEncoder", "fewlabel.networks.contrastive"),
+    ("fewlabel.transforms.io", "NONFINITE_POLICIES", "fewlabel.data.image_2d"),
+    ("fewlabel.transforms.io", "DEFAULT_MAX_PIXELS", "fewlabel.data.image_2d"),
+    ("fewlabel.transforms.io", "mask_output_name", "fewlabel.data.image_2d"),
+    ("fewlabel.transforms.io", "overlay_output_name", "fewlabel.data.image_2d"),
+    ("fewlabel.transforms.io", "read_image_2d", "fewlabel.data.image_2d"),
+    ("fewlabel.transforms.io", "overlay_mask", "fewlabel.data.image_2d"),
+    ("fewlabel.transforms", "read_image_2d", "fewlabel.data.image_2d"),
+    ("fewlabel.transforms", "overlay_mask", "fewlabel.data.image_2d"),
+    ("fewlabel.transforms.ct_io", "restore_original_orientation", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms.ct_io", "save_nifti_segmentation", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms.ct_io", "save_dicom_seg", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms.ct_io", "Segment", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms.ct_io", "segments_from_metadata", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms.ct_io", "AFFINE_ATOL", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms.ct_io", "DICOM_SEG_SERIES_NUMBER", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms", "restore_original_orientation", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms", "save_nifti_segmentation", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms", "save_dicom_seg", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms", "Segment", "fewlabel.data.segmentation_writers"),
+    ("fewlabel.transforms", "segments_from_metadata", "fewlabel.data.segmentation_writers"),
 ]
 
 
@@ -57,6 +77,7 @@ def test_moved_name_is_the_same_object_at_its_old_place(old, name, new):
 
 
 def test_an_unknown_name_is_still_an_attribute_error():
-    for module in ("fewlabel.metrics", "fewlabel.metrics.report", "fewlabel.metrics.volume"):
+    for module in ("fewlabel.metrics", "fewlabel.metrics.report", "fewlabel.metrics.volume",
+                   "fewlabel.transforms.ct_io"):
         with pytest.raises(AttributeError, match="NoSuchReport"):
             _ = importlib.import_module(module).NoSuchReport

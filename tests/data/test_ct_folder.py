@@ -28,6 +28,7 @@ from fewlabel.data.ct import (
 from fewlabel.data.files import TEMP_MARK
 from fewlabel.errors import DataError
 from fewlabel.transforms import LoadCTVolumed, SaveCTSegmentationd
+from fewlabel.data import segmentation_writers
 from fewlabel.transforms import ct_io
 
 SHAPE = (8, 16, 12)  # (Z, Y, X)
@@ -274,7 +275,7 @@ def test_a_failing_dicom_seg_leaves_no_result_file(series, tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ct_io, "save_dicom_seg", broken)
+    monkeypatch.setattr(segmentation_writers, "save_dicom_seg", broken)  # the writer SaveCTSegmentationd calls
     with pytest.raises(RuntimeError, match="disk full"):
         SaveCTSegmentationd(keys="pred", output_dir=out)(d)
     assert list(out.iterdir()) == []  # no lone NIfTI, no temporary file

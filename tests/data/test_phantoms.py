@@ -45,7 +45,7 @@ def test_each_modality_module_registers_its_kind():
     from fewlabel.data import phantoms
     from fewlabel.data.phantoms import registry
 
-    assert phantoms.PHANTOMS is registry.PHANTOMS and phantoms._INFO is registry._INFO
+    assert phantoms.PHANTOMS is registry.PHANTOMS
     assert phantoms.make_phantom is registry.make_phantom and phantoms.register_phantom is registry.register_phantom
     modules = {"nuclei": "microscopy", "dermoscopy": "dermoscopy", "xray": "xray", "laparoscopy": "laparoscopy",
                "liver_landmarks": "liver_landmarks", "polyp": "polyp"}
@@ -163,9 +163,9 @@ def test_register_new_kind():
             register_phantom("_test_bad", 3, ("background", "x"), "test")
     finally:
         PHANTOMS.pop("_test_square", None)
-        from fewlabel.data import phantoms
+        from fewlabel.data.phantoms import registry
 
-        phantoms._INFO.pop("_test_square", None)
+        registry._INFO.pop("_test_square", None)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -354,6 +354,7 @@ def test_ct_writer_writes_seg_and_nifti_both_or_neither(tmp_path, monkeypatch):
 
     from monai.deploy.core import Image
 
+    from fewlabel.data import segmentation_writers
     from fewlabel.deploy import operators
 
     folder = write_ct_phantom_dicom(tmp_path / "ct", shape=(8, 8, 10)).image
@@ -374,7 +375,7 @@ def test_ct_writer_writes_seg_and_nifti_both_or_neither(tmp_path, monkeypatch):
 
     for writer_name in ("save_dicom_seg", "save_nifti_segmentation"):
         with monkeypatch.context() as m:
-            m.setattr(operators, writer_name, broken)
+            m.setattr(segmentation_writers, writer_name, broken)  # the writers the operator calls
             with pytest.raises(RuntimeError, match="disk full"):
                 writer.compute(op_input, None, None)
         assert not out.exists() or list(out.iterdir()) == [], writer_name

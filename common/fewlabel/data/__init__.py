@@ -1,7 +1,9 @@
 """fewlabel.data: datalists and splits, checks of a datalist's files before training
-(``check_datalist_files``), the cache folder, procedural demo phantoms, CT volumes (loading, middle
-slices, slice index, CT phantoms) and PolyCL's contrastive example selection (``select_examples``)
-with its triplet sampler and dataset (``TripletSampler``, ``TripletDataset``)."""
+(``check_datalist_files``), the cache folder, procedural demo phantoms, readers and writers (2D
+images: :mod:`.image_2d`; CT volumes: :mod:`.ct`; NIfTI and DICOM SEG segmentations:
+:mod:`.segmentation_writers`), CT middle slices and slice index, and PolyCL's contrastive example
+selection (``select_examples``) with its triplet sampler and dataset (``TripletSampler``,
+``TripletDataset``). The MONAI transforms in :mod:`fewlabel.transforms` wrap these readers and writers."""
 
 from fewlabel.data.cache import cache_dir
 from fewlabel.data.checks import check_datalist, check_datalist_files, read_file_shape
@@ -33,6 +35,15 @@ from fewlabel.data.contrastive_selection import STRATEGIES, Triplets, select_exa
 from fewlabel.data.triplets import TripletDataset, TripletSampler
 from fewlabel.data.statistics import class_pixel_shares
 from fewlabel.data.files import atomic_write, refuse_shared_outputs
+from fewlabel.data.image_2d import mask_output_name, overlay_mask, overlay_output_name, read_image_2d, write_png
+from fewlabel.data.segmentation_writers import (
+    Segment,
+    restore_original_orientation,
+    save_dicom_seg,
+    save_nifti_and_dicom_seg,
+    save_nifti_segmentation,
+    segments_from_metadata,
+)
 from fewlabel.data.inputs import FAILED_KEY, InputsDataset, collate_inputs
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
@@ -42,6 +53,17 @@ __all__ = [
     "collate_inputs",
     "atomic_write",
     "refuse_shared_outputs",
+    "read_image_2d",
+    "overlay_mask",
+    "write_png",
+    "mask_output_name",
+    "overlay_output_name",
+    "Segment",
+    "segments_from_metadata",
+    "restore_original_orientation",
+    "save_nifti_segmentation",
+    "save_dicom_seg",
+    "save_nifti_and_dicom_seg",
     "check_training_data",
     "check_datalist",
     "check_datalist_files",

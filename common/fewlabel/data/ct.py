@@ -58,6 +58,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "ROUNDING",
     "middle_slices",
+    "middle_bounds",
     "load_ct_volume",
     "as_ct_volume",
     "dicom_series_files",
@@ -70,6 +71,7 @@ __all__ = [
     "check_slice_geometry",
     "SliceIndex",
     "build_slice_index",
+    "file_signature",
     "organ_flags",
 ]
 
@@ -81,8 +83,13 @@ logger = logging.getLogger("fewlabel.data")
 
 
 # ----------------------------------------------------------------------------- middle slices
-def _middle_bounds(num_slices: int, fraction: float = 0.3, rounding: str = "half_up") -> tuple[int, int]:
-    """``(start, stop)`` of :func:`middle_slices` (see there)."""
+def middle_bounds(num_slices: int, fraction: float = 0.3, rounding: str = "half_up") -> tuple[int, int]:
+    """``(start, stop)``: the slice range :func:`middle_slices` keeps of ``num_slices`` (arguments as there).
+
+    Raises:
+        ValueError: ``num_slices`` not a positive integer, ``fraction`` outside (0, 1] or an unknown
+            ``rounding`` (one of :data:`ROUNDING`).
+    """
     if isinstance(num_slices, bool) or int(num_slices) != num_slices or num_slices < 1:
         raise ValueError(f"num_slices must be a positive integer, got {num_slices!r}")
     num_slices = int(num_slices)
@@ -121,7 +128,7 @@ def middle_slices(num_slices: int, fraction: float = 0.3, rounding: str = "half_
     Returns:
         ``(count,)`` int64 array of consecutive slice indices in ``[0, num_slices)``.
     """
-    start, stop = _middle_bounds(num_slices, fraction, rounding)
+    start, stop = middle_bounds(num_slices, fraction, rounding)
     return np.arange(start, stop, dtype=np.int64)
 
 
@@ -757,8 +764,9 @@ def as_ct_volume(volume: Any, axcodes: str | None = "RAS", dtype: np.dtype | typ
 
 
 # ----------------------------------------------------------------------------- slice index
-def _signature(path: str) -> list:
-    """What makes a cached index stale: size and modification time (of a folder: its files)."""
+def file_signature(path: str) -> list:
+    """What makes a cached index stale: ``[path, size, mtime_ns]`` of a file, ``[path, file count, newest
+    mtime_ns]`` of a DICOM folder (or ``"<folder>#<uid>"`` series reference), ``[path, None, None]`` if missing."""
     p = parse_series_ref(path)[0]
     if p.is_dir():
         files = [f for f in p.iterdir() if f.is_file()]
@@ -942,7 +950,7 @@ def build_slice_index(
     organ = sorted({int(v) for v in np.atleast_1d(np.asarray(organ_label)).tolist()})
     params = {"label_key": label_key, "image_key": image_key, "scan_key": scan_key, "organ_label": organ,
               "fraction": float(fraction), "rounding": rounding, "axcodes": axcodes}
-    _middle_bounds(1, fraction, rounding)  # validate the settings before any file is read
+    middle_bounds(1, fraction, rounding)  # validate the settings before any file is read
 
     entries = []
     for n, item in enumerate(items):
@@ -962,7 +970,7 @@ def build_slice_index(
             raise DataError(f"scan id '{scan}' is used for two different volumes: {seen[scan]} and {image}. "
                             "Scan ids must be unique per volume.")
 
-    sources = [[scan, _signature(image), _signature(label)] for scan, image, label in entries]
+    sources = [[scan, file_signature(image), file_signature(label)] for scan, image, label in entries]
     if cache is not None and Path(cache).is_file():
         try:
             blob = json.loads(Path(cache).read_text())
@@ -981,7 +989,7 @@ def build_slice_index(
             raise DataError(f"image {image} has size {dims_image} but its label {label} has size {dims_label}; "
                             "they must cover the same voxels.")
         num = dims_label[-1]
-        start, stop = _middle_bounds(num, fraction, rounding)
+        start, stop = middle_bounds(num, fraction, rounding)
         flags = organ_flags(torch.as_tensor(lab)[0, ..., start:stop], organ)
         scans.append({"scan": scan, "image": image, "label": label, "num_slices": num,
                       "positions": list(range(start, stop)),

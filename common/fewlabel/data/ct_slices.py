@@ -42,9 +42,9 @@ from fewlabel.arguments import as_bool, as_optional
 from fewlabel.data.cache import cache_dir, rank_zero_first
 from fewlabel.data.ct import (
     NIFTI_SUFFIXES,
-    _middle_bounds,
-    _signature,
+    file_signature,
     load_ct_volume,
+    middle_bounds,
     organ_flags,
     write_ct_phantom,
     write_ct_phantom_dicom,
@@ -125,7 +125,7 @@ def cache_ct_slices(
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"size must be (H, W) with positive sizes, got {size}")
-    _middle_bounds(1, fraction, rounding)
+    middle_bounds(1, fraction, rounding)
     organ = sorted({int(v) for v in np.atleast_1d(np.asarray(organ_labels)).tolist()})
     cache = as_optional(cache, "slice_cache")
     root = Path(cache) if cache is not None else cache_dir("ct_slices")
@@ -156,7 +156,7 @@ def _scan_records(item: Mapping[str, Any], root: Path, params: dict[str, Any], o
     scan = _scan_id(item, image_key, scan_key)
     image = os.fspath(item[image_key])
     label = os.fspath(item[label_key]) if item.get(label_key) not in (None, "") else None
-    key = hashlib.sha1(json.dumps([params, _signature(image), _signature(label) if label else None],
+    key = hashlib.sha1(json.dumps([params, file_signature(image), file_signature(label) if label else None],
                                   sort_keys=True).encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in scan)
     stem = root / f"{safe}-{key}"
@@ -191,7 +191,7 @@ def _write_stacks(image: str, label: str | None, paths: dict[str, Path], params:
                   organ: list[int]) -> dict[str, Any]:
     vol = load_ct_volume(image, axcodes=params["axcodes"])
     num = int(vol.shape[-1])
-    start, stop = _middle_bounds(num, params["fraction"], params["rounding"])
+    start, stop = middle_bounds(num, params["fraction"], params["rounding"])
     hu = torch.as_tensor(vol)[0, ..., start:stop].permute(2, 0, 1)  # (Z, X, Y)
     flags: list[bool | None] = [None] * (stop - start)
     if label is not None:

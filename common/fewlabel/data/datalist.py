@@ -33,6 +33,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from fewlabel.data.files import TEMP_MARK, refuse_shared_outputs
+from fewlabel.data.image_2d import mask_output_name
 from fewlabel.errors import DataError
 
 __all__ = [
@@ -303,10 +304,8 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[dict
     Raises:
         DataError: the folder is missing or holds no image file, or two inputs would write the same
             result (``case1.png`` and ``case1.jpg`` both give ``case1_mask.png``, see
-            :func:`fewlabel.transforms.io.mask_output_name`): refused before anything is written.
+            :func:`fewlabel.data.image_2d.mask_output_name`): refused before anything is written.
     """
-    from fewlabel.transforms.io import mask_output_name  # deferred: fewlabel.transforms imports fewlabel.data
-
     root = Path(folder)
     if root.is_file():
         raise DataError(f"input folder {root} is a file, not a folder. Pass --dataset_dir <folder of images>, or "

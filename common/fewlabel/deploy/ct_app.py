@@ -36,7 +36,7 @@ from fewlabel.deploy.operators import (
     CTSeriesSelectorOperator,
     CTSeriesToVolumeOperator,
 )
-from fewlabel.transforms.ct_io import segments_from_metadata
+from fewlabel.data.segmentation_writers import segments_from_metadata
 
 __all__ = ["CTSegmentationApp", "main"]
 

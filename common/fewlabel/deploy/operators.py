@@ -41,11 +41,10 @@ from monai.utils import convert_to_dst_type, ensure_tuple
 from fewlabel.bundle import input_kind
 from fewlabel.data.ct import check_slice_geometry
 from fewlabel.data.datalist import IMAGE_SUFFIXES, list_images
-from fewlabel.data.files import atomic_write
+from fewlabel.data.image_2d import read_image_2d
+from fewlabel.data.segmentation_writers import Segment, restore_original_orientation, save_nifti_and_dicom_seg
 from fewlabel.data.video import VIDEO_SUFFIXES
 from fewlabel.errors import DataError, failure_reason
-from fewlabel.transforms.ct_io import Segment, restore_original_orientation, save_dicom_seg, save_nifti_segmentation
-from fewlabel.transforms.io import read_image_2d
 
 __all__ = [
     "CT_SELECTION_RULES",
@@ -375,7 +374,7 @@ class CTSegmentationWriterOperator(Operator):
     Args:
         fragment: the application.
         output_folder: output folder (created).
-        segments: the segments (:func:`fewlabel.transforms.segments_from_metadata`).
+        segments: the segments (:func:`fewlabel.data.segmentation_writers.segments_from_metadata`).
         algorithm_name, algorithm_version: algorithm identification (the bundle's name / version).
         omit_empty_frames: leave out slices without any segment (an empty mask keeps all).
     """
@@ -411,11 +410,9 @@ class CTSegmentationWriterOperator(Operator):
                      "filename_or_obj": uid, "space": str(meta.get("space", "RAS"))}
         dcm, nifti = self.output_folder / f"{uid}_seg.dcm", self.output_folder / f"{uid}_seg.nii.gz"
         # both or neither: the NIfTI is renamed into place only after the SEG is written (each atomically)
-        with atomic_write(nifti) as tmp_nifti:
-            save_nifti_segmentation(mask, reference, tmp_nifti)
-            save_dicom_seg(mask, datasets, dcm, reference=reference, segments=self.segments,
-                           algorithm_name=self.algorithm_name, algorithm_version=self.algorithm_version,
-                           omit_empty_frames=self.omit_empty_frames)
+        save_nifti_and_dicom_seg(mask, reference, nifti, datasets, dcm, segments=self.segments,
+                                 algorithm_name=self.algorithm_name, algorithm_version=self.algorithm_version,
+                                 omit_empty_frames=self.omit_empty_frames)
         self.written = [dcm, nifti]
         logger.info("wrote %s", ", ".join(os.fspath(p) for p in self.written))
 

@@ -101,14 +101,14 @@ class LandmarkEvaluation:
 
     def _post_masks(self, labels: np.ndarray, image: np.ndarray | None, size: Sequence[int]) -> np.ndarray:
         from fewlabel.data.landmarks import draw_landmark_masks
-        from fewlabel.transforms.landmarks import _contours, scale_paths
+        from fewlabel.transforms.landmarks import class_contours, scale_paths
 
         res = self.postprocessor(labels, image)
         for step, t in res.timings.items():
             self.timings.setdefault(step, []).append(float(t))
         if getattr(self.postprocessor, "skeleton", True):  # curves: scaled to the frame, drawn as the GT is
             full = scale_paths(res.paths, labels.shape, size)
-            return draw_landmark_masks(_contours(full, self.class_names), size, thickness=self.thickness)
+            return draw_landmark_masks(class_contours(full, self.class_names), size, thickness=self.thickness)
         return np.stack([_resize_nearest(m.astype(np.uint8), size).astype(bool) for m in res.masks])
 
     def update(self, engine: Engine) -> None:

@@ -332,7 +332,7 @@ def overlay_grid(data: dict[str, Any], path: Path, metric: str, style: _Style, c
     """Image / ground truth / prediction of the first ``examples`` test images for the ``cells`` best
     cells (by the main metric; the first finished seed of each), from ``<name>_examples.npz`` that the
     evaluation writes. ``None`` when no run saved examples."""
-    from fewlabel.transforms.io import overlay_mask
+    from fewlabel.data.image_2d import overlay_mask
 
     ranked = [(aggregate(c, metric), c) for c in data["cells"]]
     ranked = [(a, c) for a, c in ranked if a is not None]

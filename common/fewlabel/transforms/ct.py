@@ -31,9 +31,9 @@ from monai.transforms import Crop, Cropd, MapTransform, Transform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type
 
 from fewlabel.arguments import as_bool, as_optional
-from fewlabel.data.ct import UNEVEN_SPACING, _middle_bounds, as_ct_volume, load_ct_volume
+from fewlabel.data.ct import UNEVEN_SPACING, as_ct_volume, load_ct_volume, middle_bounds
 from fewlabel.errors import DataError
-from fewlabel.transforms.io import NONFINITE_POLICIES
+from fewlabel.data.image_2d import NONFINITE_POLICIES
 
 __all__ = [
     "NotHUWarning",
@@ -183,7 +183,7 @@ class KeepMiddleSlices(Crop):
 
     def __init__(self, fraction: float = 0.3, axis: int = -1, rounding: str = "half_up", lazy: bool = False) -> None:
         super().__init__(lazy=lazy)
-        _middle_bounds(1, fraction, rounding)  # validate
+        middle_bounds(1, fraction, rounding)  # validate
         self.fraction = float(fraction)
         self.axis = int(axis)
         self.rounding = rounding
@@ -197,7 +197,7 @@ class KeepMiddleSlices(Crop):
         n = int(spatial_shape[ax])
         if n < 1:
             raise DataError(f"{source} has no slices along spatial axis {ax} (shape {tuple(spatial_shape)}).")
-        start, stop = _middle_bounds(n, self.fraction, self.rounding)
+        start, stop = middle_bounds(n, self.fraction, self.rounding)
         out = [slice(None)] * nd
         out[ax] = slice(start, stop)
         return tuple(out)

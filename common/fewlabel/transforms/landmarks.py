@@ -26,9 +26,9 @@ from monai.transforms import MapTransform
 from PIL import Image
 
 from fewlabel.data.files import atomic_write
-from fewlabel.transforms.io import _scale_to_unit, mask_output_name, overlay_mask, overlay_output_name, read_image_2d
+from fewlabel.data.image_2d import mask_output_name, overlay_mask, overlay_output_name, read_image_2d, scale_to_unit
 
-__all__ = ["SaveLandmarksd", "landmarks_record", "render_landmarks", "scale_paths"]
+__all__ = ["SaveLandmarksd", "class_contours", "landmarks_record", "render_landmarks", "scale_paths"]
 
 
 def scale_paths(paths: Mapping[str, Sequence[np.ndarray]], from_size: Sequence[int], to_size: Sequence[int]
@@ -53,11 +53,15 @@ def render_landmarks(paths: Mapping[str, Sequence[np.ndarray]], class_names: Seq
     polylines, ``thickness`` px, later classes on top where two landmarks cross)."""
     from fewlabel.data.landmarks import draw_landmark_mask
 
-    return draw_landmark_mask(_contours(paths, class_names), size, thickness=max(int(thickness), 1))
+    return draw_landmark_mask(class_contours(paths, class_names), size, thickness=max(int(thickness), 1))
 
 
-def _contours(paths: Mapping[str, Sequence[np.ndarray]], class_names: Sequence[str]) -> list[tuple[int, np.ndarray]]:
-    """``{name: curves}`` -> ``[(class index, (N, 2) curve)]`` as the drawing functions take them."""
+def class_contours(paths: Mapping[str, Sequence[np.ndarray]],
+                   class_names: Sequence[str]) -> list[tuple[int, np.ndarray]]:
+    """``{name: curves}`` -> ``[(class index, (N, 2) curve)]`` as the drawing functions take them.
+
+    Class ``k`` is ``class_names[k]``; class 0 (background) and empty curves are left out.
+    """
     return [(k, np.asarray(c, np.float64)) for k, name in enumerate(class_names) if k > 0
             for c in paths.get(name, []) if len(c)]
 
@@ -145,7 +149,7 @@ class SaveLandmarksd(MapTransform):
                 Image.fromarray(mask).save(tmp)
             if frame is not None:
                 img = frame[..., :3] if frame.ndim == 3 else frame
-                overlay = overlay_mask(_scale_to_unit(img), labels, alpha=0.8, palette=self.palette)
+                overlay = overlay_mask(scale_to_unit(img), labels, alpha=0.8, palette=self.palette)
                 with atomic_write(self.output_dir / overlay_output_name(source)) as tmp:
                     Image.fromarray(overlay).save(tmp)
             record = landmarks_record(full, size, src)

@@ -27,7 +27,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Resize, Transform
 
-from .ct_io import restore_original_orientation
+from fewlabel.data.segmentation_writers import restore_original_orientation
 
 __all__ = ["MonaiLabelOutput", "MonaiLabelOutputd"]
 

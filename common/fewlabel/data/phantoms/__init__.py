@@ -32,7 +32,6 @@ gives byte-identical arrays.
 """
 
 from fewlabel.data.phantoms.registry import (
-    _INFO,
     PHANTOM_VERSION,
     PHANTOMS,
     PhantomGenerator,
@@ -44,7 +43,7 @@ from fewlabel.data.phantoms.registry import (
 # the modality modules register their kinds when imported, in this order (the order of PHANTOMS)
 from fewlabel.data.phantoms import microscopy, dermoscopy, xray, laparoscopy, liver_landmarks, polyp
 from fewlabel.data.phantoms.laparoscopy import LAPAROSCOPY_CLASSES
-from fewlabel.data.phantoms.dataset import _save_png, write_demo_dataset
+from fewlabel.data.phantoms.dataset import write_demo_dataset
 from fewlabel.data.phantoms.ct import CTPhantom, make_ct_phantom, write_ct_phantom, write_ct_phantom_dicom
 
 __all__ = [

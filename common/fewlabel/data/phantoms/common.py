@@ -11,8 +11,20 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+__all__ = [
+    "smooth_noise",
+    "fast_noise",
+    "smoothstep",
+    "fourier_shape",
+    "radial_boundary",
+    "to_uint8",
+    "polyline_distance",
+    "bezier",
+    "fov_mask",
+]
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-correlated noise of correlation length ``sigma`` px, zero mean, unit std, float32.
 
     Large ``sigma`` is filtered on a coarse grid and upsampled, so the cost does not grow with it.
@@ -29,13 +41,13 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     return (noise / (noise.std() + 1e-8)).astype(np.float32)
 
 
-def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+def smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
     """Hermite step of ``x``: 0 below ``edge0``, 1 above ``edge1``, smooth in between (same shape as ``x``)."""
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
-def _fourier_shape(
+def fourier_shape(
     rng: np.random.Generator, n_harmonics: int, amplitude: float, decay: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random radial perturbation ``1 + sum_k a_k cos(k phi + p_k)``, ``k = 2..n_harmonics + 1``."""
@@ -45,7 +57,7 @@ def _fourier_shape(
     return amp, phase
 
 
-def _radial_boundary(u: np.ndarray, v: np.ndarray, rho: np.ndarray, amp: np.ndarray, phase: np.ndarray) -> np.ndarray:
+def radial_boundary(u: np.ndarray, v: np.ndarray, rho: np.ndarray, amp: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """``1 + sum_k a_k cos(k phi + p_k)`` with ``phi = atan2(v, u)``, by the angle-addition recurrence."""
     inv = 1.0 / np.maximum(rho, 1e-6)
     c1, s1 = u * inv, v * inv
@@ -57,12 +69,12 @@ def _radial_boundary(u: np.ndarray, v: np.ndarray, rho: np.ndarray, amp: np.ndar
     return out
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> np.ndarray:
     """Intensities in [0, 1] (clipped) to uint8 in [0, 255], rounded to nearest."""
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
-def _polyline_distance(
+def polyline_distance(
     py: np.ndarray, px: np.ndarray, points: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distance from pixels ``(py, px)`` (broadcastable) to a polyline, and the arc parameter in [0, 1].
@@ -87,13 +99,13 @@ def _polyline_distance(
     return best, arc
 
 
-def _bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 10) -> np.ndarray:
+def bezier(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, n: int = 10) -> np.ndarray:
     """``(n, 2)`` float32 points of the quadratic Bezier curve with ``(2,)`` control points ``p0, p1, p2``."""
     t = np.linspace(0.0, 1.0, n, dtype=np.float32)[:, None]
     return ((1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2).astype(np.float32)
 
 
-def _fov_mask(style_rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def fov_mask(style_rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Soft field of view in [0, 1]: a circle or a rounded rectangle, black corners outside."""
     h, w = size
     m = float(min(h, w))
@@ -112,8 +124,8 @@ def _fov_mask(style_rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, si
     return np.clip(depth + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def _fast_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Like :func:`_smooth_noise` (zero mean, unit std, float32, correlation length ``sigma`` px), with OpenCV.
+def fast_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Like :func:`smooth_noise` (zero mean, unit std, float32, correlation length ``sigma`` px), with OpenCV.
 
     Filtered on a grid ``sigma // 2`` times coarser than the image, then bilinearly upsampled.
     """

@@ -17,9 +17,9 @@ from fewlabel.data.cache import cache_dir
 from fewlabel.data.datalist import save_datalist, split_by_group, split_labelled
 from fewlabel.data.phantoms.registry import (
     PHANTOM_VERSION,
-    _check_kind,
-    _check_seed,
-    _check_size,
+    check_kind,
+    check_seed,
+    check_size,
     make_phantom,
     phantom_info,
 )
@@ -148,9 +148,9 @@ def _demo_params(
     Raises:
         ValueError: unknown ``kind`` or an invalid argument (the message names it).
     """
-    _check_kind(kind)
-    size = _check_size(size)
-    seed = _check_seed(seed, "seed")
+    check_kind(kind)
+    size = check_size(size)
+    seed = check_seed(seed, "seed")
     if int(num_patients) < 1 or int(images_per_patient) < 1:
         raise ValueError(f"num_patients and images_per_patient must be >= 1, got {num_patients}, {images_per_patient}")
     fractions = tuple(float(f) for f in fractions)

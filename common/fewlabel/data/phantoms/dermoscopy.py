@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from fewlabel.data.phantoms.common import _fourier_shape, _radial_boundary, _smooth_noise, _smoothstep, _to_uint8
-from fewlabel.data.phantoms.registry import _Pair, register_phantom
+from fewlabel.data.phantoms.common import fourier_shape, radial_boundary, smooth_noise, smoothstep, to_uint8
+from fewlabel.data.phantoms.registry import PhantomPair, register_phantom
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def _derm_skin(
     h, w = size = yy.shape
     m = float(min(h, w))
     img = np.broadcast_to(style.skin, (h, w, 3)).copy()
-    tex = 0.035 * _smooth_noise(rng, size, 8.0 * s) + 0.02 * _smooth_noise(rng, size, 1.5 * s)
+    tex = 0.035 * smooth_noise(rng, size, 8.0 * s) + 0.02 * smooth_noise(rng, size, 1.5 * s)
     img *= 1.0 + tex[..., None]
-    redness = np.clip(_smooth_noise(rng, size, 20.0 * s), 0, None)[..., None]
+    redness = np.clip(smooth_noise(rng, size, 20.0 * s), 0, None)[..., None]
     img *= 1.0 - 0.05 * redness * np.array([0.0, 1.0, 0.8], np.float32)
     gdir = rng.uniform(0, 2 * np.pi)
     gradient = ((yy - h / 2) * math.sin(gdir) + (xx - w / 2) * math.cos(gdir)) / m
@@ -82,14 +82,14 @@ def _derm_lesion_shape(
     radius = rng.uniform(0.14, 0.3) * m
     aspect = rng.uniform(0.65, 1.0)
     theta = rng.uniform(0, np.pi)
-    amp, phase = _fourier_shape(rng, 7, rng.uniform(0.15, 0.4), decay=0.9)
+    amp, phase = fourier_shape(rng, 7, rng.uniform(0.15, 0.4), decay=0.9)
     dy, dx = yy - cy, xx - cx
     u = (dx * math.cos(theta) + dy * math.sin(theta)) / radius
     v = (-dx * math.sin(theta) + dy * math.cos(theta)) / (radius * aspect)
     rho = np.sqrt(u * u + v * v)
-    bound = _radial_boundary(u, v, rho, amp, phase)
+    bound = radial_boundary(u, v, rho, amp, phase)
     # small-scale irregularity of the border
-    bound = bound * (1.0 + 0.04 * _smooth_noise(rng, size, 3.0 * s))
+    bound = bound * (1.0 + 0.04 * smooth_noise(rng, size, 3.0 * s))
     depth = (bound - rho) * radius * aspect  # ~ signed distance, px
     mask = depth > 0
     alpha = 0.5 + 0.5 * np.tanh(depth / (2.0 * rng.uniform(1.0, 3.5) * s))  # logistic edge
@@ -106,15 +106,15 @@ def _derm_lesion_colour(
     centre; the pigment network is the zero crossings of band-limited noise (a reticular pattern).
     """
     size = interior.shape
-    f1 = _smooth_noise(rng, size, 10.0 * s) + 1.5 * interior - 0.3
-    f2 = _smooth_noise(rng, size, 14.0 * s) - 1.0
+    f1 = smooth_noise(rng, size, 10.0 * s) + 1.5 * interior - 0.3
+    f2 = smooth_noise(rng, size, 14.0 * s) - 1.0
     weights = np.stack([np.zeros_like(f1), f1, f2], -1) * 2.5  # softmax over the three colours
     weights = np.exp(weights - weights.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     lesion = weights @ np.stack([style.light_brown, style.dark_brown, style.blue_grey])
-    net = np.abs(_smooth_noise(rng, size, 2.0 * s)) < 0.25
+    net = np.abs(smooth_noise(rng, size, 2.0 * s)) < 0.25
     lesion *= 1.0 - 0.18 * net[..., None] * rng.uniform(0.3, 1.0)
-    lesion *= 1.0 + 0.05 * _smooth_noise(rng, size, 1.5 * s)[..., None]
+    lesion *= 1.0 + 0.05 * smooth_noise(rng, size, 1.5 * s)[..., None]
     return lesion
 
 
@@ -151,15 +151,15 @@ def _derm_dermatoscope(
     h, w = yy.shape
     fov = style.fov
     r = np.sqrt((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (0.5 * np.hypot(h, w))
-    vignette = (1.0 - 0.25 * (r / fov) ** 2) * (1.0 - _smoothstep(fov - 0.02, fov + 0.03, r))
+    vignette = (1.0 - 0.25 * (r / fov) ** 2) * (1.0 - smoothstep(fov - 0.02, fov + 0.03, r))
     img = img * vignette[..., None] + 0.02 * (1.0 - vignette[..., None])
     img = ndi.gaussian_filter(img, (0.5 * s, 0.5 * s, 0), truncate=3.0)
     img += 0.012 * rng.standard_normal(img.shape, dtype=np.float32)
-    return _to_uint8(img)
+    return to_uint8(img)
 
 
 @register_phantom("dermoscopy", num_classes=2, class_names=("background", "lesion"), modality="dermoscopy")
-def _dermoscopy(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+def _dermoscopy(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> PhantomPair:
     """Skin with texture and dermatoscope vignetting, one brown variegated lesion, a few hairs.
 
     ``style_rng`` draws the patient (:func:`_derm_style`), ``rng`` the image: the steps below draw

@@ -10,8 +10,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from fewlabel.data.adapters.cholecseg8k import CHOLECSEG8K_CLASSES
-from fewlabel.data.phantoms.common import _bezier, _polyline_distance, _smooth_noise, _smoothstep, _to_uint8
-from fewlabel.data.phantoms.registry import _Pair, register_phantom
+from fewlabel.data.phantoms.common import bezier, polyline_distance, smooth_noise, smoothstep, to_uint8
+from fewlabel.data.phantoms.registry import PhantomPair, register_phantom
 
 __all__ = ["LAPAROSCOPY_CLASSES"]
 
@@ -37,7 +37,7 @@ _LAP_COLOURS = {
 
 def _world_noise(rng: np.random.Generator, grid: int, sigma: float) -> np.ndarray:
     """Unit-std smooth noise on a ``grid`` x ``grid`` lattice over the world square [-1.5, 1.5]^2."""
-    return _smooth_noise(rng, (grid, grid), sigma)
+    return smooth_noise(rng, (grid, grid), sigma)
 
 
 _WORLD_HALF = 1.5
@@ -122,7 +122,7 @@ def _lap_instrument(
         for sign in (-1.0, 1.0):
             a = inward + sign * opening / 2
             end = tip + jaw_len * np.array([math.sin(a), math.cos(a)])
-            dist, arc = _polyline_distance(yy, xx, np.stack([tip, end]).astype(np.float32))
+            dist, arc = polyline_distance(yy, xx, np.stack([tip, end]).astype(np.float32))
             width = 0.5 * w1 * (0.75 - 0.45 * arc)
             jaw = dist <= width
             tipmask |= jaw
@@ -132,7 +132,7 @@ def _lap_instrument(
         bend = inward + rng.choice([-1.0, 1.0]) * math.pi / 2
         p1 = tip + hook_len * direction
         p2 = p1 + 0.45 * hook_len * np.array([math.sin(bend), math.cos(bend)])
-        dist, _ = _polyline_distance(yy, xx, np.stack([tip, p1, p2]).astype(np.float32))
+        dist, _ = polyline_distance(yy, xx, np.stack([tip, p1, p2]).astype(np.float32))
         width = max(0.018 * m, 0.8)
         wire = dist <= width
         tipmask |= wire
@@ -361,7 +361,7 @@ def _lap_misc(
         p2 = p0 + np.array([0.18, 0.06], np.float32) * np.sign(start + 1e-3) + delta
         curves.append((np.stack([p0, (p0 + p2) / 2 + bend * 0.5, p2]), width, col["vessel" if is_vessel else "tissue"]))
     for ctrl, width, colour in curves:
-        pts = cam.world_to_pixel(_bezier(*ctrl.astype(np.float32)))
+        pts = cam.world_to_pixel(bezier(*ctrl.astype(np.float32)))
         half = max(width * m * zoom, 0.6)
         y0 = max(0, int(pts[:, 0].min() - half - 2))
         y1 = min(h, int(pts[:, 0].max() + half + 3))
@@ -369,7 +369,7 @@ def _lap_misc(
         x1 = min(w, int(pts[:, 1].max() + half + 3))
         if y0 >= y1 or x0 >= x1:
             continue
-        dist, _ = _polyline_distance(yy[y0:y1, x0:x1], xx[y0:y1, x0:x1], pts)
+        dist, _ = polyline_distance(yy[y0:y1, x0:x1], xx[y0:y1, x0:x1], pts)
         hit = dist <= half
         # the duct and strands run over fat and gallbladder, behind the liver edge
         hit &= label[y0:y1, x0:x1] != 2
@@ -424,8 +424,8 @@ def _lap_highlights(
     fov_c, fov_r = video.fov_c, video.fov_r
     wet = np.array([0.0, 0.3, 1.0, 0.7, 0.35, 0.0, 1.0, 0.6], np.float32)[label]
     light = np.exp(-(((cam.yy - fov_c[0]) ** 2 + (cam.xx - fov_c[1]) ** 2) / (0.55 * fov_r) ** 2))
-    blobs = _smooth_noise(rng, cam.size, 3.0 * s) + 0.6 * _smooth_noise(rng, cam.size, 1.2 * s)
-    highlight = _smoothstep(2.65, 3.5, blobs + 1.2 * light) * wet
+    blobs = smooth_noise(rng, cam.size, 3.0 * s) + 0.6 * smooth_noise(rng, cam.size, 1.2 * s)
+    highlight = smoothstep(2.65, 3.5, blobs + 1.2 * light) * wet
     return np.clip(ndi.gaussian_filter(highlight, 0.8 * s, truncate=2.0) * 1.3, 0.0, 1.0)
 
 
@@ -486,11 +486,11 @@ def _lap_endoscope(
     img += 0.01 * rng.standard_normal(img.shape, dtype=np.float32)
     img = np.where(inside[..., None], img, 0.012 + 0.008 * img)
     img = np.clip(img, 0.0, 1.0) ** (1 / 1.1)
-    return _to_uint8(img)
+    return to_uint8(img)
 
 
 @register_phantom("laparoscopy", num_classes=8, class_names=LAPAROSCOPY_CLASSES, modality="endoscopy")
-def _laparoscopy(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+def _laparoscopy(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> PhantomPair:
     """Laparoscopic cholecystectomy frame: circular field of view, liver, gallbladder, instruments.
 
     ``style_rng`` draws one *video*: the endoscope's field of view, the anatomy (layout of

@@ -9,14 +9,14 @@ import numpy as np
 
 from fewlabel.data.landmarks import LANDMARK_CLASSES, draw_landmark_mask
 from fewlabel.data.phantoms.common import (
-    _bezier,
-    _fast_noise,
-    _fov_mask,
-    _polyline_distance,
-    _smoothstep,
-    _to_uint8,
+    bezier,
+    fast_noise,
+    fov_mask,
+    polyline_distance,
+    smoothstep,
+    to_uint8,
 )
-from fewlabel.data.phantoms.registry import _Pair, register_phantom
+from fewlabel.data.phantoms.registry import PhantomPair, register_phantom
 
 # base colours (RGB in [0, 1]) before lighting
 _LIVER_COLOURS = {
@@ -33,7 +33,7 @@ class _LiverVideo:
     """What ``style_rng`` draws for one patient / video.
 
     Attributes:
-        fov: ``(H, W)`` float32 soft field of view in [0, 1] (see :func:`_fov_mask`).
+        fov: ``(H, W)`` float32 soft field of view in [0, 1] (see :func:`fov_mask`).
         col: base colour of each tissue (keys of ``_LIVER_COLOURS``), ``(3, 1, 1)`` float32 RGB in [0, 1].
         gain: ``(3, 1, 1)`` float32 light tint times exposure, about [0.7, 1.15].
         fat_share: offset of the fat share of the tissue below the liver, in [-0.4, 0.3].
@@ -49,7 +49,7 @@ def _liver_video(style_rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray,
     """Draw one patient / video (see :class:`_LiverVideo`) from the ``(H, W)`` pixel grids ``yy``, ``xx``."""
     # colours as (3, 1, 1): the image is built channel-first, which NumPy broadcasts much faster
     col = {k: np.asarray(v, np.float32).reshape(3, 1, 1) for k, v in _LIVER_COLOURS.items()}
-    fov = _fov_mask(style_rng, yy, xx, size)
+    fov = fov_mask(style_rng, yy, xx, size)
     for key in col:
         col[key] = np.clip(col[key] * (1.0 + style_rng.normal(0.0, 0.06, (3, 1, 1))), 0.0, 1.0).astype(np.float32)
     tint = np.array([1.0, style_rng.uniform(0.9, 0.97), style_rng.uniform(0.82, 0.95)], np.float32)
@@ -146,7 +146,7 @@ def _liver_surface(
     liver = np.clip(d_edge + 0.5, 0.0, 1.0)  # absent silhouette: the liver fills the view
 
     # ---- tissue below the edge: darker, further away, reddish with yellowish fat
-    fat = _smoothstep(0.0, 1.0, coarse * 0.6 + video.fat_share + 0.3 * fine)
+    fat = smoothstep(0.0, 1.0, coarse * 0.6 + video.fat_share + 0.3 * fine)
     below = np.maximum(-d_edge, 0.0)
     t_shade = (0.48 + 0.12 * np.minimum(below / (0.25 * m), 1.0)) * (1.0 + 0.1 * fine + 0.06 * mid)
     t_shade *= 1.0 - 0.5 * np.exp(below / (-0.02 * m))  # shadow under the edge
@@ -160,8 +160,8 @@ def _liver_surface(
     surface += 0.12 * np.exp(-np.square(above / max(1.2 * s, 0.8) - 1.0))  # ...which catches a thin reflection
     if lay.has_ridge:
         ridge_u = lay.ridge_u
-        window = _smoothstep(ridge_u[0], ridge_u[0] + 2 * _FADE, u) * (
-            1.0 - _smoothstep(ridge_u[1] - 2 * _FADE, ridge_u[1], u)
+        window = smoothstep(ridge_u[0], ridge_u[0] + 2 * _FADE, u) * (
+            1.0 - smoothstep(ridge_u[1] - 2 * _FADE, ridge_u[1], u)
         )
         d_ridge = (v - e + lay.ridge_gap(u)) * m  # > 0 below the ridge (inferior facet)
         facet = np.clip(d_ridge / max(0.6 * s, 0.5) + 0.5, 0.0, 1.0)
@@ -200,7 +200,7 @@ def _liver_ligament_curve(rng: np.random.Generator, lay: _LiverLayout) -> np.nda
     v1 = min(v1, v0 - 0.08)
     bend = rng.normal(0.0, 0.04)
     ctrl = [np.array(p, np.float32) for p in ((u0, v0), ((u0 + u1) / 2 + bend, (v0 + v1) / 2), (u1, v1))]
-    curve = _bezier(*ctrl, n=16)
+    curve = bezier(*ctrl, n=16)
     return lay.to_xy(curve[:, 0], curve[:, 1])
 
 
@@ -219,9 +219,9 @@ def _paint_ligament(
     if y0 >= y1 or x0 >= x1:
         return
     sy, sx = yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
-    dist, _ = _polyline_distance(sy, sx, pts_yx)
+    dist, _ = polyline_distance(sy, sx, pts_yx)
     shift = 1.6 * half
-    dshadow, _ = _polyline_distance(sy - shift * cr, sx + shift * sr, pts_yx)
+    dshadow, _ = polyline_distance(sy - shift * cr, sx + shift * sr, pts_yx)
     band = np.clip(half - dist + 0.5, 0.0, 1.0)
     dome = np.sqrt(np.clip(1.0 - dist / (half + 0.5), 0.0, 1.0))
     shadow = np.clip(1.3 * half - dshadow + 0.5, 0.0, 1.0) * (1.0 - band)
@@ -249,16 +249,16 @@ def _liver_light(
     r2 = np.square(yn / 0.75) + np.square(xn / 0.95)
     light = (1.05 - 0.5 * r2 + 0.05 * coarse) * fov
     glints = mid + 0.3 * fine + 1.2 * np.exp(r2 / -0.2)  # small wet glints, clustered, mostly near the centre
-    highlight = _smoothstep(2.3, 2.8, glints) * _smoothstep(0.0, 0.8, coarse) * (liver * fov)
+    highlight = smoothstep(2.3, 2.8, glints) * smoothstep(0.0, 0.8, coarse) * (liver * fov)
     img *= light
     img += highlight * (np.array([1.0, 0.97, 0.93], np.float32).reshape(3, 1, 1) - img)
     img *= video.gain
     img += rng.standard_normal(fov.shape, dtype=np.float32) * 0.012 + 0.01 * (1.0 - fov)
-    return _to_uint8(img).transpose(1, 2, 0)
+    return to_uint8(img).transpose(1, 2, 0)
 
 
 @register_phantom("liver_landmarks", num_classes=4, class_names=LANDMARK_CLASSES, modality="laparoscopy")
-def _liver_landmarks(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+def _liver_landmarks(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> PhantomPair:
     """Laparoscopic liver frame with silhouette, ridge and falciform ligament as thin curves.
 
     ``style_rng`` draws one *patient / video*: field of view (circle or rounded rectangle, black
@@ -283,9 +283,9 @@ def _liver_landmarks(rng: np.random.Generator, style_rng: np.random.Generator, s
     yn, xn = (yy - (h - 1) / 2) / m, (xx - (w - 1) / 2) / m
     video = _liver_video(style_rng, yy, xx, size)
     lay = _liver_layout(rng, yn, xn, size)
-    fine = _fast_noise(rng, size, 1.3 * s)
-    mid = _fast_noise(rng, size, 3.0 * s)
-    coarse = _fast_noise(rng, size, 9.0 * s)
+    fine = fast_noise(rng, size, 1.3 * s)
+    mid = fast_noise(rng, size, 3.0 * s)
+    coarse = fast_noise(rng, size, 9.0 * s)
     img, liver = _liver_surface(video, lay, fine, mid, coarse, s)
     contours = _liver_edge_contours(lay)
     if lay.has_lig:

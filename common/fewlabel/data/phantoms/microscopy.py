@@ -9,8 +9,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
-from fewlabel.data.phantoms.common import _fourier_shape, _radial_boundary, _smooth_noise, _to_uint8
-from fewlabel.data.phantoms.registry import _Pair, register_phantom
+from fewlabel.data.phantoms.common import fourier_shape, radial_boundary, smooth_noise, to_uint8
+from fewlabel.data.phantoms.registry import PhantomPair, register_phantom
 
 
 
@@ -101,7 +101,7 @@ def _draw_nuclei(rng: np.random.Generator, nuclei: _Nuclei, size: tuple[int, int
     edge = 1.0  # anti-aliasing width, px
     for i in range(len(radii)):
         r = radii[i]
-        amp, phase = _fourier_shape(rng, 4, rng.uniform(0.05, 0.25))
+        amp, phase = fourier_shape(rng, 4, rng.uniform(0.05, 0.25))
         reach = r * (1.0 + amp.sum()) + 2.0
         y0, y1 = max(0, int(centres[i, 0] - reach)), min(h, int(centres[i, 0] + reach) + 2)
         x0, x1 = max(0, int(centres[i, 1] - reach)), min(w, int(centres[i, 1] + reach) + 2)
@@ -112,7 +112,7 @@ def _draw_nuclei(rng: np.random.Generator, nuclei: _Nuclei, size: tuple[int, int
         u = (dx * math.cos(theta[i]) + dy * math.sin(theta[i])) / r
         v = (-dx * math.sin(theta[i]) + dy * math.cos(theta[i])) / (r * aspect[i])
         rho = np.sqrt(u * u + v * v)
-        bound = _radial_boundary(u, v, rho, amp, phase)
+        bound = radial_boundary(u, v, rho, amp, phase)
         depth = (bound - rho) * r * aspect[i]  # ~ signed distance to the boundary, px
         inside = depth > 0
         if not inside.any():
@@ -133,23 +133,23 @@ def _image_slide(rng: np.random.Generator, slide: _Slide, signal: np.ndarray, s:
     """
     size = signal.shape
     # chromatin texture (fine) and nucleoli-like darker spots
-    chromatin = _smooth_noise(rng, size, 1.2 * s)
-    nucleoli = np.clip(_smooth_noise(rng, size, 2.0 * s) - 1.2, 0.0, None)
+    chromatin = smooth_noise(rng, size, 1.2 * s)
+    nucleoli = np.clip(smooth_noise(rng, size, 2.0 * s) - 1.2, 0.0, None)
     texture = 1.0 + slide.texture_amp * chromatin - 0.25 * nucleoli
     signal *= texture
-    uneven = slide.background * (1.0 + 0.35 * _smooth_noise(rng, size, 45.0 * s)) + 0.015 * np.clip(
-        _smooth_noise(rng, size, 6.0 * s), 0, None
+    uneven = slide.background * (1.0 + 0.35 * smooth_noise(rng, size, 45.0 * s)) + 0.015 * np.clip(
+        smooth_noise(rng, size, 6.0 * s), 0, None
     )
     img = np.clip(signal + uneven, 0.0, None)
     img = ndi.gaussian_filter(img, slide.blur, truncate=3.0)
     img = rng.poisson(img * slide.photons).astype(np.float32) / slide.photons  # shot noise
     img += 0.01 * rng.standard_normal(size, dtype=np.float32)  # read noise
     rgb = img[..., None] * slide.tint
-    return _to_uint8(rgb)
+    return to_uint8(rgb)
 
 
 @register_phantom("nuclei", num_classes=2, class_names=("background", "nucleus"), modality="microscopy")
-def _nuclei(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+def _nuclei(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> PhantomPair:
     """DAPI-like fluorescence: dim uneven background, 15-60 bright textured nuclei, blur, shot noise.
 
     ``style_rng`` draws the slide (:func:`_slide`), ``rng`` the image: the steps below draw from it

@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 
 from fewlabel.data.phantoms.common import (
-    _fast_noise,
-    _fourier_shape,
-    _fov_mask,
-    _radial_boundary,
-    _smoothstep,
-    _to_uint8,
+    fast_noise,
+    fourier_shape,
+    fov_mask,
+    radial_boundary,
+    smoothstep,
+    to_uint8,
 )
-from fewlabel.data.phantoms.registry import _Pair, register_phantom
+from fewlabel.data.phantoms.registry import PhantomPair, register_phantom
 
 # base colours (RGB in [0, 1]) before lighting
 _POLYP_COLOURS = {
@@ -41,7 +41,7 @@ def _polyp_blob(
     h, w = size
     aspect = rng.uniform(0.7, 1.0)
     theta = rng.uniform(0.0, np.pi)
-    amp, phase = _fourier_shape(rng, 5, rng.uniform(0.06, 0.22), decay=1.0)
+    amp, phase = fourier_shape(rng, 5, rng.uniform(0.06, 0.22), decay=1.0)
     reach = radius * (1.0 + float(amp.sum())) * 1.35 + 3.0
     y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 2)
     x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 2)
@@ -51,7 +51,7 @@ def _polyp_blob(
     u = (dx * c + dy * s_) / radius
     v = (-dx * s_ + dy * c) / (radius * aspect)
     rho = np.sqrt(u * u + v * v)
-    bound = _radial_boundary(u, v, rho, amp, phase)
+    bound = radial_boundary(u, v, rho, amp, phase)
     depth = (bound - rho) * (radius * aspect)  # ~ signed distance to the outline, px
     t = np.clip(rho / bound, 0.0, 1.0)
     height = (1.0 - t * t) ** rng.uniform(0.35, 0.8)
@@ -63,7 +63,7 @@ class _PolypVideo:
     """What ``style_rng`` draws for one patient / video.
 
     Attributes:
-        fov: ``(H, W)`` float32 soft field of view in [0, 1] (see :func:`_fov_mask`).
+        fov: ``(H, W)`` float32 soft field of view in [0, 1] (see :func:`fov_mask`).
         col: base colours (keys of ``_POLYP_COLOURS``), ``(3, 1, 1)`` float32 RGB in [0, 1].
         vessel_density: in [0.3, 1].
         gain: ``(3, 1, 1)`` float32 light tint times exposure, about [0.8, 1.1].
@@ -83,7 +83,7 @@ def _polyp_video(style_rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray,
     """Draw one patient / video (see :class:`_PolypVideo`) from the ``(H, W)`` pixel grids ``yy``, ``xx``."""
     h, w = size
     col = {k: np.asarray(v, np.float32).reshape(3, 1, 1) for k, v in _POLYP_COLOURS.items()}
-    fov = _fov_mask(style_rng, yy, xx, size)
+    fov = fov_mask(style_rng, yy, xx, size)
     for key in ("mucosa", "polyp", "vessel"):
         col[key] = np.clip(col[key] * (1.0 + style_rng.normal(0.0, 0.05, (3, 1, 1))), 0.0, 1.0).astype(np.float32)
     polyp_shift = style_rng.uniform(-1.0, 1.0)  # < 0: redder than the mucosa, > 0: paler
@@ -145,8 +145,8 @@ def _polyp_lumen(
     wobble += 0.4 * np.cos(3 * phi + rng.uniform(0.0, 2 * np.pi))
     phase = 2 * np.pi * r / period + wobble + 0.25 * mid + rng.uniform(0.0, 2 * np.pi)
     crest = 0.5 + 0.5 * np.cos(phase)
-    fold_shadow = _smoothstep(0.75, 1.0, np.sin(phase - 0.4))  # thin shadow on the lumen side of a fold
-    far = _smoothstep(0.0, 0.55, r / 1.2)  # depth: light falls off into the lumen
+    fold_shadow = smoothstep(0.75, 1.0, np.sin(phase - 0.4))  # thin shadow on the lumen side of a fold
+    far = smoothstep(0.0, 0.55, r / 1.2)  # depth: light falls off into the lumen
     lumen = np.exp(-np.square(r / lumen_r))
     fold_amp = rng.uniform(0.08, 0.2)
     shade = (0.4 + 0.6 * far) * (1.0 - fold_amp + 2 * fold_amp * crest) * (1.0 - 0.85 * lumen)
@@ -165,9 +165,9 @@ def _paint_vessels(
     """
     size = wall.far.shape
     mid, coarse = noise.mid, noise.coarse
-    main = np.exp(-np.square(_fast_noise(rng, size, 4.0 * s) / 0.03))
-    small = np.exp(-np.square(_fast_noise(rng, size, 1.6 * s) / 0.04)) * _smoothstep(0.2, 1.2, mid)
-    vessels = np.clip(main + 0.8 * small, 0.0, 1.0) * _smoothstep(0.3, 1.3, coarse + 0.5 * mid)
+    main = np.exp(-np.square(fast_noise(rng, size, 4.0 * s) / 0.03))
+    small = np.exp(-np.square(fast_noise(rng, size, 1.6 * s) / 0.04)) * smoothstep(0.2, 1.2, mid)
+    vessels = np.clip(main + 0.8 * small, 0.0, 1.0) * smoothstep(0.3, 1.3, coarse + 0.5 * mid)
     vessels *= (0.45 * video.vessel_density) * wall.far
     wall.img[...] += (video.col["vessel"] * wall.shade - wall.img) * vessels
 
@@ -249,27 +249,27 @@ def _polyp_light(
     yn, xn = (yy - (h - 1) / 2) / m, (xx - (w - 1) / 2) / m
     r2 = yn * yn + xn * xn
     light = (1.1 - 0.55 * r2) * fov
-    glints = fine + 0.9 * wall.crest * wall.far * _smoothstep(0.0, 1.5, mid) + glint_boost
-    highlight = _smoothstep(2.4, 2.9, glints) * fov
+    glints = fine + 0.9 * wall.crest * wall.far * smoothstep(0.0, 1.5, mid) + glint_boost
+    highlight = smoothstep(2.4, 2.9, glints) * fov
     img *= light
     img += highlight * (np.array([1.0, 0.98, 0.95], np.float32).reshape(3, 1, 1) - img)
     img *= video.gain
     if video.has_box:  # the scope-guide box: dark with a green map inside
         bx, by = int(video.box_w), int(h - video.box_h)
-        inner = (0.5 + 0.5 * _smoothstep(-0.2, 0.6, coarse[by:, :bx])) * video.col["box"]
+        inner = (0.5 + 0.5 * smoothstep(-0.2, 0.6, coarse[by:, :bx])) * video.col["box"]
         img[:, by:, :bx] = inner
         img[:, by : by + max(1, int(s)), :bx] = 0.02
         img[:, by:, bx - max(1, int(s)) : bx] = 0.02
         mask[by:, :bx] = False
     img += rng.standard_normal(size, dtype=np.float32) * 0.012
-    image = _to_uint8(img).transpose(1, 2, 0)
+    image = to_uint8(img).transpose(1, 2, 0)
     image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), 0.5 * s) if s > 1.0 else np.ascontiguousarray(image)
     mask &= fov >= 0.5
     return image
 
 
 @register_phantom("polyp", num_classes=2, class_names=("background", "polyp"), modality="endoscopy")
-def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> PhantomPair:
     """Colonoscopy frame: pink mucosa with folds and vessels, dark lumen, one or two raised polyps.
 
     ``style_rng`` draws one *patient / video*: field of view (circle or rounded rectangle with
@@ -288,7 +288,7 @@ def _polyp(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple
     s = float(np.sqrt(h * w) / 224.0)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     video = _polyp_video(style_rng, yy, xx, size)
-    noise = _Noises(_fast_noise(rng, size, 1.2 * s), _fast_noise(rng, size, 3.5 * s), _fast_noise(rng, size, 12.0 * s))
+    noise = _Noises(fast_noise(rng, size, 1.2 * s), fast_noise(rng, size, 3.5 * s), fast_noise(rng, size, 12.0 * s))
     wall = _polyp_lumen(rng, video, yy, xx, noise)
     _paint_vessels(rng, video, wall, noise, s)
     mask, glint_boost = _polyp_polyps(rng, video, wall, noise)

@@ -11,7 +11,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PHANTOMS", "PHANTOM_VERSION", "PhantomGenerator", "register_phantom", "phantom_info", "make_phantom"]
+__all__ = [
+    "PHANTOMS",
+    "PHANTOM_VERSION",
+    "PhantomGenerator",
+    "PhantomPair",
+    "register_phantom",
+    "phantom_info",
+    "make_phantom",
+    "check_kind",
+    "check_size",
+    "check_seed",
+]
 
 #: Bumped whenever a generator's output changes, so cached demo datasets are regenerated.
 PHANTOM_VERSION = 1
@@ -20,7 +31,8 @@ PHANTOM_VERSION = 1
 #: the content of this one image, ``style_rng`` the appearance shared by a patient's images.
 PhantomGenerator = Callable[[np.random.Generator, np.random.Generator, tuple[int, int]], tuple[np.ndarray, np.ndarray]]
 
-_Pair = tuple[np.ndarray, np.ndarray]
+#: What a generator returns: ``(image, mask)``, ``(H, W, 3)`` uint8 RGB and ``(H, W)`` uint8 class indices.
+PhantomPair = tuple[np.ndarray, np.ndarray]
 
 #: Registered generators, by kind.
 PHANTOMS: dict[str, PhantomGenerator] = {}
@@ -67,7 +79,8 @@ def register_phantom(
     return decorator
 
 
-def _check_kind(kind: str) -> None:
+def check_kind(kind: str) -> None:
+    """Raise a ValueError listing the known kinds unless ``kind`` is registered in :data:`PHANTOMS`."""
     if kind not in PHANTOMS:
         raise ValueError(f"Unknown phantom kind '{kind}'; known kinds: {', '.join(sorted(PHANTOMS))}.")
 
@@ -81,7 +94,7 @@ def phantom_info(kind: str) -> dict[str, Any]:
     Raises:
         ValueError: unknown ``kind`` (the message lists the known kinds).
     """
-    _check_kind(kind)
+    check_kind(kind)
     info = _INFO[kind]
     return {"num_classes": info["num_classes"], "class_names": tuple(info["class_names"]), "modality": info["modality"]}
 
@@ -107,10 +120,10 @@ def make_phantom(
     Raises:
         ValueError: unknown ``kind``, negative seed or invalid ``size``.
     """
-    _check_kind(kind)
-    size = _check_size(size)
-    seed = _check_seed(seed, "seed")
-    style_seed = seed if style_seed is None else _check_seed(style_seed, "style_seed")
+    check_kind(kind)
+    size = check_size(size)
+    seed = check_seed(seed, "seed")
+    style_seed = seed if style_seed is None else check_seed(style_seed, "style_seed")
     rng = np.random.default_rng([seed, 0])
     style_rng = np.random.default_rng([style_seed, 1])
     image, mask = PHANTOMS[kind](rng, style_rng, size)
@@ -129,7 +142,8 @@ def make_phantom(
     return image, mask
 
 
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+def check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` as ``(H, W)`` ints; a ValueError unless it is two numbers, each at least 32."""
     try:
         h, w = (int(s) for s in size)
     except (TypeError, ValueError):
@@ -139,7 +153,8 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
-def _check_seed(seed: int, name: str) -> int:
+def check_seed(seed: int, name: str) -> int:
+    """``seed`` as an int; a ValueError naming the argument ``name`` unless it is a non-negative integer."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
     return int(seed)

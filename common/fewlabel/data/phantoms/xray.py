@@ -9,8 +9,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import polygon as draw_polygon
 
-from fewlabel.data.phantoms.common import _smooth_noise, _smoothstep, _to_uint8
-from fewlabel.data.phantoms.registry import _Pair, register_phantom
+from fewlabel.data.phantoms.common import smooth_noise, smoothstep, to_uint8
+from fewlabel.data.phantoms.registry import PhantomPair, register_phantom
 
 
 # Outline of the right lung (image left) in (x / W, y / H), apex first, clockwise.
@@ -146,16 +146,16 @@ def _xray_soft_tissue(
         ``(density, body)``: ``(H, W)`` float32, density about [0, 0.7] (before bones), body coverage in [0, 1].
     """
     size, v, d, ww, shift = thorax.size, thorax.v, thorax.d, thorax.ww, thorax.shift
-    half = (0.09 + (patient.body_half - 0.09) * _smoothstep(0.0, 0.2, v - shift[1]) ** 0.7
-            - 0.03 * _smoothstep(0.75, 1.0, v))
-    body = 1.0 - _smoothstep(half - 0.02, half + 0.01, d)
-    density = body * (0.55 + 0.12 * v + 0.04 * _smooth_noise(rng, size, 20.0 * s))
+    half = (0.09 + (patient.body_half - 0.09) * smoothstep(0.0, 0.2, v - shift[1]) ** 0.7
+            - 0.03 * smoothstep(0.75, 1.0, v))
+    body = 1.0 - smoothstep(half - 0.02, half + 0.01, d)
+    density = body * (0.55 + 0.12 * v + 0.04 * smooth_noise(rng, size, 20.0 * s))
 
     # aerated lung: darker away from its borders, hilar vessels and markings
     dist = ndi.distance_transform_edt(lungs).astype(np.float32)
     depth = 1.0 - np.exp(-dist / (0.045 * ww))
-    vessels = np.exp(-((_smooth_noise(rng, size, 3.0 * s) / 0.25) ** 2))  # branching lines
-    markings = (0.06 * vessels + 0.015 * _smooth_noise(rng, size, 1.0 * s)) * (1.0 - 0.5 * depth)
+    vessels = np.exp(-((smooth_noise(rng, size, 3.0 * s) / 0.25) ** 2))  # branching lines
+    markings = (0.06 * vessels + 0.015 * smooth_noise(rng, size, 1.0 * s)) * (1.0 - 0.5 * depth)
     hila = np.exp(-(((d - 0.09) / 0.07) ** 2 + ((v - 0.45 - shift[1]) / 0.10) ** 2))
     density -= lungs * (0.42 * depth - markings - 0.12 * hila * depth)
     return density, body
@@ -170,16 +170,16 @@ def _add_bones(density: np.ndarray, patient: _XrayPatient, thorax: _Thorax) -> N
     d, rib_spacing = thorax.d, patient.rib_spacing
     dn = np.clip(d / 0.42, 0.0, 1.3)
     vs = thorax.v - thorax.shift[1]
-    cage = (1.0 - _smoothstep(0.9, 1.02, dn)) * _smoothstep(0.08, 0.16, vs) * (1.0 - _smoothstep(0.68, 0.8, vs))
+    cage = (1.0 - smoothstep(0.9, 1.02, dn)) * smoothstep(0.08, 0.16, vs) * (1.0 - smoothstep(0.68, 0.8, vs))
     phase = (vs + 0.08 * dn - patient.rib_curve * dn**2) / (rib_spacing * (1.0 + 0.5 * vs))
-    posterior = _smoothstep(0.3, 0.7, np.cos(2 * np.pi * phase))
+    posterior = smoothstep(0.3, 0.7, np.cos(2 * np.pi * phase))
     phase_a = (vs - 0.16 * np.clip(1.0 - dn, 0.0, None) ** 1.5) / (1.4 * rib_spacing)
-    anterior = _smoothstep(0.55, 0.85, np.cos(2 * np.pi * phase_a))
-    anterior *= _smoothstep(0.2, 0.45, dn) * (1.0 - _smoothstep(0.55, 0.7, vs))
+    anterior = smoothstep(0.55, 0.85, np.cos(2 * np.pi * phase_a))
+    anterior *= smoothstep(0.2, 0.45, dn) * (1.0 - smoothstep(0.55, 0.7, vs))
     behind = 1.0 - np.exp(-((d / 0.07) ** 4))  # hidden behind the mediastinum
     density += cage * behind * (0.12 * posterior + 0.05 * anterior)
     clav = np.exp(-(((vs - 0.11 - 0.06 * (dn - 0.2) ** 2 + 0.03 * dn) / 0.014) ** 2))
-    clav *= _smoothstep(0.08, 0.15, dn) * (1.0 - _smoothstep(0.75, 0.95, dn))
+    clav *= smoothstep(0.08, 0.15, dn) * (1.0 - smoothstep(0.75, 0.95, dn))
     density += 0.15 * clav
 
 
@@ -188,7 +188,7 @@ def _add_mediastinum(
 ) -> None:
     """Add mediastinum, spine with vertebrae, heart and aortic knob, and subtract the gastric bubble, in place."""
     u, v, d, shift = thorax.u, thorax.v, thorax.d, thorax.shift
-    medi = np.exp(-((d / (0.055 + 0.02 * _smoothstep(0.2, 0.5, v))) ** 6))
+    medi = np.exp(-((d / (0.055 + 0.02 * smoothstep(0.2, 0.5, v))) ** 6))
     vert = 0.5 + 0.5 * np.cos(2 * np.pi * (v - shift[1]) / (0.75 * patient.rib_spacing))
     density += body * (0.14 * medi + 0.03 * np.exp(-((d / 0.035) ** 2)) * vert)
     density += 0.04 * ndi.gaussian_filter(heart.astype(np.float32), 3.0 * s, truncate=3.0)
@@ -203,12 +203,12 @@ def _xray_film(rng: np.random.Generator, density: np.ndarray, exposure: float, s
     img = np.clip(density * exposure, 0.0, 1.0) ** 1.1
     img = ndi.gaussian_filter(img, 0.8 * s, truncate=3.0)
     img += 0.015 * rng.standard_normal(density.shape, dtype=np.float32) + 0.02
-    gray = _to_uint8(img)
+    gray = to_uint8(img)
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
 @register_phantom("xray", num_classes=2, class_names=("background", "lung"), modality="xray")
-def _xray(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> _Pair:
+def _xray(rng: np.random.Generator, style_rng: np.random.Generator, size: tuple[int, int]) -> PhantomPair:
     """PA chest radiograph: body, dark lung fields, ribs, clavicles, spine, mediastinum, heart.
 
     ``style_rng`` draws the patient (:func:`_xray_patient`), ``rng`` the image: the steps below
