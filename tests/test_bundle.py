@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from testlib import write_png
-from fewlabel.bundle import INPUT_KINDS, config_text, format_config, inference_items, last_batch_is_single
+from fewlabel.bundle import (
+    INPUT_KINDS, config_text, format_config, inference_items, last_batch_is_single, rank_handlers,
+)
 from fewlabel.data import load_datalist
 from fewlabel.errors import DataError
 
@@ -101,3 +103,23 @@ def test_format_config_names_a_file_that_is_not_json(tmp_path):
     with pytest.raises(DataError, match=r"broken.json is not valid JSON"):
         format_config(path)
     assert path.read_text() == '{"epochs": 2,}'
+
+
+class _Validation:
+    pass
+
+
+class _Checkpoint:
+    pass
+
+
+def test_rank_handlers_keeps_all_on_rank_0_and_the_named_kinds_elsewhere(caplog):
+    handlers = [_Validation(), _Checkpoint(), _Validation()]
+    assert rank_handlers(handlers, ["_Validation"], rank=0) == handlers
+    assert rank_handlers(handlers, ["_Validation"], rank=1) == [handlers[0], handlers[2]]  # order kept
+    assert rank_handlers(handlers, [], rank=3) == []
+    assert rank_handlers(None, ["_Validation"], rank=1) == []
+    assert rank_handlers(handlers, ["_Validation"]) == handlers  # no process group: this process is rank 0
+    with caplog.at_level("WARNING", logger="fewlabel"):
+        assert rank_handlers(handlers, ["_Validation", "LrScheduleHandler"], rank=1) == [handlers[0], handlers[2]]
+    assert "LrScheduleHandler" in caplog.text and "every_rank" in caplog.text

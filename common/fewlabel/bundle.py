@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from fewlabel.errors import DataError
 __all__ = [
     "INPUT_KINDS", "PROTOCOL_FILE", "REPO_BUNDLES", "Stage", "as_bool", "as_optional", "as_optional_bool",
     "bundle_root", "config_text", "format_config", "inference_items", "input_kind", "last_batch_is_single",
-    "load_bundle_config", "load_protocol", "resolve_datalist",
+    "load_bundle_config", "load_protocol", "rank_handlers", "resolve_datalist",
 ]
 
 logger = logging.getLogger("fewlabel")
@@ -282,6 +282,40 @@ def last_batch_is_single(num_items: int, batch_size: int, world_size: int = 1) -
                          f"{num_items}, {batch_size}, {world_size}")
     per_rank = -(-num_items // world_size)
     return per_rank % batch_size == 1
+
+
+def rank_handlers(handlers: Sequence[Any] | None, every_rank: Sequence[str] = (), rank: int | None = None) -> list[Any]:
+    """The handlers this process attaches under ``torchrun``: all of them on rank 0, the named kinds elsewhere.
+
+    Multi-GPU configs keep the stage's handler list as it is (MONAI's ``check_properties`` and MONAI Label
+    read ``train#handlers`` as a list of components) and name the kinds every rank must run, e.g.
+    ``["ValidationHandler", "LrScheduleHandler"]`` (the distributed evaluator and each rank's scheduler):
+    writers and loggers (checkpoints, TensorBoard, statistics) stay on rank 0. Naming kinds instead of
+    slicing the list by position keeps the choice right when a stage config adds or reorders handlers.
+
+    Args:
+        handlers: the stage's handlers (``@train#handlers``), in their order; ``None`` means none.
+        every_rank: class names of the handlers that also run on ranks other than 0.
+        rank: this process's rank; default ``torch.distributed``'s rank, 0 when it is not initialised.
+
+    Returns:
+        the handlers to attach, in their order: all of them on rank 0, else those whose class name is
+        in ``every_rank``. A name matching none of them is logged as a warning (a typo would leave the
+        other ranks without, e.g., their validation run).
+    """
+    handlers = list(handlers or [])
+    if rank is None:
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if rank == 0:
+        return handlers
+    kinds = {type(h).__name__ for h in handlers}
+    missing = [name for name in every_rank if name not in kinds]
+    if missing:
+        logger.warning("rank_handlers: no handler of kind %s in this stage's handlers (%s); check every_rank in "
+                       "the multi-GPU config", missing, sorted(kinds))
+    return [h for h in handlers if type(h).__name__ in set(every_rank)]
 
 
 def config_text(content: Any) -> str:

@@ -120,7 +120,7 @@ def test_every_allow_list_entry_is_still_needed():
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=IDS)
 def test_no_handler_list_is_sliced_by_position(path):
-    """Handlers of non-zero ranks are a named list (``train#handlers_every_rank``), not ``@train#handlers[:1]``:
+    """Handlers of non-zero ranks are named by kind (``fewlabel.bundle.rank_handlers``), not ``@train#handlers[:1]``:
     a slice silently changes meaning when a stage config adds or reorders handlers."""
     sliced = [(cid, s) for cid, s in _strings(json.loads(path.read_text())) if re.search(r"handlers\s*\[", s)]
     assert not sliced, f"{path}: handler lists sliced by position {sliced}; name the list instead"
@@ -135,10 +135,35 @@ def test_repeated_blocks_are_one_helper(bundle):
     for path in (bundle / "configs").glob("multi_gpu*.json"):
         config = json.loads(path.read_text())
         assert config["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel", path
-        assert "handlers_every_rank" in config["train#trainer#train_handlers"], path
+        assert config["train#trainer#train_handlers"]["_target_"] == "fewlabel.bundle.rank_handlers", path
         drop_last = config.get("train#dataloader#drop_last")
         assert drop_last is None or drop_last["_target_"] == "fewlabel.bundle.last_batch_is_single", path
     for path in (bundle / "configs").rglob("*.json"):
         text = path.read_text()
         assert "% @batch_size == 1" not in text and "% @pretrain_batch_size == 1" not in text, (
             f"{path}: use fewlabel.bundle.last_batch_is_single for drop_last")
+
+
+def _kinds(config: dict, section: str) -> set[str]:
+    """Class names of ``section#handlers`` of a parsed config (``@section#x`` references followed)."""
+    kinds = set()
+    for h in config[section]["handlers"] if section in config else config[f"{section}#handlers"]:
+        if isinstance(h, str) and h.startswith(f"@{section}#"):
+            h = config[section][h.split("#", 1)[1]]
+        kinds.add(h["_target_"].rsplit(".", 1)[-1])
+    return kinds
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if p.name.startswith("multi_gpu")],
+                         ids=[i for i in IDS if "/multi_gpu" in i])
+def test_every_rank_handler_kinds_name_handlers_of_the_stage(path):
+    """A kind named for the other ranks that the stage lacks (a typo) would leave them without, e.g., their
+    validation run, and the ranks would wait on each other: each named kind is in the stage's handlers."""
+    config = json.loads(path.read_text())
+    train = json.loads((path.parent / "train.json").read_text())
+    stage = json.loads((path.parent / "pretrain.json").read_text()) if "pretrain" in path.name else train
+    kinds = {"train": _kinds(stage, "train"), "validate": _kinds(train, "validate")}
+    for section, key in (("train", "train#trainer#train_handlers"), ("validate", "validate#evaluator#val_handlers")):
+        chosen = config.get(key)
+        if isinstance(chosen, dict):
+            assert chosen["every_rank"] and set(chosen["every_rank"]) <= kinds[section], (path, key, kinds[section])
