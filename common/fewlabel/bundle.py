@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from fewlabel.errors import DataError
 
 __all__ = [
     "INPUT_KINDS", "PROTOCOL_FILE", "REPO_BUNDLES", "Stage", "as_bool", "as_optional", "as_optional_bool",
-    "bundle_root", "input_kind", "load_bundle_config", "load_protocol", "resolve_datalist",
+    "bundle_root", "config_text", "format_config", "inference_items", "input_kind", "last_batch_is_single",
+    "load_bundle_config", "load_protocol", "rank_handlers", "resolve_datalist",
 ]
 
 logger = logging.getLogger("fewlabel")
@@ -224,3 +225,124 @@ def resolve_datalist(
             f"(DATASET: {', '.join(sorted(ADAPTERS))}), or pass --datalist <file>."
         )
     return str(path)
+
+
+def inference_items(
+    dataset_dir: str | os.PathLike | None, demo: str = "nuclei", demo_kwargs: dict[str, Any] | None = None,
+    kind: str = "frame",
+) -> list[dict[str, Any]]:
+    """The items a bundle's ``inference.json`` runs on: the user's folder of inputs, or the demo test split.
+
+    Args:
+        dataset_dir: a folder of inputs (2D images for ``kind="frame"``, NIfTI files / DICOM series
+            for ``kind="volume"``); empty or ``None`` means the ``testing`` split of the demo phantoms.
+        demo: demo phantom kind (see :func:`resolve_datalist`), used only without ``dataset_dir``.
+        demo_kwargs: arguments of the demo writer, used only without ``dataset_dir``.
+        kind: one of :data:`INPUT_KINDS`, what the bundle's inference takes (its metadata's
+            ``data_type``, see :func:`input_kind`).
+
+    Returns:
+        ``[{"image": path, ...}, ...]`` without labels: for frames every key of the demo items but
+        ``label``; for volumes only ``image``.
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`INPUT_KINDS`.
+        DataError: the folder holds no inputs, or the demo data cannot be written (from the readers).
+    """
+    from fewlabel import data
+
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"inference_items: kind must be one of {INPUT_KINDS}, got {kind!r}; set it in the "
+                         "bundle's inference.json (datalist#kind)")
+    if dataset_dir:
+        return data.list_ct_volumes(dataset_dir) if kind == "volume" else data.list_images(dataset_dir)
+    path = resolve_datalist("", demo=demo, demo_kwargs=demo_kwargs)
+    if kind == "volume":
+        return [{"image": item["image"]} for item in data.load_datalist(path, "testing")]
+    return data.load_images(path, ["testing"])
+
+
+def last_batch_is_single(num_items: int, batch_size: int, world_size: int = 1) -> bool:
+    """Whether the last batch a rank draws holds a single item (a training loader's ``drop_last``).
+
+    Batch normalisation cannot train on a batch of one, so configs drop such a last batch. With
+    ``world_size`` ranks, ``DistributedSampler(even_divisible=True)`` gives each rank
+    ``ceil(num_items / world_size)`` items.
+
+    Args:
+        num_items: items in the (whole) training dataset, >= 0.
+        batch_size: items per batch, >= 1.
+        world_size: number of ranks sharing the dataset (``dist.get_world_size()``), >= 1.
+
+    Raises:
+        ValueError: ``batch_size`` or ``world_size`` below 1, or ``num_items`` below 0.
+    """
+    if batch_size < 1 or world_size < 1 or num_items < 0:
+        raise ValueError(f"last_batch_is_single: need num_items >= 0, batch_size >= 1 and world_size >= 1, got "
+                         f"{num_items}, {batch_size}, {world_size}")
+    per_rank = -(-num_items // world_size)
+    return per_rank % batch_size == 1
+
+
+def rank_handlers(handlers: Sequence[Any] | None, every_rank: Sequence[str] = (), rank: int | None = None) -> list[Any]:
+    """The handlers this process attaches under ``torchrun``: all of them on rank 0, the named kinds elsewhere.
+
+    Multi-GPU configs keep the stage's handler list as it is (MONAI's ``check_properties`` and MONAI Label
+    read ``train#handlers`` as a list of components) and name the kinds every rank must run, e.g.
+    ``["ValidationHandler", "LrScheduleHandler"]`` (the distributed evaluator and each rank's scheduler):
+    writers and loggers (checkpoints, TensorBoard, statistics) stay on rank 0. Naming kinds instead of
+    slicing the list by position keeps the choice right when a stage config adds or reorders handlers.
+
+    Args:
+        handlers: the stage's handlers (``@train#handlers``), in their order; ``None`` means none.
+        every_rank: class names of the handlers that also run on ranks other than 0.
+        rank: this process's rank; default ``torch.distributed``'s rank, 0 when it is not initialised.
+
+    Returns:
+        the handlers to attach, in their order: all of them on rank 0, else those whose class name is
+        in ``every_rank``. A name matching none of them is logged as a warning (a typo would leave the
+        other ranks without, e.g., their validation run).
+    """
+    handlers = list(handlers or [])
+    if rank is None:
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if rank == 0:
+        return handlers
+    kinds = {type(h).__name__ for h in handlers}
+    missing = [name for name in every_rank if name not in kinds]
+    if missing:
+        logger.warning("rank_handlers: no handler of kind %s in this stage's handlers (%s); check every_rank in "
+                       "the multi-GPU config", missing, sorted(kinds))
+    return [h for h in handlers if type(h).__name__ in set(every_rank)]
+
+
+def config_text(content: Any) -> str:
+    """The one formatting style of every bundle config file: ``content`` as JSON text.
+
+    Four-space indent, keys in their given order, non-ASCII characters kept, one newline at the end
+    (what pre-commit's ``pretty-format-json --indent 4 --no-sort-keys --no-ensure-ascii`` writes, as the
+    MONAI Model Zoo does); :func:`format_config` rewrites a file in it.
+    """
+    return json.dumps(content, indent=4, ensure_ascii=False) + "\n"
+
+
+def format_config(path: str | os.PathLike) -> bool:
+    """Rewrite the JSON config file ``path`` in the style of :func:`config_text`; True if it changed.
+
+    ``python -c "import fewlabel.bundle as b; b.format_config('bundles/X/configs/train.json')"``
+
+    Raises:
+        DataError: the file is not valid JSON (file, line and column named).
+    """
+    path = Path(path)
+    text = path.read_text()
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from e
+    formatted = config_text(content)
+    if formatted != text:
+        path.write_text(formatted)
+    return formatted != text
