@@ -10,7 +10,15 @@ import json
 
 import pytest
 
-from fewlabel.label_server.guard import RequestGuard, name_problem, own_hosts, own_origins
+from fewlabel.label_server.guard import (
+    RequestGuard,
+    bundle_labels,
+    label_values,
+    label_values_problem,
+    name_problem,
+    own_hosts,
+    own_origins,
+)
 
 
 @pytest.mark.parametrize("name", ["frame0", "case_01.v2", "Patient 7", "é-ct"])
@@ -87,3 +95,45 @@ def test_guard_refuses_bodies_over_the_limit_or_of_unknown_length():
     assert _call(guard, "PUT", "/datastore/image", {**own, "Content-Length": "-5"})[0] == 413
     status, body = _call(guard, "PUT", "/datastore/image", {**own, "Transfer-Encoding": "chunked"})
     assert status == 411 and "Content-Length" in body["detail"]
+
+
+SERVED = {"medsass_binary_segmentation": {0: "background", 1: "foreground"},
+          "slippa_liver_landmark_segmentation": {0: "background", 1: "silhouette", 2: "ridge", 3: "ligament"}}
+
+
+def test_bundle_labels_are_its_channel_def_with_background():
+    meta = {"network_data_format": {"outputs": {"pred": {"channel_def": {"1": "liver"}}}}}
+    assert bundle_labels(meta) == {0: "background", 1: "liver"}
+    with pytest.raises(ValueError, match="channel_def"):
+        bundle_labels({"network_data_format": {"outputs": {"pred": {}}}})
+
+
+def test_label_maps_hold_the_values_of_one_served_bundle():
+    assert label_values_problem([0, 1], SERVED) is None
+    assert label_values_problem([0, 2, 3], SERVED) is None
+    assert label_values_problem([0, 9], {}) is None  # nothing served to check against
+    problem = label_values_problem([0, 1, 9, 200], SERVED)
+    assert "[9, 200] are no label values of a served bundle" in problem
+    assert "medsass_binary_segmentation: 0 background, 1 foreground" in problem and "3 ligament" in problem
+
+
+def test_label_values_are_read_from_the_file(tmp_path):
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    label = np.zeros((12, 20), np.uint8)
+    label[2:5, 3:9] = 3
+    Image.fromarray(label).save(tmp_path / "l.png")
+    assert label_values(tmp_path / "l.png") == [0, 3]
+    Image.fromarray(np.zeros((12, 20, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="3 channels"):
+        label_values(tmp_path / "rgb.png")
+    nib.save(nib.Nifti1Image(np.full((4, 4, 2), 0.5, np.float32), np.eye(4)), tmp_path / "f.nii.gz")
+    with pytest.raises(ValueError, match="fractions"):
+        label_values(tmp_path / "f.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.eye(4)), tmp_path / "w.nii.gz")
+    assert label_values(tmp_path / "w.nii.gz") == [1]
+    (tmp_path / "t.png").write_text("text")
+    with pytest.raises(ValueError, match="UnidentifiedImageError"):
+        label_values(tmp_path / "t.png")

@@ -522,6 +522,9 @@ def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, out
     buf = io.BytesIO()
     Image.fromarray(np.ones((17, 33), np.uint8)).save(buf, format="PNG")
     small = buf.getvalue()  # a label of another size than its image
+    buf = io.BytesIO()
+    Image.fromarray(np.full(FRAME_HW, 9, np.uint8)).save(buf, format="PNG")
+    nine = buf.getvalue()  # no served bundle has label 9
     rel = f"../{outside.name}"
     studies_before = _tree(studies)
     link = studies / "linked.png"  # a link in the studies folder that leads out
@@ -546,6 +549,9 @@ def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, out
             ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", small)}, 422,
              "is 17x33 but the image is 72x96"),
             ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", b"text")}, 422, "readable"),
+            ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", nine)}, 422,
+             "[9] are no label values of a served bundle"),
+            ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", png)}, 422, "3 channels"),
         ]
         for method, path, files, status, reason in refused:
             data, headers = _multipart({"params": "{}"}, files) if files else (None, {})

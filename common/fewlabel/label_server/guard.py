@@ -10,6 +10,9 @@ Pure Python (no MONAI Label import), so the launcher and the tests use it as the
   ``Origin`` (a web page the annotator opens) and, unless enabled, the endpoints that replace or
   delete the served weights (``PUT`` / ``DELETE /model/<m>``), each with its reason as JSON
   ``{"detail": ...}``;
+- :func:`bundle_labels` / :func:`label_values` / :func:`label_values_problem`: the label values a
+  served bundle writes (its metadata's ``channel_def``), those an uploaded label map holds, and why
+  the latter fit no served bundle;
 - :data:`TRUSTED_IMAGE_PATH`: set by the server's ``/infer`` endpoint (to ``"upload"`` or
   ``"session"``) while it runs on a file it received itself, the only case where an image is a path,
   not an id.
@@ -18,11 +21,13 @@ Pure Python (no MONAI Label import), so the launcher and the tests use it as the
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["name_problem", "own_hosts", "own_origins", "RequestGuard", "TRUSTED_IMAGE_PATH", "LOOPBACK_NAMES"]
+__all__ = ["name_problem", "own_hosts", "own_origins", "RequestGuard", "TRUSTED_IMAGE_PATH", "LOOPBACK_NAMES",
+           "bundle_labels", "label_values", "label_values_problem"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 # "upload" / "session" while /infer runs on a file it received itself, else ""
@@ -52,6 +57,79 @@ def name_problem(value: object, what: str = "image id") -> str | None:
     if len(value) > _MAX_NAME:
         return f"{what} is {len(value)} characters long (at most {_MAX_NAME})"
     return None
+
+
+def bundle_labels(metadata: Mapping[str, object]) -> dict[int, str]:
+    """The label values a bundle writes, ``{value: name}``, from its ``metadata.json`` (already parsed).
+
+    As MONAI Label reads them: the ``channel_def`` of the first output of ``network_data_format``
+    (e.g. ``{0: "background", 1: "liver"}``); ``0`` (background) is always a value.
+
+    Raises:
+        ValueError: the metadata has no such ``channel_def``, or a key that is not a whole number.
+    """
+    try:
+        outputs = metadata["network_data_format"]["outputs"]  # type: ignore[index]
+        channel_def = next(iter(outputs.values()))["channel_def"]  # type: ignore[union-attr]
+        labels = {int(k): str(v) for k, v in channel_def.items()}
+    except (KeyError, TypeError, StopIteration, AttributeError, ValueError) as e:
+        raise ValueError("metadata.json has no network_data_format.outputs.<first>.channel_def of "
+                         f'{{"<label value>": "<name>"}} ({type(e).__name__}: {e})') from e
+    return {0: "background", **labels}
+
+
+def label_values(path: str | os.PathLike) -> list[int]:
+    """The values of a label map file, sorted: a PNG/JPEG/TIFF frame (one channel) or a NIfTI volume.
+
+    Returns:
+        the distinct values, whole numbers ``>= 0``.
+
+    Raises:
+        ValueError: the file is not one channel of whole numbers (e.g. an RGB picture, fractions),
+            or cannot be read.
+    """
+    import numpy as np
+
+    name = os.fspath(path).lower()
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            data = np.asarray(nib.load(os.fspath(path)).dataobj)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                data = np.asarray(im)
+    except Exception as e:  # noqa: BLE001 (any reader failure means: not a label map)
+        raise ValueError(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
+    if data.ndim == 3 and not name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"it has {data.shape[-1]} channels; a label map is one channel of label values")
+    values = np.unique(data)
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
+        raise ValueError("it holds fractions; a label map holds whole label values")
+    if values.dtype.kind not in "biuf" or (values.size and values.min() < 0):
+        raise ValueError("it holds negative or non-numeric values; label values are 0, 1, 2, ...")
+    return [int(v) for v in values]
+
+
+def label_values_problem(values: Sequence[int], allowed: Mapping[str, Mapping[int, str]]) -> str | None:
+    """Why a label map with ``values`` fits none of the served bundles, or ``None`` if it fits one.
+
+    Args:
+        values: the label map's distinct values (:func:`label_values`).
+        allowed: ``{bundle: {value: name}}`` (:func:`bundle_labels` of each served bundle); empty:
+            nothing to check against, every map fits.
+    """
+    if not allowed or any(set(values) <= set(labels) for labels in allowed.values()):
+        return None
+    stray = sorted(set(values) - set().union(*(set(labels) for labels in allowed.values())))
+    shown = stray or sorted(values)
+    what = "are no label values of a served bundle" if stray else "are not the label values of one served bundle"
+    listing = "; ".join(f"{bundle}: " + ", ".join(f"{v} {n}" for v, n in sorted(labels.items()))
+                        for bundle, labels in sorted(allowed.items()))
+    return (f"label values {shown[:20]}{' ...' if len(shown) > 20 else ''} {what}; a label map holds one "
+            f"bundle's values (allowed: {listing})")
 
 
 def own_hosts(port: int, host: str = "127.0.0.1") -> list[str]:
