@@ -6,12 +6,14 @@ The live server is probed in test_label_server.py; these drive the same checks w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
 
 from fewlabel.label_server.guard import (
     RequestGuard,
+    TempSweeper,
     bundle_labels,
     label_values,
     label_values_problem,
@@ -137,3 +139,51 @@ def test_label_values_are_read_from_the_file(tmp_path):
     (tmp_path / "t.png").write_text("text")
     with pytest.raises(ValueError, match="UnidentifiedImageError"):
         label_values(tmp_path / "t.png")
+
+
+def test_sweeper_removes_what_failed_requests_left_once_no_request_runs(tmp_path):
+    """As MONAI Label's endpoints do: the upload is written to the temporary folder, then the request fails."""
+    release = asyncio.Event()
+
+    async def upload_app(scope, receive, send):
+        name = scope["path"].strip("/")
+        (tmp_path / f"tmp{name}.png").write_bytes(b"upload")
+        if name.startswith("slow"):
+            await release.wait()
+        status = 422 if name.startswith(("bad", "slow")) else 200
+        if name.startswith("raise"):
+            raise RuntimeError("the endpoint failed")
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sweeper = TempSweeper(upload_app, tmp_path)
+    (tmp_path / "tmpdir_of_training").mkdir()
+    (tmp_path / "keep.txt").write_text("not a temporary upload")
+
+    async def call(path):
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        async def send(message):
+            pass
+
+        with contextlib.suppress(RuntimeError):
+            await sweeper({"type": "http", "method": "PUT", "path": path, "headers": []}, receive, send)
+
+    async def scenario():
+        await call("/ok")  # a success: MONAI Label's own background task removes it, not the sweeper
+        assert (tmp_path / "tmpok.png").exists()
+        await call("/bad")
+        assert not (tmp_path / "tmpbad.png").exists()
+        await call("/raise")
+        assert not (tmp_path / "tmpraise.png").exists()
+        slow = asyncio.create_task(call("/slow"))  # still at work while another request fails
+        await asyncio.sleep(0.01)
+        await call("/bad2")
+        assert (tmp_path / "tmpslow.png").exists() and (tmp_path / "tmpbad2.png").exists()
+        release.set()
+        await slow
+        assert not (tmp_path / "tmpslow.png").exists() and not (tmp_path / "tmpbad2.png").exists()
+
+    asyncio.run(scenario())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "tmpdir_of_training", "tmpok.png"]

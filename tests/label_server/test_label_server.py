@@ -194,6 +194,18 @@ def outside(served):
     assert _tree(folder) == before, "a request changed files outside the studies folder"
 
 
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def _no_new_files(folder: Path, before: set[str], wait: float = 10.0) -> bool:
+    """Whether ``folder`` holds no file beyond ``before`` (within ``wait`` s: the sweep follows the response)."""
+    deadline = time.monotonic() + wait
+    while _files(folder) - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _files(folder) - before
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -527,6 +539,7 @@ def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, out
     nine = buf.getvalue()  # no served bundle has label 9
     rel = f"../{outside.name}"
     studies_before = _tree(studies)
+    temp, temp_before = served["server"].temp_dir, _files(served["server"].temp_dir)
     link = studies / "linked.png"  # a link in the studies folder that leads out
     link.symlink_to(outside / "keep.png")
     try:
@@ -557,6 +570,7 @@ def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, out
             data, headers = _multipart({"params": "{}"}, files) if files else (None, {})
             got, body, _ = _http(url + path, method, data, headers)
             assert got == status and reason in _detail(body), f"{method} {path} -> {got} {body[:300]!r}"
+        assert _no_new_files(temp, temp_before), f"refused uploads left {_files(temp) - temp_before} in {temp}"
         listed = json.loads(_request(f"{url}/datastore/?output=all"))["objects"]
         assert "linked" not in listed and "frame0" in listed
     finally:
@@ -589,13 +603,15 @@ def test_infer_reads_only_images_of_the_studies_folder(served, outside):
                          *_multipart({"params": "{}"}, {}))
     assert got == 404 and "no model 'no_such_model'" in _detail(body)
     # an upload inference fails on leaves no temporary file behind
+    temp = served["server"].temp_dir
+    before = _files(temp)
     junk = f"not an image {uuid.uuid4().hex}".encode()
     for model in (bundle, "no_such_model"):
         got, _, _ = _http(f"{url}/infer/{model}?output=json", "POST", *_multipart({"params": "{}"},
                                                                                   {"file": ("u.png", junk)}))
         assert got >= 400
-        left = [p for p in Path(tempfile.gettempdir()).glob("tmp*.png") if p.is_file() and p.read_bytes() == junk]
-        assert not left, f"/infer/{model} left its upload {left}"
+        assert _no_new_files(temp, before), f"/infer/{model} left its upload in {temp}: {_files(temp) - before}"
+    assert not [p for p in Path(tempfile.gettempdir()).glob("tmp*.png") if p.is_file() and p.read_bytes() == junk]
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@
   served weights atomically;
 - MONAI Label's own errors (unknown model, image or label; bad input) answered 404 / 422 with
   their message instead of a bare 500;
+- :class:`~fewlabel.label_server.guard.TempSweeper` inside it: what a failed upload left in the
+  server's temporary folder is removed;
 - ``/infer``'s query ``image`` and its ``params`` checked: an image is an id of the studies folder;
   a path is taken only for the file the endpoint itself received (see
   :class:`~fewlabel.label_server.studies.StudiesOnlyApp`).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,14 @@ from monailabel.interfaces.exception import (
     MONAILabelException,
 )
 
-from fewlabel.label_server.guard import TRUSTED_IMAGE_PATH, RequestGuard, name_problem, own_hosts, own_origins
+from fewlabel.label_server.guard import (
+    TRUSTED_IMAGE_PATH,
+    RequestGuard,
+    TempSweeper,
+    name_problem,
+    own_hosts,
+    own_origins,
+)
 
 __all__ = ["app"]
 
@@ -139,7 +149,9 @@ monailabel_app.user_middleware = [m for m in monailabel_app.user_middleware if m
 monailabel_app.add_middleware(CORSMiddleware, allow_origins=_origins, allow_credentials=True,
                               allow_methods=["*"], allow_headers=["*"])
 
-app = RequestGuard(monailabel_app, hosts=_env_list("FEWLABEL_LABEL_HOSTS", own_hosts(_port)), origins=_origins,
+# the launcher's private TMPDIR: what failed uploads leave there is removed
+app = RequestGuard(TempSweeper(monailabel_app, tempfile.gettempdir()),
+                   hosts=_env_list("FEWLABEL_LABEL_HOSTS", own_hosts(_port)), origins=_origins,
                    allow_model_upload=os.environ.get("FEWLABEL_ALLOW_MODEL_UPLOAD", "false").lower() == "true",
                    max_upload_mb=float(os.environ.get("FEWLABEL_MAX_UPLOAD_MB", "1024")))
 # MONAI Label printed "Allow Origins: ['*']" on import; what holds is this

@@ -13,6 +13,9 @@ Pure Python (no MONAI Label import), so the launcher and the tests use it as the
 - :func:`bundle_labels` / :func:`label_values` / :func:`label_values_problem`: the label values a
   served bundle writes (its metadata's ``channel_def``), those an uploaded label map holds, and why
   the latter fit no served bundle;
+- :class:`TempSweeper`: an ASGI middleware that removes the temporary files a failed request left
+  in the server's private temporary folder (MONAI Label removes an upload only after a response
+  that succeeded);
 - :data:`TRUSTED_IMAGE_PATH`: set by the server's ``/infer`` endpoint (to ``"upload"`` or
   ``"session"``) while it runs on a file it received itself, the only case where an image is a path,
   not an id.
@@ -27,7 +30,7 @@ from contextvars import ContextVar
 from typing import Any
 
 __all__ = ["name_problem", "own_hosts", "own_origins", "RequestGuard", "TRUSTED_IMAGE_PATH", "LOOPBACK_NAMES",
-           "bundle_labels", "label_values", "label_values_problem"]
+           "bundle_labels", "label_values", "label_values_problem", "TempSweeper"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 # "upload" / "session" while /infer runs on a file it received itself, else ""
@@ -210,3 +213,66 @@ class RequestGuard:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class TempSweeper:
+    """ASGI middleware: the temporary files a failed request left behind are removed.
+
+    MONAI Label's endpoints write an upload (``/infer``, ``PUT /datastore/image``, ``/datastore/label``)
+    and an inference result to ``tempfile.NamedTemporaryFile(...).name`` in the temporary folder and
+    remove it in a background task, which runs only after a response that succeeded. The launcher
+    gives the server a private temporary folder (``TMPDIR``); this middleware notes which plain files
+    named ``tmp*`` appeared there while a request that failed (status >= 400, or an exception) was
+    running, and removes them as soon as no request is running (a file that appeared meanwhile may
+    belong to another request still at work).
+
+    Args:
+        app: the ASGI app it wraps.
+        folder: the server's temporary folder (``tempfile.gettempdir()`` in the server).
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], folder: str | os.PathLike) -> None:
+        self.app = app
+        self.folder = os.fspath(folder)
+        self.running = 0
+        self.pending: set[str] = set()
+
+    def listing(self) -> set[str]:
+        """Names of the plain files ``tmp*`` in :attr:`folder`."""
+        try:
+            with os.scandir(self.folder) as it:
+                return {e.name for e in it if e.name.startswith("tmp") and e.is_file(follow_symlinks=False)}
+        except OSError:
+            return set()
+
+    def sweep(self) -> None:
+        """Remove the files noted for removal."""
+        for name in self.pending:
+            try:
+                os.remove(os.path.join(self.folder, name))
+            except OSError:
+                pass
+        self.pending.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        before = self.listing()
+        status = 500  # stays so when the app raises before it responds
+
+        async def noting_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.running += 1
+        try:
+            await self.app(scope, receive, noting_send)
+        finally:
+            self.running -= 1
+            if status >= 400:
+                self.pending |= self.listing() - before
+            if self.pending and self.running == 0:
+                self.sweep()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,6 +72,12 @@ class LabelServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def temp_dir(self) -> Path:
+        """The server's own temporary folder (its ``TMPDIR``): uploads in flight, nothing else; emptied
+        at each start (no server is on the port then), and failed uploads are removed from it at once."""
+        return self.app_dir / "tmp" / str(self.port)
+
+    @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}"
@@ -106,6 +113,7 @@ class LabelServer:
         env["FEWLABEL_LABEL_ORIGINS"] = json.dumps(own_origins(self.port, self.host) + self.cors_origins)
         env["FEWLABEL_ALLOW_MODEL_UPLOAD"] = "true" if self.allow_model_upload else "false"
         env["FEWLABEL_MAX_UPLOAD_MB"] = str(self.max_upload_mb)
+        env["TMPDIR"] = str(self.temp_dir)  # MONAI Label writes uploads to tempfile's folder
         return env
 
     def check_port(self) -> None:
@@ -125,6 +133,9 @@ class LabelServer:
         self.check_port()
         self.studies.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.temp_dir.is_dir():  # what a server killed earlier on this port left
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(self.command(), env=self.environment(), cwd=self.app_dir, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
