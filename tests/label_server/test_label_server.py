@@ -369,6 +369,41 @@ def test_cli_takes_cors_origins_as_scheme_host_port_only(tmp_path):
     assert not (tmp_path / "no_env").exists()
 
 
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--host", "0.0.0.0"], "--host 0.0.0.0 makes the server reachable from other machines"),
+    (["--host", "10.1.2.3", "--auth_enable"], "--auth_enable --auth_realm_uri"),  # a login needs its realm
+    (["--host", "labels.example.org", "--auth_realm_uri", "https://kc.example.org/realms/r"], "--auth_enable"),
+    (["--auth_enable", "--auth_realm_uri", "kc.example.org"], "is not a URL"),
+    (["--server_names", "labels.example.org:8000"], "without scheme or port"),
+])
+def test_cli_refuses_a_server_beyond_loopback_without_a_login(tmp_path, args, reason):
+    """Checked before the port, the weights or the environment: nothing is built or started."""
+    env = {**os.environ, "FEWLABEL_LABEL_ENV": os.fspath(tmp_path / "no_env")}
+    proc = subprocess.run([sys.executable, "-m", "fewlabel.cli", "label-server", "--studies", os.fspath(tmp_path / "s"),
+                           "--port", str(_free_port()), "--bundles_dir", os.fspath(tmp_path), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and reason in proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "no_env").exists() and not (tmp_path / "s").exists()
+
+
+def test_team_server_settings_reach_monai_label_and_the_guard(tmp_path):
+    kw = dict(auth_realm_uri="https://kc.example.org/realms/labels", auth_client_id="fewlabel-team")
+    with pytest.raises(FewLabelError, match="reachable from other machines"):
+        LabelServer(tmp_path / "app", tmp_path / "s", ["b"], tmp_path / "env", port=8123, host="0.0.0.0").start()
+    server = LabelServer(tmp_path / "app", tmp_path / "s", ["b"], tmp_path / "env", port=8123, host="0.0.0.0",
+                         server_names=["labels.example.org", "10.1.2.3"], auth_enable=True, **kw)
+    env = server.environment()
+    assert env["MONAI_LABEL_AUTH_ENABLE"] == "true"
+    assert env["MONAI_LABEL_AUTH_REALM_URI"] == kw["auth_realm_uri"]
+    assert env["MONAI_LABEL_AUTH_CLIENT_ID"] == "fewlabel-team"
+    hosts = json.loads(env["FEWLABEL_LABEL_HOSTS"])
+    assert {"labels.example.org:8123", "labels.example.org", "10.1.2.3:8123", "127.0.0.1:8123"} <= set(hosts)
+    assert "http://labels.example.org:8123" in json.loads(env["FEWLABEL_LABEL_ORIGINS"])
+    local = LabelServer(tmp_path / "app", tmp_path / "s", ["b"], tmp_path / "env", port=8123).environment()
+    assert local["MONAI_LABEL_AUTH_ENABLE"] == "false" and "MONAI_LABEL_AUTH_REALM_URI" not in local
+    assert json.loads(local["FEWLABEL_LABEL_HOSTS"]) == ["127.0.0.1:8123", "localhost:8123", "[::1]:8123"]
+
+
 def test_server_dies_with_its_launcher(tmp_path):
     """A launcher killed outright (no Ctrl-C, no cleanup) takes its server with it."""
     env_dir = tmp_path / "env"
@@ -700,6 +735,20 @@ def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
     assert proc.returncode == 0, out + rest
     assert "stopping the server" in rest
     assert not _processes_mentioning(os.fspath(app))
+
+
+@pytest.mark.slow
+def test_monai_label_reads_the_team_server_settings(served):
+    """The names the launcher sets are MONAI Label 0.8.5's own settings (read in its environment)."""
+    server = served["server"]
+    team = LabelServer(server.app_dir, server.studies, server.bundles, server.env_dir, port=server.port,
+                       host="0.0.0.0", auth_enable=True, auth_realm_uri="https://kc.example.org/realms/labels",
+                       auth_client_id="fewlabel-team")
+    code = ("from monailabel.config import settings as s; "
+            "print(s.MONAI_LABEL_AUTH_ENABLE, s.MONAI_LABEL_AUTH_REALM_URI, s.MONAI_LABEL_AUTH_CLIENT_ID)")
+    out = subprocess.run([os.fspath(server.env_dir / "bin" / "python"), "-c", code], env=team.environment(),
+                         cwd=served["tmp"], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "https://kc.example.org/realms/labels", "fewlabel-team"], out.stderr
 
 
 @pytest.mark.slow

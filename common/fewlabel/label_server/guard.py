@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from typing import Any
 
 __all__ = ["name_problem", "own_hosts", "own_origins", "RequestGuard", "TRUSTED_IMAGE_PATH", "LOOPBACK_NAMES",
-           "bundle_labels", "label_values", "label_values_problem", "TempSweeper"]
+           "bundle_labels", "label_values", "label_values_problem", "TempSweeper", "is_loopback"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 # "upload" / "session" while /infer runs on a file it received itself, else ""
@@ -135,19 +135,39 @@ def label_values_problem(values: Sequence[int], allowed: Mapping[str, Mapping[in
             f"bundle's values (allowed: {listing})")
 
 
-def own_hosts(port: int, host: str = "127.0.0.1") -> list[str]:
+def own_hosts(port: int, host: str = "127.0.0.1", server_names: Sequence[str] = ()) -> list[str]:
     """The ``Host`` header values of requests meant for this server: its loopback names with ``port``
-    (and the bound address, when it is a specific one), plus the bare names when ``port`` is 80."""
+    (and the bound address, when it is a specific one), plus the bare names when ``port`` is 80.
+
+    ``server_names`` (a team server's names or addresses, e.g. ``labels.example.org``, without port)
+    are taken with ``port`` and bare (as a reverse proxy in front of the server sends them).
+    """
     names = list(LOOPBACK_NAMES)
     if host and host not in ("0.0.0.0", "::", "", *LOOPBACK_NAMES, "::1"):
         names.append(f"[{host}]" if ":" in host else host)
     out = [f"{n}:{int(port)}" for n in names]
-    return out + (names if int(port) == 80 else [])
+    out += names if int(port) == 80 else []
+    for name in server_names:
+        name = f"[{name}]" if ":" in name and not name.startswith("[") else name
+        out += [n for n in (f"{name}:{int(port)}", name) if n not in out]
+    return out
 
 
-def own_origins(port: int, host: str = "127.0.0.1") -> list[str]:
+def own_origins(port: int, host: str = "127.0.0.1", server_names: Sequence[str] = ()) -> list[str]:
     """The web origins of the server's own pages (``http://<own host>``)."""
-    return [f"http://{h}" for h in own_hosts(port, host)]
+    return [f"http://{h}" for h in own_hosts(port, host, server_names)]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine (``127.x.x.x``, ``::1``, ``localhost``)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any address
 
 
 class RequestGuard:

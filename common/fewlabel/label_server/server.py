@@ -33,9 +33,9 @@ from typing import Any
 
 import fewlabel
 from fewlabel.errors import FewLabelError
-from fewlabel.label_server.guard import own_hosts, own_origins
+from fewlabel.label_server.guard import is_loopback, own_hosts, own_origins
 
-__all__ = ["LabelServer", "client_instructions", "check_port_free"]
+__all__ = ["LabelServer", "client_instructions", "check_port_free", "check_exposure"]
 
 
 class LabelServer:
@@ -53,12 +53,22 @@ class LabelServer:
             use the server, besides its own.
         allow_model_upload: let ``PUT`` / ``DELETE /model/<m>`` replace or rename the served weights.
         max_upload_mb: the largest request body (upload) the server takes.
+        server_names: further ``Host`` names the server answers to (a team server's DNS names or
+            addresses, without port); its own loopback names are always taken.
+        auth_enable: MONAI Label's own login (``MONAI_LABEL_AUTH_ENABLE``): every request needs a
+            token of the OpenID Connect (Keycloak) realm ``auth_realm_uri``. Required when ``host``
+            is not a loopback address (see :func:`check_exposure`).
+        auth_realm_uri: the realm (``MONAI_LABEL_AUTH_REALM_URI``), e.g.
+            ``https://keycloak.example.org/realms/monailabel``.
+        auth_client_id: the realm's client id for MONAI Label (``MONAI_LABEL_AUTH_CLIENT_ID``).
     """
 
     def __init__(self, app_dir: str | os.PathLike, studies: str | os.PathLike, bundles: Sequence[str],
                  env_dir: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1",
                  log_file: str | os.PathLike | None = None, cors_origins: Sequence[str] = (),
-                 allow_model_upload: bool = False, max_upload_mb: float = 1024) -> None:
+                 allow_model_upload: bool = False, max_upload_mb: float = 1024, server_names: Sequence[str] = (),
+                 auth_enable: bool = False, auth_realm_uri: str | None = None,
+                 auth_client_id: str | None = None) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.studies = Path(studies).resolve()
         self.bundles = list(bundles)
@@ -69,6 +79,10 @@ class LabelServer:
         self.cors_origins = [str(o).rstrip("/") for o in cors_origins]
         self.allow_model_upload = bool(allow_model_upload)
         self.max_upload_mb = float(max_upload_mb)
+        self.server_names = [str(n) for n in server_names]
+        self.auth_enable = bool(auth_enable)
+        self.auth_realm_uri = auth_realm_uri
+        self.auth_client_id = auth_client_id
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,8 +123,15 @@ class LabelServer:
         env["VIRTUAL_ENV"] = str(self.env_dir)
         env["PYTHONPATH"] = str(src)
         env.setdefault("MONAI_LABEL_TRACKING_ENABLED", "false")
-        env["FEWLABEL_LABEL_HOSTS"] = json.dumps(own_hosts(self.port, self.host))
-        env["FEWLABEL_LABEL_ORIGINS"] = json.dumps(own_origins(self.port, self.host) + self.cors_origins)
+        env["FEWLABEL_LABEL_HOSTS"] = json.dumps(own_hosts(self.port, self.host, self.server_names))
+        env["FEWLABEL_LABEL_ORIGINS"] = json.dumps(own_origins(self.port, self.host, self.server_names)
+                                                   + self.cors_origins)
+        # MONAI Label's own settings (monailabel.config.Settings reads them from the environment)
+        env["MONAI_LABEL_AUTH_ENABLE"] = "true" if self.auth_enable else "false"
+        for key, value in (("MONAI_LABEL_AUTH_REALM_URI", self.auth_realm_uri),
+                           ("MONAI_LABEL_AUTH_CLIENT_ID", self.auth_client_id)):
+            if value:
+                env[key] = str(value)
         env["FEWLABEL_ALLOW_MODEL_UPLOAD"] = "true" if self.allow_model_upload else "false"
         env["FEWLABEL_MAX_UPLOAD_MB"] = str(self.max_upload_mb)
         env["TMPDIR"] = str(self.temp_dir)  # MONAI Label writes uploads to tempfile's folder
@@ -128,6 +149,7 @@ class LabelServer:
         """
         if self.process is not None and self.process.poll() is None:
             raise FewLabelError(f"the server is already running (pid {self.process.pid}).")
+        check_exposure(self.host, self.auth_enable, self.auth_realm_uri)
         if not (self.env_dir / "bin" / "monailabel").is_file():
             raise FewLabelError(f"no MONAI Label in {self.env_dir}: build it with fewlabel.label_server.ensure_env.")
         self.check_port()
@@ -169,6 +191,10 @@ class LabelServer:
                                     f"(log {self.log_file}):\n{self.log_tail()}")
             try:
                 return self.get("/info/", timeout=5.0)
+            except urllib.error.HTTPError as e:
+                if e.code == 401 and self.auth_enable:  # up; /info/ needs a login token
+                    return {"models": {n: {"labels": "(GET /info/ with a login token)"} for n in self.bundles}}
+                time.sleep(1.0)
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
                 time.sleep(1.0)
         raise FewLabelError(f"the MONAI Label server did not answer on {self.url} within {timeout:.0f} s "
@@ -201,6 +227,26 @@ class LabelServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def check_exposure(host: str, auth_enable: bool, auth_realm_uri: str | None) -> None:
+    """Refuse to serve beyond this machine without a login.
+
+    Raises:
+        FewLabelError: ``host`` is not a loopback address and MONAI Label's authentication is not
+            enabled with a realm (``--auth_enable --auth_realm_uri``), or the realm is not a URL.
+    """
+    if auth_realm_uri is not None and not str(auth_realm_uri).startswith(("http://", "https://")):
+        raise FewLabelError(f"--auth_realm_uri {auth_realm_uri!r} is not a URL; it is the OpenID Connect realm, "
+                            "e.g. https://keycloak.example.org/realms/monailabel.")
+    if is_loopback(host):
+        return
+    if not (auth_enable and auth_realm_uri):
+        raise FewLabelError(
+            f"--host {host} makes the server reachable from other machines, and without a login anyone who "
+            "reaches it can read and change the studies. Keep --host 127.0.0.1 (this machine only), or give "
+            "the team server MONAI Label's login: --auth_enable --auth_realm_uri "
+            "https://<keycloak>/realms/<realm> [--auth_client_id <client>] (and --server_names <its DNS name>).")
 
 
 def check_port_free(host: str, port: int) -> None:
