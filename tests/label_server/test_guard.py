@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 import json
 
 import pytest
@@ -15,6 +20,7 @@ from fewlabel.label_server.guard import (
     RequestGuard,
     TempSweeper,
     bundle_labels,
+    die_with_server,
     label_values,
     label_values_problem,
     name_problem,
@@ -187,3 +193,41 @@ def test_sweeper_removes_what_failed_requests_left_once_no_request_runs(tmp_path
 
     asyncio.run(scenario())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "tmpdir_of_training", "tmpok.png"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][0] != "Z"  # a zombie is dead
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_training_task_dies_with_the_server(tmp_path):
+    """As MONAI Label starts /train: the server Popens ``python -m monailabel.interfaces.utils.app``, whose
+    import of fewlabel's main.py calls die_with_server; the server is then killed outright."""
+    task = tmp_path / "monailabel" / "interfaces" / "utils" / "app.py"
+    task.parent.mkdir(parents=True)
+    task.write_text("import time\nfrom fewlabel.label_server.guard import die_with_server\n"
+                    "print(die_with_server(), flush=True)\ntime.sleep(300)\n")
+    server_code = ("import os, subprocess, sys, time; os.environ['FEWLABEL_SERVER_PID'] = str(os.getpid()); "
+                   f"p = subprocess.Popen([sys.executable, {os.fspath(task)!r}]); print(p.pid, flush=True); "
+                   "time.sleep(300)")
+    server = subprocess.Popen([sys.executable, "-c", server_code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    child = int(server.stdout.readline())
+    try:
+        assert server.stdout.readline().strip() == "True"  # the task asked to die with the server
+        assert _alive(child)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.2)
+    alive = _alive(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the training task outlived the server"
+    assert die_with_server("/usr/bin/other_program") is False  # nothing else is affected

@@ -50,6 +50,7 @@ from monailabel.interfaces.exception import (
 )
 
 from fewlabel.label_server.guard import (
+    SERVER_PID_ENV,
     TRUSTED_IMAGE_PATH,
     RequestGuard,
     TempSweeper,
@@ -143,6 +144,7 @@ async def _monailabel_error(request: Any, exc: MONAILabelException) -> JSONRespo
 
 monailabel_app.add_exception_handler(MONAILabelException, _monailabel_error)
 
+os.environ[SERVER_PID_ENV] = str(os.getpid())  # the tasks this server starts die with it (die_with_server)
 _port = int(settings.MONAI_LABEL_SERVER_PORT)
 _origins = _env_list("FEWLABEL_LABEL_ORIGINS", own_origins(_port))
 monailabel_app.user_middleware = [m for m in monailabel_app.user_middleware if m.cls is not CORSMiddleware]

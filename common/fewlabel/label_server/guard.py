@@ -16,6 +16,7 @@ Pure Python (no MONAI Label import), so the launcher and the tests use it as the
 - :class:`TempSweeper`: an ASGI middleware that removes the temporary files a failed request left
   in the server's private temporary folder (MONAI Label removes an upload only after a response
   that succeeded);
+- :func:`die_with_server`: a task process the server started (training) is killed when the server dies;
 - :data:`TRUSTED_IMAGE_PATH`: set by the server's ``/infer`` endpoint (to ``"upload"`` or
   ``"session"``) while it runs on a file it received itself, the only case where an image is a path,
   not an id.
@@ -30,12 +31,15 @@ from contextvars import ContextVar
 from typing import Any
 
 __all__ = ["name_problem", "own_hosts", "own_origins", "RequestGuard", "TRUSTED_IMAGE_PATH", "LOOPBACK_NAMES",
-           "bundle_labels", "label_values", "label_values_problem", "TempSweeper", "is_loopback"]
+           "bundle_labels", "label_values", "label_values_problem", "TempSweeper", "is_loopback",
+           "die_with_server", "SERVER_PID_ENV"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 # "upload" / "session" while /infer runs on a file it received itself, else ""
 TRUSTED_IMAGE_PATH: ContextVar[str] = ContextVar("fewlabel_trusted_image_path", default="")
 _MAX_NAME = 200
+SERVER_PID_ENV = "FEWLABEL_SERVER_PID"  # set by the server (asgi.py), inherited by the tasks it starts
+_TASK_MODULE = os.path.join("monailabel", "interfaces", "utils", "app.py")  # what MONAI Label's tasks run
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -296,3 +300,34 @@ class TempSweeper:
                 self.pending |= self.listing() - before
             if self.pending and self.running == 0:
                 self.sweep()
+
+
+def die_with_server(argv0: str | None = None) -> bool:
+    """In a task process of the server (``/train``, run as ``python -m monailabel.interfaces.utils.app``),
+    ask Linux to SIGKILL this process when the server dies (``PR_SET_PDEATHSIG``).
+
+    MONAI Label starts tasks with a plain ``subprocess.Popen``: when the server is killed (its
+    launcher was killed, it crashed), a training run would go on alone, writing the served weights.
+    fewlabel's app ``main.py`` calls this on import, which a task process does before it trains. If
+    the server is already gone (the parent is no longer the server of ``$FEWLABEL_SERVER_PID``), the
+    process exits at once.
+
+    Args:
+        argv0: the program path (default ``sys.argv[0]``); only MONAI Label's task module is affected.
+
+    Returns:
+        whether this process is such a task (and now dies with the server).
+    """
+    import signal
+    import sys
+
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    server = os.environ.get(SERVER_PID_ENV, "")
+    if not (sys.platform.startswith("linux") and server.isdigit() and argv0.endswith(_TASK_MODULE)):
+        return False
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != int(server):  # the server died before the request above
+        os._exit(1)
+    return True
