@@ -313,6 +313,9 @@ def test_prepare_app_rejects_weights_of_another_network(tmp_path, stock_env):
     assert config["postprocessing"]["transforms"][-1]["_target_"] == "fewlabel.transforms.MonaiLabelOutputd"
     train = json.loads((served[0].folder / "configs" / "train.json").read_text())
     assert train["encoder_name"] == "resnet18" and train["num_workers"] == 0
+    saver = train["validate"]["handlers"][2]  # the served weights are written whole or not at all
+    assert saver["_target_"] == "fewlabel.handlers.AtomicCheckpointSaver"
+    assert saver["key_metric_filename"] == "@ckpt_name"
 
 
 def test_prepare_app_never_overwrites_weights_trained_from_monai_label(tmp_path, stock_env):
