@@ -18,6 +18,7 @@ import pytest
 
 from fewlabel.label_server.guard import (
     RequestGuard,
+    TaskHistory,
     TempSweeper,
     bundle_labels,
     die_with_server,
@@ -231,3 +232,19 @@ def test_a_training_task_dies_with_the_server(tmp_path):
         os.kill(child, signal.SIGKILL)
     assert not alive, "the training task outlived the server"
     assert die_with_server("/usr/bin/other_program") is False  # nothing else is affected
+
+
+def test_a_task_the_server_died_during_shows_as_interrupted_after_a_restart(tmp_path):
+    from collections import deque
+
+    history = TaskHistory(tmp_path / "logs" / "tasks.json")
+    assert history.restore() == []  # first start: no file
+    done = {"id": "a", "method": "train", "status": "DONE", "details": deque(["epoch 1/1"])}
+    running = {"id": "b", "method": "train", "status": "RUNNING", "details": deque(["epoch 3/50"])}
+    history.save([done, running])  # what the server recorded before it was killed
+    restored = TaskHistory(tmp_path / "logs" / "tasks.json").restore()  # the next server's start
+    assert [(t["id"], t["status"]) for t in restored] == [("a", "DONE"), ("b", "INTERRUPTED")]
+    assert restored[1]["details"][0] == "epoch 3/50" and "server stopped" in restored[1]["details"][-1]
+    assert [t["status"] for t in history.load()] == ["DONE", "INTERRUPTED"]  # saved so
+    (tmp_path / "logs" / "tasks.json").write_text("{half")
+    assert history.restore() == []  # an unreadable file is no history, not a failed start

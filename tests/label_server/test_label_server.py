@@ -754,6 +754,48 @@ def test_monai_label_reads_the_team_server_settings(served):
     assert out.stdout.split() == ["True", "https://kc.example.org/realms/labels", "fewlabel-team"], out.stderr
 
 
+def _parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_training_dies_with_the_server_and_shows_as_interrupted(served):
+    """The server killed outright during /train: the run stops too, the served weights are whole, and
+    the next start lists the run as INTERRUPTED (the record it restores, checked here without a restart)."""
+    from fewlabel.label_server.app import check_weights
+    from fewlabel.label_server.guard import TaskHistory
+
+    server, bundle = served["server"], served["served"][TRAIN_BUNDLE]
+    body = json.dumps({"max_epochs": 500, "device": "cpu", "multi_gpu": False, "val_split": 0.5}).encode()
+    _request(f"{server.url}/train/{TRAIN_BUNDLE}", "POST", body, {"Content-Type": "application/json"})
+    deadline, tasks, status = time.monotonic() + 300, [], {}
+    while time.monotonic() < deadline:
+        tasks = [p for p in _processes_mentioning("monailabel.interfaces.utils.app")
+                 if _parent_pid(p) == server.process.pid]
+        status = json.loads(_request(f"{server.url}/train/"))
+        if tasks and status.get("status") == "RUNNING" and len(status.get("details", [])) >= 5:
+            break  # the run is under way (its output reaches the server)
+        time.sleep(1)
+    assert tasks and status.get("status") == "RUNNING", f"{status}\n{server.log_tail(40)}"
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(30)
+    deadline = time.monotonic() + 30
+    left = tasks
+    while left and time.monotonic() < deadline:  # a zombie (dead, not reaped) has no command line
+        time.sleep(0.2)
+        left = [p for p in tasks if p in _processes_mentioning("monailabel.interfaces.utils.app")]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "the training run outlived the server"
+    check_weights(bundle)  # the served weights load strictly: whole
+    restored = TaskHistory(server.app_dir / "logs" / "tasks.json").restore()
+    assert restored[-1]["id"] == status["id"] and restored[-1]["status"] == "INTERRUPTED"
+    assert not [t for t in restored[:-1] if t["status"] not in ("DONE", "ERROR")]  # earlier runs, as they ended
+
+
 @pytest.mark.slow
 def test_stop_leaves_no_process_behind(served):
     server = served["server"]

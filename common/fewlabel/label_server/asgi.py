@@ -16,6 +16,9 @@
   their message instead of a bare 500;
 - :class:`~fewlabel.label_server.guard.TempSweeper` inside it: what a failed upload left in the
   server's temporary folder is removed;
+- tasks (``/train``) recorded in ``<app_dir>/logs/tasks.json``
+  (:class:`~fewlabel.label_server.guard.TaskHistory`): after a restart, ``/train/?all=true`` lists
+  them, a run the server died during as ``INTERRUPTED``;
 - ``/infer``'s query ``image`` and its ``params`` checked: an image is an id of the studies folder;
   a path is taken only for the file the endpoint itself received (see
   :class:`~fewlabel.label_server.studies.StudiesOnlyApp`).
@@ -31,12 +34,14 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import monailabel.endpoints.infer as _infer_endpoint
 import monailabel.endpoints.model as _model_endpoint
+import monailabel.utils.async_tasks.utils as _async_tasks
 from fastapi import HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -53,6 +58,7 @@ from fewlabel.label_server.guard import (
     SERVER_PID_ENV,
     TRUSTED_IMAGE_PATH,
     RequestGuard,
+    TaskHistory,
     TempSweeper,
     name_problem,
     own_hosts,
@@ -127,6 +133,35 @@ def update_model(background_tasks: Any, model: str, file: Any) -> dict[str, Any]
 
 
 _model_endpoint.update_model = update_model  # api_update_model looks it up in its module at each request
+
+
+_history = TaskHistory(os.path.join(settings.MONAI_LABEL_APP_DIR or os.getcwd(), "logs", "tasks.json"))
+_history_lock = threading.Lock()
+for _task in _history.restore():
+    _async_tasks.background_tasks.setdefault(str(_task.get("method", "train")), []).append(_task)
+
+
+def _record_tasks() -> None:
+    with _history_lock:
+        _history.save([{**t, "method": m} for m, ts in list(_async_tasks.background_tasks.items()) for t in list(ts)])
+
+
+_stock_task_func = _async_tasks._task_func
+
+
+def _task_func(task: dict[str, Any], method: str, callback: Any = None) -> None:
+    """MONAI Label's task runner, with the task recorded as running before and as ended after."""
+    task["status"] = "RUNNING"
+    _record_tasks()
+    try:
+        _stock_task_func(task, method, callback)
+    finally:
+        if task.get("status") == "RUNNING":  # the runner itself failed
+            task["status"] = "ERROR"
+        _record_tasks()
+
+
+_async_tasks._task_func = _task_func  # run_background_task looks it up in its module at each task
 
 
 async def _monailabel_error(request: Any, exc: MONAILabelException) -> JSONResponse:

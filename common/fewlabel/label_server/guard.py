@@ -16,6 +16,8 @@ Pure Python (no MONAI Label import), so the launcher and the tests use it as the
 - :class:`TempSweeper`: an ASGI middleware that removes the temporary files a failed request left
   in the server's private temporary folder (MONAI Label removes an upload only after a response
   that succeeded);
+- :class:`TaskHistory`: the server's tasks (``/train``) kept in a file, so a run the server did not
+  see to its end shows as ``INTERRUPTED`` after a restart;
 - :func:`die_with_server`: a task process the server started (training) is killed when the server dies;
 - :data:`TRUSTED_IMAGE_PATH`: set by the server's ``/infer`` endpoint (to ``"upload"`` or
   ``"session"``) while it runs on a file it received itself, the only case where an image is a path,
@@ -32,7 +34,7 @@ from typing import Any
 
 __all__ = ["name_problem", "own_hosts", "own_origins", "RequestGuard", "TRUSTED_IMAGE_PATH", "LOOPBACK_NAMES",
            "bundle_labels", "label_values", "label_values_problem", "TempSweeper", "is_loopback",
-           "die_with_server", "SERVER_PID_ENV"]
+           "die_with_server", "SERVER_PID_ENV", "TaskHistory"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 # "upload" / "session" while /infer runs on a file it received itself, else ""
@@ -331,3 +333,57 @@ def die_with_server(argv0: str | None = None) -> bool:
     if os.getppid() != int(server):  # the server died before the request above
         os._exit(1)
     return True
+
+
+class TaskHistory:
+    """MONAI Label's task records (``/train/?all=true``), kept in a JSON file across server restarts.
+
+    MONAI Label holds its tasks in memory only: after a restart ``/train/`` says there are none,
+    and a run that was going when the server died is nowhere. The server records each task when it
+    starts and when it ends (see :mod:`fewlabel.label_server.asgi`); at the next start,
+    :meth:`restore` gives the records back with every task still ``SUBMITTED`` or ``RUNNING``
+    marked ``INTERRUPTED``.
+
+    Args:
+        path: the JSON file (``<app_dir>/logs/tasks.json``); written atomically.
+        keep: how many of the latest records are kept.
+    """
+
+    ENDED_UNSEEN = ("SUBMITTED", "RUNNING")
+
+    def __init__(self, path: str | os.PathLike, keep: int = 100) -> None:
+        self.path = os.fspath(path)
+        self.keep = int(keep)
+
+    def load(self) -> list[dict[str, Any]]:
+        """The records, oldest first (none if the file is missing or unreadable)."""
+        try:
+            with open(self.path) as fh:
+                records = json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            return []
+        return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+    def save(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Write ``records`` (each a task dict with its ``method``; deques and other values as JSON can)."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(list(records)[-self.keep:], fh, indent=1,
+                      default=lambda o: list(o) if isinstance(o, Iterable) else str(o))
+        os.replace(tmp, self.path)
+
+    def restore(self) -> list[dict[str, Any]]:
+        """The records, with a task the previous server did not see end marked ``INTERRUPTED`` (and saved so)."""
+        records = self.load()
+        changed = False
+        for r in records:
+            if r.get("status") in self.ENDED_UNSEEN:
+                r["status"] = "INTERRUPTED"
+                details = r.get("details") if isinstance(r.get("details"), list) else []
+                r["details"] = [*details, "the server stopped while this task ran (killed, crashed or restarted); "
+                                "the served weights are the last ones saved whole before it"]
+                changed = True
+        if changed:
+            self.save(records)
+        return records
