@@ -652,6 +652,40 @@ def test_infer_reads_only_images_of_the_studies_folder(served, outside):
     assert not [p for p in Path(tempfile.gettempdir()).glob("tmp*.png") if p.is_file() and p.read_bytes() == junk]
 
 
+_CLIENT_PROBE = """
+import json, sys
+from monailabel.client import MONAILabelClient
+url, outside, name = sys.argv[1:4]
+client = MONAILabelClient(url)
+calls = {
+    "upload_image": lambda: client.upload_image(f"{outside}/secret.png", image_id=f"../{name}/new"),
+    "save_label": lambda: client.save_label("frame0", f"{outside}/keep.png", tag=f"../../{name}"),
+    "infer": lambda: client.infer("medsass_binary_segmentation", f"{outside}/secret.png", {}),
+}
+out = {}
+for what, call in calls.items():
+    try:
+        call()
+        out[what] = "accepted"
+    except Exception as e:  # MONAILabelClientException: 'Status: <code>; Response: <body>'
+        out[what] = str(getattr(e, "msg", e))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_monai_label_client_cannot_reach_outside_the_studies(served, outside):
+    """MONAI Label's own client (from the server's environment), as a 3D Slicer plugin uses it."""
+    server = served["server"]
+    proc = subprocess.run([os.fspath(server.env_dir / "bin" / "python"), "-c", _CLIENT_PROBE, server.url,
+                           os.fspath(outside), outside.name], capture_output=True, text=True, timeout=300,
+                          cwd=served["tmp"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for what, result in results.items():
+        assert result.startswith("Status: 400") and "path separator" in result, f"{what}: {result}"
+
+
 @pytest.mark.slow
 def test_server_answers_its_own_host_and_pages_only(served):
     server = served["server"]
