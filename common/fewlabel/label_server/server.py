@@ -11,6 +11,11 @@ processes), bound to ``127.0.0.1`` unless told otherwise, with:
   its own ``Host`` from its own pages or the origins named with ``cors_origins``, with the model
   endpoints that replace or delete served weights off (see :mod:`fewlabel.label_server.asgi`).
 
+The server gets a private temporary folder (``TMPDIR``, :attr:`LabelServer.temp_dir`) where what
+failed uploads leave is removed, and MONAI Label's own login settings (``MONAI_LABEL_AUTH_*``) when
+``auth_enable``; a non-loopback ``host`` is refused without them (:func:`check_exposure`). Training
+tasks it starts die with it (:func:`~fewlabel.label_server.guard.die_with_server`).
+
 fewlabel is imported from this checkout: ``PYTHONPATH`` gets a folder that holds only a link to the
 ``fewlabel`` package, so nothing else of the main environment leaks into the server's.
 """
