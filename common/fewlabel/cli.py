@@ -208,7 +208,9 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
                  app_dir: str = "outputs/label_server", env_dir: str | None = None, overrides: str | None = None,
                  host: str = "127.0.0.1", rebuild_env: bool = False, prepare_only: bool = False, timeout: float = 600,
                  bundles_dir: str | None = None, cors_origins: str | list[str] | None = None,
-                 allow_model_upload: bool = False, max_upload_mb: float = 1024) -> None:
+                 allow_model_upload: bool = False, max_upload_mb: float = 1024,
+                 server_names: str | list[str] | None = None, auth_enable: bool = False,
+                 auth_realm_uri: str | None = None, auth_client_id: str | None = None) -> None:
     """Serve the bundles from a local MONAI Label server, for annotation assistance.
 
     Builds MONAI Label 0.8.5's own environment the first time (a few minutes), puts the bundles
@@ -226,7 +228,8 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
             ``~/.cache/fewlabel/monailabel-0.8.5-py3XX``).
         overrides: JSON file ``{bundle: {config id: value}}`` for bundles trained with non-default
             settings, e.g. ``{"medsass_binary_segmentation": {"encoder_name": "resnet18"}}``.
-        host: address to bind; the default keeps the server on this machine (it has no login).
+        host: address to bind; the default keeps the server on this machine. Any other address (a team
+            server, e.g. ``0.0.0.0``) is refused unless MONAI Label's login is on (``auth_enable``).
         rebuild_env: build the MONAI Label environment again.
         prepare_only: build the environment and the app folder, check the weights, print the
             server command, and stop there.
@@ -237,12 +240,26 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
         allow_model_upload: let ``PUT /model/<bundle>`` replace the served weights (an upload that does not
             load safely or fit the network is refused and changes nothing) and ``DELETE`` rename them.
         max_upload_mb: the largest upload (image, label, weights) the server takes, in MB.
+        server_names: further ``Host`` names the server answers to, ``a,b`` (a team server's DNS names
+            or addresses, without port); requests naming another host are refused (DNS rebinding).
+        auth_enable: turn on MONAI Label's own login (``MONAI_LABEL_AUTH_ENABLE``): every request needs a
+            token from the OpenID Connect (Keycloak) realm ``auth_realm_uri``.
+        auth_realm_uri: that realm (``MONAI_LABEL_AUTH_REALM_URI``), e.g.
+            ``https://keycloak.example.org/realms/monailabel``.
+        auth_client_id: MONAI Label's client id in the realm (``MONAI_LABEL_AUTH_CLIENT_ID``; MONAI
+            Label's default ``monailabel-app``).
     """
     from fewlabel.bundle import REPO_BUNDLES
     from fewlabel.label_server import ensure_env
     from fewlabel.label_server.app import prepare_app, select_bundles
-    from fewlabel.label_server.server import LabelServer, check_port_free, client_instructions
+    from fewlabel.label_server.server import LabelServer, check_exposure, check_port_free, client_instructions
 
+    check_exposure(host, auth_enable, auth_realm_uri)  # before anything else: no login beyond this machine
+    names_of_server = [str(n) for n in as_list(server_names, "server_names")] if server_names else []
+    bad = [n for n in names_of_server if not n or "/" in n or (n.count(":") == 1 and not n.startswith("["))]
+    if bad:
+        raise FewLabelError(f"--server_names {bad}: a name is a host name or address without scheme or port, "
+                            "e.g. labels.example.org or 10.0.0.5.")
     if not prepare_only:
         check_port_free(host, port)  # before anything else: a server may still be running there
 
@@ -269,7 +286,9 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
         served = pool.submit(prepare_app, app_dir, env, names, bundles_dir=bundles_dir or REPO_BUNDLES,
                              overrides=extra).result()
     server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host, cors_origins=origins,
-                         allow_model_upload=allow_model_upload, max_upload_mb=max_upload_mb)
+                         allow_model_upload=allow_model_upload, max_upload_mb=max_upload_mb,
+                         server_names=names_of_server, auth_enable=auth_enable, auth_realm_uri=auth_realm_uri,
+                         auth_client_id=auth_client_id)
     if prepare_only:
         print("server command (run it with the environment of LabelServer.environment()):")
         print("  " + shlex.join(server.command()))

@@ -194,6 +194,18 @@ def outside(served):
     assert _tree(folder) == before, "a request changed files outside the studies folder"
 
 
+def _files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def _no_new_files(folder: Path, before: set[str], wait: float = 10.0) -> bool:
+    """Whether ``folder`` holds no file beyond ``before`` (within ``wait`` s: the sweep follows the response)."""
+    deadline = time.monotonic() + wait
+    while _files(folder) - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _files(folder) - before
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -301,6 +313,9 @@ def test_prepare_app_rejects_weights_of_another_network(tmp_path, stock_env):
     assert config["postprocessing"]["transforms"][-1]["_target_"] == "fewlabel.transforms.MonaiLabelOutputd"
     train = json.loads((served[0].folder / "configs" / "train.json").read_text())
     assert train["encoder_name"] == "resnet18" and train["num_workers"] == 0
+    saver = train["validate"]["handlers"][2]  # the served weights are written whole or not at all
+    assert saver["_target_"] == "fewlabel.handlers.AtomicCheckpointSaver"
+    assert saver["key_metric_filename"] == "@ckpt_name"
 
 
 def test_prepare_app_never_overwrites_weights_trained_from_monai_label(tmp_path, stock_env):
@@ -355,6 +370,41 @@ def test_cli_takes_cors_origins_as_scheme_host_port_only(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "['localhost:3001', 'http://x.org/page']" in proc.stderr and "scheme://host[:port]" in proc.stderr
     assert not (tmp_path / "no_env").exists()
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--host", "0.0.0.0"], "--host 0.0.0.0 makes the server reachable from other machines"),
+    (["--host", "10.1.2.3", "--auth_enable"], "--auth_enable --auth_realm_uri"),  # a login needs its realm
+    (["--host", "labels.example.org", "--auth_realm_uri", "https://kc.example.org/realms/r"], "--auth_enable"),
+    (["--auth_enable", "--auth_realm_uri", "kc.example.org"], "is not a URL"),
+    (["--server_names", "labels.example.org:8000"], "without scheme or port"),
+])
+def test_cli_refuses_a_server_beyond_loopback_without_a_login(tmp_path, args, reason):
+    """Checked before the port, the weights or the environment: nothing is built or started."""
+    env = {**os.environ, "FEWLABEL_LABEL_ENV": os.fspath(tmp_path / "no_env")}
+    proc = subprocess.run([sys.executable, "-m", "fewlabel.cli", "label-server", "--studies", os.fspath(tmp_path / "s"),
+                           "--port", str(_free_port()), "--bundles_dir", os.fspath(tmp_path), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and reason in proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "no_env").exists() and not (tmp_path / "s").exists()
+
+
+def test_team_server_settings_reach_monai_label_and_the_guard(tmp_path):
+    kw = dict(auth_realm_uri="https://kc.example.org/realms/labels", auth_client_id="fewlabel-team")
+    with pytest.raises(FewLabelError, match="reachable from other machines"):
+        LabelServer(tmp_path / "app", tmp_path / "s", ["b"], tmp_path / "env", port=8123, host="0.0.0.0").start()
+    server = LabelServer(tmp_path / "app", tmp_path / "s", ["b"], tmp_path / "env", port=8123, host="0.0.0.0",
+                         server_names=["labels.example.org", "10.1.2.3"], auth_enable=True, **kw)
+    env = server.environment()
+    assert env["MONAI_LABEL_AUTH_ENABLE"] == "true"
+    assert env["MONAI_LABEL_AUTH_REALM_URI"] == kw["auth_realm_uri"]
+    assert env["MONAI_LABEL_AUTH_CLIENT_ID"] == "fewlabel-team"
+    hosts = json.loads(env["FEWLABEL_LABEL_HOSTS"])
+    assert {"labels.example.org:8123", "labels.example.org", "10.1.2.3:8123", "127.0.0.1:8123"} <= set(hosts)
+    assert "http://labels.example.org:8123" in json.loads(env["FEWLABEL_LABEL_ORIGINS"])
+    local = LabelServer(tmp_path / "app", tmp_path / "s", ["b"], tmp_path / "env", port=8123).environment()
+    assert local["MONAI_LABEL_AUTH_ENABLE"] == "false" and "MONAI_LABEL_AUTH_REALM_URI" not in local
+    assert json.loads(local["FEWLABEL_LABEL_HOSTS"]) == ["127.0.0.1:8123", "localhost:8123", "[::1]:8123"]
 
 
 def test_server_dies_with_its_launcher(tmp_path):
@@ -522,8 +572,12 @@ def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, out
     buf = io.BytesIO()
     Image.fromarray(np.ones((17, 33), np.uint8)).save(buf, format="PNG")
     small = buf.getvalue()  # a label of another size than its image
+    buf = io.BytesIO()
+    Image.fromarray(np.full(FRAME_HW, 9, np.uint8)).save(buf, format="PNG")
+    nine = buf.getvalue()  # no served bundle has label 9
     rel = f"../{outside.name}"
     studies_before = _tree(studies)
+    temp, temp_before = served["server"].temp_dir, _files(served["server"].temp_dir)
     link = studies / "linked.png"  # a link in the studies folder that leads out
     link.symlink_to(outside / "keep.png")
     try:
@@ -546,11 +600,15 @@ def test_datastore_writes_and_deletes_only_inside_the_studies_folder(served, out
             ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", small)}, 422,
              "is 17x33 but the image is 72x96"),
             ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", b"text")}, 422, "readable"),
+            ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", nine)}, 422,
+             "[9] are no label values of a served bundle"),
+            ("PUT", "/datastore/label?image=frame0&tag=final", {"label": ("frame0.png", png)}, 422, "3 channels"),
         ]
         for method, path, files, status, reason in refused:
             data, headers = _multipart({"params": "{}"}, files) if files else (None, {})
             got, body, _ = _http(url + path, method, data, headers)
             assert got == status and reason in _detail(body), f"{method} {path} -> {got} {body[:300]!r}"
+        assert _no_new_files(temp, temp_before), f"refused uploads left {_files(temp) - temp_before} in {temp}"
         listed = json.loads(_request(f"{url}/datastore/?output=all"))["objects"]
         assert "linked" not in listed and "frame0" in listed
     finally:
@@ -583,13 +641,49 @@ def test_infer_reads_only_images_of_the_studies_folder(served, outside):
                          *_multipart({"params": "{}"}, {}))
     assert got == 404 and "no model 'no_such_model'" in _detail(body)
     # an upload inference fails on leaves no temporary file behind
+    temp = served["server"].temp_dir
+    before = _files(temp)
     junk = f"not an image {uuid.uuid4().hex}".encode()
     for model in (bundle, "no_such_model"):
         got, _, _ = _http(f"{url}/infer/{model}?output=json", "POST", *_multipart({"params": "{}"},
                                                                                   {"file": ("u.png", junk)}))
         assert got >= 400
-        left = [p for p in Path(tempfile.gettempdir()).glob("tmp*.png") if p.is_file() and p.read_bytes() == junk]
-        assert not left, f"/infer/{model} left its upload {left}"
+        assert _no_new_files(temp, before), f"/infer/{model} left its upload in {temp}: {_files(temp) - before}"
+    assert not [p for p in Path(tempfile.gettempdir()).glob("tmp*.png") if p.is_file() and p.read_bytes() == junk]
+
+
+_CLIENT_PROBE = """
+import json, sys
+from monailabel.client import MONAILabelClient
+url, outside, name = sys.argv[1:4]
+client = MONAILabelClient(url)
+calls = {
+    "upload_image": lambda: client.upload_image(f"{outside}/secret.png", image_id=f"../{name}/new"),
+    "save_label": lambda: client.save_label("frame0", f"{outside}/keep.png", tag=f"../../{name}"),
+    "infer": lambda: client.infer("medsass_binary_segmentation", f"{outside}/secret.png", {}),
+}
+out = {}
+for what, call in calls.items():
+    try:
+        call()
+        out[what] = "accepted"
+    except Exception as e:  # MONAILabelClientException: 'Status: <code>; Response: <body>'
+        out[what] = str(getattr(e, "msg", e))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_monai_label_client_cannot_reach_outside_the_studies(served, outside):
+    """MONAI Label's own client (from the server's environment), as a 3D Slicer plugin uses it."""
+    server = served["server"]
+    proc = subprocess.run([os.fspath(server.env_dir / "bin" / "python"), "-c", _CLIENT_PROBE, server.url,
+                           os.fspath(outside), outside.name], capture_output=True, text=True, timeout=300,
+                          cwd=served["tmp"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for what, result in results.items():
+        assert result.startswith("Status: 400") and "path separator" in result, f"{what}: {result}"
 
 
 @pytest.mark.slow
@@ -678,6 +772,62 @@ def test_cli_serves_then_stops_on_ctrl_c(served, tmp_path):
     assert proc.returncode == 0, out + rest
     assert "stopping the server" in rest
     assert not _processes_mentioning(os.fspath(app))
+
+
+@pytest.mark.slow
+def test_monai_label_reads_the_team_server_settings(served):
+    """The names the launcher sets are MONAI Label 0.8.5's own settings (read in its environment)."""
+    server = served["server"]
+    team = LabelServer(server.app_dir, server.studies, server.bundles, server.env_dir, port=server.port,
+                       host="0.0.0.0", auth_enable=True, auth_realm_uri="https://kc.example.org/realms/labels",
+                       auth_client_id="fewlabel-team")
+    code = ("from monailabel.config import settings as s; "
+            "print(s.MONAI_LABEL_AUTH_ENABLE, s.MONAI_LABEL_AUTH_REALM_URI, s.MONAI_LABEL_AUTH_CLIENT_ID)")
+    out = subprocess.run([os.fspath(server.env_dir / "bin" / "python"), "-c", code], env=team.environment(),
+                         cwd=served["tmp"], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "https://kc.example.org/realms/labels", "fewlabel-team"], out.stderr
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_training_dies_with_the_server_and_shows_as_interrupted(served):
+    """The server killed outright during /train: the run stops too, the served weights are whole, and
+    the next start lists the run as INTERRUPTED (the record it restores, checked here without a restart)."""
+    from fewlabel.label_server.app import check_weights
+    from fewlabel.label_server.guard import TaskHistory
+
+    server, bundle = served["server"], served["served"][TRAIN_BUNDLE]
+    body = json.dumps({"max_epochs": 500, "device": "cpu", "multi_gpu": False, "val_split": 0.5}).encode()
+    _request(f"{server.url}/train/{TRAIN_BUNDLE}", "POST", body, {"Content-Type": "application/json"})
+    deadline, tasks, status = time.monotonic() + 300, [], {}
+    while time.monotonic() < deadline:
+        tasks = [p for p in _processes_mentioning("monailabel.interfaces.utils.app")
+                 if _parent_pid(p) == server.process.pid]
+        status = json.loads(_request(f"{server.url}/train/"))
+        if tasks and status.get("status") == "RUNNING" and len(status.get("details", [])) >= 5:
+            break  # the run is under way (its output reaches the server)
+        time.sleep(1)
+    assert tasks and status.get("status") == "RUNNING", f"{status}\n{server.log_tail(40)}"
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(30)
+    deadline = time.monotonic() + 30
+    left = tasks
+    while left and time.monotonic() < deadline:  # a zombie (dead, not reaped) has no command line
+        time.sleep(0.2)
+        left = [p for p in tasks if p in _processes_mentioning("monailabel.interfaces.utils.app")]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "the training run outlived the server"
+    check_weights(bundle)  # the served weights load strictly: whole
+    restored = TaskHistory(server.app_dir / "logs" / "tasks.json").restore()
+    assert restored[-1]["id"] == status["id"] and restored[-1]["status"] == "INTERRUPTED"
+    assert not [t for t in restored[:-1] if t["status"] not in ("DONE", "ERROR")]  # earlier runs, as they ended
 
 
 @pytest.mark.slow

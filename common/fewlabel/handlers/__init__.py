@@ -1,7 +1,8 @@
 """Ignite handlers, one per module: checkpoint loading with actionable errors, the pseudo-label counts of
 the pseudo-labelling engines, the segmentation / volume report writers, P2ILF's landmark evaluation and
-the training state a crashed run resumes from."""
+the training state a crashed run resumes from, and MONAI's checkpoint saver writing whole files only."""
 
+from .atomic_checkpoint_saver import AtomicCheckpointSaver
 from .checkpoint_loader import CheckpointLoader, missing_weights_message
 from .landmark_evaluation import LandmarkEvaluation, stage_table
 from .pseudo_label_stats import MINING_STATS, MiningStatsHandler, PseudoLabelStatsHandler
@@ -11,6 +12,7 @@ from .training_state import TrainingState
 from .volume_report import VolumeReport
 
 __all__ = [
+    "AtomicCheckpointSaver",
     "CheckpointLoader",
     "missing_weights_message",
     "PseudoLabelStatsHandler",

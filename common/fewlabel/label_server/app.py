@@ -52,7 +52,10 @@ only ids and tags naming entries of the studies folder, and an infer that resolv
 import {STOCK_MAIN[:-3]}
 from monailabel.interfaces.app import MONAILabelApp
 
+from fewlabel.label_server.guard import die_with_server
 from fewlabel.label_server.studies import StudiesOnlyApp
+
+die_with_server()  # in a /train task process: killed when the server dies
 
 
 class FewLabelApp(StudiesOnlyApp, {STOCK_MAIN[:-3]}.MyApp, MONAILabelApp):

@@ -14,6 +14,11 @@
   served weights atomically;
 - MONAI Label's own errors (unknown model, image or label; bad input) answered 404 / 422 with
   their message instead of a bare 500;
+- :class:`~fewlabel.label_server.guard.TempSweeper` inside it: what a failed upload left in the
+  server's temporary folder is removed;
+- tasks (``/train``) recorded in ``<app_dir>/logs/tasks.json``
+  (:class:`~fewlabel.label_server.guard.TaskHistory`): after a restart, ``/train/?all=true`` lists
+  them, a run the server died during as ``INTERRUPTED``;
 - ``/infer``'s query ``image`` and its ``params`` checked: an image is an id of the studies folder;
   a path is taken only for the file the endpoint itself received (see
   :class:`~fewlabel.label_server.studies.StudiesOnlyApp`).
@@ -28,12 +33,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import monailabel.endpoints.infer as _infer_endpoint
 import monailabel.endpoints.model as _model_endpoint
+import monailabel.utils.async_tasks.utils as _async_tasks
 from fastapi import HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -46,7 +54,16 @@ from monailabel.interfaces.exception import (
     MONAILabelException,
 )
 
-from fewlabel.label_server.guard import TRUSTED_IMAGE_PATH, RequestGuard, name_problem, own_hosts, own_origins
+from fewlabel.label_server.guard import (
+    SERVER_PID_ENV,
+    TRUSTED_IMAGE_PATH,
+    RequestGuard,
+    TaskHistory,
+    TempSweeper,
+    name_problem,
+    own_hosts,
+    own_origins,
+)
 
 __all__ = ["app"]
 
@@ -118,6 +135,35 @@ def update_model(background_tasks: Any, model: str, file: Any) -> dict[str, Any]
 _model_endpoint.update_model = update_model  # api_update_model looks it up in its module at each request
 
 
+_history = TaskHistory(os.path.join(settings.MONAI_LABEL_APP_DIR or os.getcwd(), "logs", "tasks.json"))
+_history_lock = threading.Lock()
+for _task in _history.restore():
+    _async_tasks.background_tasks.setdefault(str(_task.get("method", "train")), []).append(_task)
+
+
+def _record_tasks() -> None:
+    with _history_lock:
+        _history.save([{**t, "method": m} for m, ts in list(_async_tasks.background_tasks.items()) for t in list(ts)])
+
+
+_stock_task_func = _async_tasks._task_func
+
+
+def _task_func(task: dict[str, Any], method: str, callback: Any = None) -> None:
+    """MONAI Label's task runner, with the task recorded as running before and as ended after."""
+    task["status"] = "RUNNING"
+    _record_tasks()
+    try:
+        _stock_task_func(task, method, callback)
+    finally:
+        if task.get("status") == "RUNNING":  # the runner itself failed
+            task["status"] = "ERROR"
+        _record_tasks()
+
+
+_async_tasks._task_func = _task_func  # run_background_task looks it up in its module at each task
+
+
 async def _monailabel_error(request: Any, exc: MONAILabelException) -> JSONResponse:
     """MONAI Label's own errors as 404 (unknown image, label or model) / 422 (bad input) with their message,
     not a bare 500 "Internal Server Error"."""
@@ -133,13 +179,16 @@ async def _monailabel_error(request: Any, exc: MONAILabelException) -> JSONRespo
 
 monailabel_app.add_exception_handler(MONAILabelException, _monailabel_error)
 
+os.environ[SERVER_PID_ENV] = str(os.getpid())  # the tasks this server starts die with it (die_with_server)
 _port = int(settings.MONAI_LABEL_SERVER_PORT)
 _origins = _env_list("FEWLABEL_LABEL_ORIGINS", own_origins(_port))
 monailabel_app.user_middleware = [m for m in monailabel_app.user_middleware if m.cls is not CORSMiddleware]
 monailabel_app.add_middleware(CORSMiddleware, allow_origins=_origins, allow_credentials=True,
                               allow_methods=["*"], allow_headers=["*"])
 
-app = RequestGuard(monailabel_app, hosts=_env_list("FEWLABEL_LABEL_HOSTS", own_hosts(_port)), origins=_origins,
+# the launcher's private TMPDIR: what failed uploads leave there is removed
+app = RequestGuard(TempSweeper(monailabel_app, tempfile.gettempdir()),
+                   hosts=_env_list("FEWLABEL_LABEL_HOSTS", own_hosts(_port)), origins=_origins,
                    allow_model_upload=os.environ.get("FEWLABEL_ALLOW_MODEL_UPLOAD", "false").lower() == "true",
                    max_upload_mb=float(os.environ.get("FEWLABEL_MAX_UPLOAD_MB", "1024")))
 # MONAI Label printed "Allow Origins: ['*']" on import; what holds is this

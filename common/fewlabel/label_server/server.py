@@ -11,6 +11,11 @@ processes), bound to ``127.0.0.1`` unless told otherwise, with:
   its own ``Host`` from its own pages or the origins named with ``cors_origins``, with the model
   endpoints that replace or delete served weights off (see :mod:`fewlabel.label_server.asgi`).
 
+The server gets a private temporary folder (``TMPDIR``, :attr:`LabelServer.temp_dir`) where what
+failed uploads leave is removed, and MONAI Label's own login settings (``MONAI_LABEL_AUTH_*``) when
+``auth_enable``; a non-loopback ``host`` is refused without them (:func:`check_exposure`). Training
+tasks it starts die with it (:func:`~fewlabel.label_server.guard.die_with_server`).
+
 fewlabel is imported from this checkout: ``PYTHONPATH`` gets a folder that holds only a link to the
 ``fewlabel`` package, so nothing else of the main environment leaks into the server's.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,9 +38,9 @@ from typing import Any
 
 import fewlabel
 from fewlabel.errors import FewLabelError
-from fewlabel.label_server.guard import own_hosts, own_origins
+from fewlabel.label_server.guard import is_loopback, own_hosts, own_origins
 
-__all__ = ["LabelServer", "client_instructions", "check_port_free"]
+__all__ = ["LabelServer", "client_instructions", "check_port_free", "check_exposure"]
 
 
 class LabelServer:
@@ -52,12 +58,22 @@ class LabelServer:
             use the server, besides its own.
         allow_model_upload: let ``PUT`` / ``DELETE /model/<m>`` replace or rename the served weights.
         max_upload_mb: the largest request body (upload) the server takes.
+        server_names: further ``Host`` names the server answers to (a team server's DNS names or
+            addresses, without port); its own loopback names are always taken.
+        auth_enable: MONAI Label's own login (``MONAI_LABEL_AUTH_ENABLE``): every request needs a
+            token of the OpenID Connect (Keycloak) realm ``auth_realm_uri``. Required when ``host``
+            is not a loopback address (see :func:`check_exposure`).
+        auth_realm_uri: the realm (``MONAI_LABEL_AUTH_REALM_URI``), e.g.
+            ``https://keycloak.example.org/realms/monailabel``.
+        auth_client_id: the realm's client id for MONAI Label (``MONAI_LABEL_AUTH_CLIENT_ID``).
     """
 
     def __init__(self, app_dir: str | os.PathLike, studies: str | os.PathLike, bundles: Sequence[str],
                  env_dir: str | os.PathLike, port: int = 8000, host: str = "127.0.0.1",
                  log_file: str | os.PathLike | None = None, cors_origins: Sequence[str] = (),
-                 allow_model_upload: bool = False, max_upload_mb: float = 1024) -> None:
+                 allow_model_upload: bool = False, max_upload_mb: float = 1024, server_names: Sequence[str] = (),
+                 auth_enable: bool = False, auth_realm_uri: str | None = None,
+                 auth_client_id: str | None = None) -> None:
         self.app_dir = Path(app_dir).resolve()
         self.studies = Path(studies).resolve()
         self.bundles = list(bundles)
@@ -68,7 +84,17 @@ class LabelServer:
         self.cors_origins = [str(o).rstrip("/") for o in cors_origins]
         self.allow_model_upload = bool(allow_model_upload)
         self.max_upload_mb = float(max_upload_mb)
+        self.server_names = [str(n) for n in server_names]
+        self.auth_enable = bool(auth_enable)
+        self.auth_realm_uri = auth_realm_uri
+        self.auth_client_id = auth_client_id
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def temp_dir(self) -> Path:
+        """The server's own temporary folder (its ``TMPDIR``): uploads in flight, nothing else; emptied
+        at each start (no server is on the port then), and failed uploads are removed from it at once."""
+        return self.app_dir / "tmp" / str(self.port)
 
     @property
     def url(self) -> str:
@@ -102,10 +128,18 @@ class LabelServer:
         env["VIRTUAL_ENV"] = str(self.env_dir)
         env["PYTHONPATH"] = str(src)
         env.setdefault("MONAI_LABEL_TRACKING_ENABLED", "false")
-        env["FEWLABEL_LABEL_HOSTS"] = json.dumps(own_hosts(self.port, self.host))
-        env["FEWLABEL_LABEL_ORIGINS"] = json.dumps(own_origins(self.port, self.host) + self.cors_origins)
+        env["FEWLABEL_LABEL_HOSTS"] = json.dumps(own_hosts(self.port, self.host, self.server_names))
+        env["FEWLABEL_LABEL_ORIGINS"] = json.dumps(own_origins(self.port, self.host, self.server_names)
+                                                   + self.cors_origins)
+        # MONAI Label's own settings (monailabel.config.Settings reads them from the environment)
+        env["MONAI_LABEL_AUTH_ENABLE"] = "true" if self.auth_enable else "false"
+        for key, value in (("MONAI_LABEL_AUTH_REALM_URI", self.auth_realm_uri),
+                           ("MONAI_LABEL_AUTH_CLIENT_ID", self.auth_client_id)):
+            if value:
+                env[key] = str(value)
         env["FEWLABEL_ALLOW_MODEL_UPLOAD"] = "true" if self.allow_model_upload else "false"
         env["FEWLABEL_MAX_UPLOAD_MB"] = str(self.max_upload_mb)
+        env["TMPDIR"] = str(self.temp_dir)  # MONAI Label writes uploads to tempfile's folder
         return env
 
     def check_port(self) -> None:
@@ -120,11 +154,15 @@ class LabelServer:
         """
         if self.process is not None and self.process.poll() is None:
             raise FewLabelError(f"the server is already running (pid {self.process.pid}).")
+        check_exposure(self.host, self.auth_enable, self.auth_realm_uri)
         if not (self.env_dir / "bin" / "monailabel").is_file():
             raise FewLabelError(f"no MONAI Label in {self.env_dir}: build it with fewlabel.label_server.ensure_env.")
         self.check_port()
         self.studies.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.temp_dir.is_dir():  # what a server killed earlier on this port left
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(self.command(), env=self.environment(), cwd=self.app_dir, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -158,6 +196,10 @@ class LabelServer:
                                     f"(log {self.log_file}):\n{self.log_tail()}")
             try:
                 return self.get("/info/", timeout=5.0)
+            except urllib.error.HTTPError as e:
+                if e.code == 401 and self.auth_enable:  # up; /info/ needs a login token
+                    return {"models": {n: {"labels": "(GET /info/ with a login token)"} for n in self.bundles}}
+                time.sleep(1.0)
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
                 time.sleep(1.0)
         raise FewLabelError(f"the MONAI Label server did not answer on {self.url} within {timeout:.0f} s "
@@ -190,6 +232,26 @@ class LabelServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def check_exposure(host: str, auth_enable: bool, auth_realm_uri: str | None) -> None:
+    """Refuse to serve beyond this machine without a login.
+
+    Raises:
+        FewLabelError: ``host`` is not a loopback address and MONAI Label's authentication is not
+            enabled with a realm (``--auth_enable --auth_realm_uri``), or the realm is not a URL.
+    """
+    if auth_realm_uri is not None and not str(auth_realm_uri).startswith(("http://", "https://")):
+        raise FewLabelError(f"--auth_realm_uri {auth_realm_uri!r} is not a URL; it is the OpenID Connect realm, "
+                            "e.g. https://keycloak.example.org/realms/monailabel.")
+    if is_loopback(host):
+        return
+    if not (auth_enable and auth_realm_uri):
+        raise FewLabelError(
+            f"--host {host} makes the server reachable from other machines, and without a login anyone who "
+            "reaches it can read and change the studies. Keep --host 127.0.0.1 (this machine only), or give "
+            "the team server MONAI Label's login: --auth_enable --auth_realm_uri "
+            "https://<keycloak>/realms/<realm> [--auth_client_id <client>] (and --server_names <its DNS name>).")
 
 
 def check_port_free(host: str, port: int) -> None:

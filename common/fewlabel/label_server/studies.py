@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import os
 import tempfile
 from typing import Any
@@ -25,7 +26,13 @@ from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from fewlabel.label_server.guard import TRUSTED_IMAGE_PATH, name_problem
+from fewlabel.label_server.guard import (
+    TRUSTED_IMAGE_PATH,
+    bundle_labels,
+    label_values,
+    label_values_problem,
+    name_problem,
+)
 
 __all__ = ["StudiesDatastore", "StudiesOnlyApp"]
 
@@ -62,8 +69,12 @@ class StudiesDatastore(LocalDatastore):
     """A ``LocalDatastore`` whose every id, tag and file stays inside the studies folder.
 
     Uploads are checked as well: an image must be readable as its file type, and a label must be
-    readable and have its image's spatial size (frames: height x width; volumes: the voxel grid).
+    readable, have its image's spatial size (frames: height x width; volumes: the voxel grid) and
+    hold only the label values of one served bundle (:attr:`allowed_labels`).
     """
+
+    #: ``{bundle: {value: name}}`` of the served bundles, set by :class:`StudiesOnlyApp`; empty: not checked
+    allowed_labels: dict[str, dict[int, str]] = {}
 
     def _root(self) -> str:
         return os.path.realpath(self._datastore_path)
@@ -163,6 +174,13 @@ class StudiesDatastore(LocalDatastore):
             raise HTTPException(status_code=422, detail=f"the label for {image_id!r} is "
                                 f"{'x'.join(map(str, shape))} but the image is {'x'.join(map(str, image_shape))}; "
                                 "a label map has its image's size")
+        try:
+            values = label_values(label_filename)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=f"the label for {image_id!r} is not a label map: {e}") from e
+        problem = label_values_problem(values, self.allowed_labels)
+        if problem:
+            raise HTTPException(status_code=422, detail=f"the label for {image_id!r}: {problem}")
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
@@ -180,9 +198,27 @@ class StudiesOnlyApp:
     def init_datastore(self) -> StudiesDatastore:
         if self.studies.startswith(("http://", "https://")):
             raise HTTPException(status_code=500, detail="fewlabel's app serves a local studies folder only")
-        return StudiesDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
-                                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-                                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+        datastore = StudiesDatastore(self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                                     auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                                     read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY)
+        datastore.allowed_labels = self.served_labels()
+        return datastore
+
+    def served_labels(self) -> dict[str, dict[int, str]]:
+        """``{bundle: {value: name}}`` of the bundles the server is started with (``--conf models``),
+        read as MONAI Label reads them, from ``<app>/model/<bundle>/configs/metadata.json``."""
+        names = [n.strip() for n in str(self.conf.get("models", "")).split(",") if n.strip()]
+        out = {}
+        for name in names:
+            path = os.path.join(self.app_dir, "model", name, "configs", "metadata.json")
+            if not os.path.isfile(path):
+                continue
+            with open(path) as fh:
+                try:
+                    out[name] = bundle_labels(json.load(fh))
+                except (ValueError, json.JSONDecodeError) as e:
+                    raise RuntimeError(f"{path}: {e}") from e
+        return out
 
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
         """The stock ``infer``, with ``request["image"]`` an id of the studies folder.
