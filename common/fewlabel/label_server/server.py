@@ -219,10 +219,8 @@ class LabelServer:
                 self.process.wait(wait)
             except subprocess.TimeoutExpired:
                 continue
-            if not _group_alive(pgid):
-                break
-            time.sleep(0.5)
-            if not _group_alive(pgid):
+            # the server has exited; its children (workers, a training run) may take a moment
+            if _wait_group_gone(pgid, 5.0 if sig == signal.SIGTERM else 10.0):
                 break
         self.process = None
 
@@ -280,12 +278,33 @@ def _parent_death_signal() -> Callable[[], None] | None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, which hold nothing but a pid, do not count)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, seconds: float) -> bool:
+    """Poll until no process of group ``pgid`` runs, for at most ``seconds``; True when it is gone."""
+    deadline = time.monotonic() + seconds
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
     return True
 
 
