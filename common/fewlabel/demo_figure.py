@@ -1,7 +1,7 @@
 """One picture of what a demo predicted: ``<demo output>/demo_output.png``.
 
-:func:`demo_figure` puts up to three of a demo's prediction overlays side by side (the 2D bundles
-write ``<stem>_overlay.png`` per frame), or, for a CT bundle, three axial slices of one testing
+:func:`overlay_figure` puts up to three of a demo's prediction overlays side by side (the 2D bundles
+write ``<stem>_overlay.png`` per frame); :func:`ct_figure` shows, for a CT bundle, three axial slices of one testing
 volume with the predicted outline in red and the reference outline in green. ``fewlabel demo``
 writes it after each demo; each bundle's docs show the one from its full demo.
 """
