@@ -19,11 +19,14 @@ def test_ct_slices_are_spread_over_the_reference_structure():
 
 
 def test_overlay_figure_shows_the_first_pictures_by_name(tmp_path):
-    for i, colour in enumerate(("red", "green", "blue", "white")):
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 255)]
+    for i, colour in reversed(list(enumerate(colours))):  # written last to first: the order is by name
         Image.new("RGB", (40, 30), colour).save(tmp_path / f"f{i}_overlay.png")
     out = overlay_figure(tmp_path.glob("*_overlay.png"), tmp_path / "fig" / "demo_output.png", "a title")
     with Image.open(out) as picture:
         assert picture.format == "PNG" and picture.width > 2 * picture.height
+        shown = {tuple(c) for c in np.asarray(picture.convert("RGB")).reshape(-1, 3)}
+    assert set(colours[:3]) <= shown and colours[3] not in shown  # f0, f1, f2 shown; f3 is the fourth
     assert [p.name for p in (tmp_path / "fig").iterdir()] == ["demo_output.png"]  # no temporary file left
     with pytest.raises(FileNotFoundError, match="no overlay pictures .*demo's inference"):
         overlay_figure([], tmp_path / "none.png", "t")
