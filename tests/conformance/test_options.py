@@ -153,6 +153,7 @@ def test_sam_mining_one_time_mining_honours_channel_policy(tmp_path):
                          sam_model_type="tiny", sam_checkpoint=tiny_sam_checkpoint(models / "tiny_sam.pt"),
                          output_dir=str(tmp_path / "mine"), device="cpu", **extra)
         parser["unlabelled_files"] = [item]
+        parser.get_parsed_content("mine_once")  # the stage's initialize step: mines once
         return parser.get_parsed_content("pseudo_files")
 
     with pytest.raises(Exception) as excinfo:

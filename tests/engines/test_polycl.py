@@ -16,6 +16,7 @@ from monai.transforms import Compose
 
 from fewlabel.data import (
     cache_ct_slices,
+    ct_slice_records,
     list_ct_volumes,
     load_ct_volume,
     slice_tables,
@@ -87,6 +88,23 @@ def test_slice_cache_is_reused_and_rebuilt_when_the_volume_changes(scans, tmp_pa
     copy = dict(items[0], image=str(tmp_path / "copy.nii.gz"))
     write_ct_phantom(copy["image"], shape=SHAPE, seed=7, label_path=tmp_path / "copy_label.nii.gz")
     assert cache_ct_slices([copy], tmp_path, size=(8, 8), progress=False)[0]["image"] != stack
+
+
+def test_slice_records_come_from_the_cache_alone_and_name_the_missing_step(scans, tmp_path, monkeypatch):
+    """What a PolyCL config resolves: the records of the cached stacks, without reading or writing a volume."""
+    _, items = scans
+    settings = {"size": (8, 8), "fraction": 0.5, "organ_labels": [1]}
+    with pytest.raises(DataError, match="initialize") as excinfo:
+        ct_slice_records(items, tmp_path, **settings)
+    assert "'s0'" in str(excinfo.value) and str(tmp_path) in str(excinfo.value)
+    assert not any(tmp_path.iterdir())  # nothing written
+    written = cache_ct_slices(items, tmp_path, progress=False, **settings)
+    files = sorted(tmp_path.iterdir())
+    monkeypatch.setattr("fewlabel.data.ct_slices.load_ct_volume", lambda *a, **k: pytest.fail("a volume was read"))
+    assert ct_slice_records(items, tmp_path, **settings) == written
+    assert sorted(tmp_path.iterdir()) == files
+    with pytest.raises(DataError, match="not in the slice cache"):  # other settings: other stacks
+        ct_slice_records(items, tmp_path, **{**settings, "fraction": 1.0})
 
 
 def test_slice_cache_errors_name_the_files(scans, tmp_path):

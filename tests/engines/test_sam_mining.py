@@ -30,6 +30,7 @@ from fewlabel.engines.sam_mining import (
     MiningStatsHandler,
     PlaceholderLabeld,
     check_teacher_separate,
+    load_mined_datalist,
     mine_pseudo_labels,
     mixed_items,
     unpack_targets,
@@ -547,6 +548,7 @@ def test_one_time_mining_writes_masks_and_a_datalist(tmp_path, tiny_sam):
     content = json.loads(path.read_text())
     assert content["mining"]["no_prompt"] == 1 and content["mining"]["images"] == 3
     mined = load_datalist(path, "training")  # files exist
+    assert load_mined_datalist(path) == mined  # what the bundle's pseudo_files reads
     assert [Path(it["image"]).stem for it in mined] == ["a", "b", "dark"]
     assert [it["valid"] for it in mined] == [1, 1, 0]
     assert all(it["is_labelled"] == 0 and it["patient"] == Path(it["image"]).stem for it in mined)
@@ -570,3 +572,10 @@ def test_one_time_mining_writes_masks_and_a_datalist(tmp_path, tiny_sam):
     _, targets = one_time(batch)
     assert unpack_targets(targets)[1].tolist() == [ROLE_LABELLED, ROLE_PSEUDO, ROLE_PSEUDO, ROLE_EXCLUDED]
     assert (one_time.seen, one_time.skipped) == (3, 1)
+
+
+def test_reading_pseudo_labels_before_the_mining_step_names_the_step(tmp_path):
+    missing = tmp_path / "pseudo_labels" / "pseudo_datalist.json"
+    with pytest.raises(DataError, match="initialize step") as excinfo:
+        load_mined_datalist(missing)
+    assert str(missing) in str(excinfo.value) and "mining_schedule one_time" in str(excinfo.value)

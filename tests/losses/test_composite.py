@@ -314,3 +314,20 @@ def test_non_integer_labels_and_wrong_shapes_raise():
         CompositeLoss()(logits, target[..., :4])
     with pytest.raises(ValueError, match="class index"):
         CompositeLoss(ignore_index=2)(logits, target)
+
+
+def test_class_weights_set_after_construction_equal_weights_given_at_construction():
+    """Bundles build the loss unweighted and set the weights in an initialize step (no label scan at resolve)."""
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 1, 8, 8))
+    weights = [1.0, 3.4, 3.7, 5.4]
+    given = CompositeLoss(preset="candidate2", class_weights=weights)
+    later = CompositeLoss(preset="candidate2")
+    unweighted = later(logits, target)
+    assert later.set_class_weights(weights) is later
+    assert torch.equal(later(logits, target), given(logits, target))
+    assert not torch.equal(later(logits, target), unweighted)
+    assert "class_weights" not in later.state_dict()  # not saved with the loss, as at construction
+    with pytest.raises(ValueError, match="finite"):
+        later.set_class_weights([0.0, 0.0, 0.0, 0.0])
+    assert torch.equal(later(logits, target), given(logits, target))  # a refused update keeps the weights

@@ -30,7 +30,7 @@ from fewlabel.data.ct import (
     write_ct_phantom,
     write_ct_phantom_dicom,
 )
-from fewlabel.data.ct_slices import cache_ct_slices, slice_tables, write_ct_demo_dataset
+from fewlabel.data.ct_slices import cache_ct_slices, ct_slice_records, slice_tables, write_ct_demo_dataset
 from fewlabel.data.contrastive_selection import STRATEGIES, Triplets, select_examples
 from fewlabel.data.triplets import TripletDataset, TripletSampler
 from fewlabel.data.statistics import class_pixel_shares
@@ -99,6 +99,7 @@ __all__ = [
     "organ_flags",
     "list_ct_volumes",
     "cache_ct_slices",
+    "ct_slice_records",
     "slice_tables",
     "write_ct_demo_dataset",
 ]

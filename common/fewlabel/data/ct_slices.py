@@ -51,7 +51,7 @@ from fewlabel.data.ct import (
 )
 from fewlabel.errors import DataError
 
-__all__ = ["cache_ct_slices", "slice_tables", "write_ct_demo_dataset"]
+__all__ = ["cache_ct_slices", "ct_slice_records", "slice_tables", "write_ct_demo_dataset"]
 
 logger = logging.getLogger("fewlabel")
 _STACK_VERSION = 1
@@ -121,6 +121,55 @@ def cache_ct_slices(
         DataError: an item without an image, two items with the same scan id, image and label of
             different sizes, or an unreadable file (the message names it).
     """
+    items, root, params, organ = _prepare(items, cache, size, fraction, organ_labels, rounding, axcodes,
+                                          image_key, scan_key)
+    root.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm
+
+    records: list[dict[str, Any]] = []
+    with rank_zero_first():  # under torch.distributed rank 0 writes the stacks, the other ranks read them
+        for item in tqdm(items, desc="CT slices", unit="scan", disable=not progress or len(items) < 2):
+            records.extend(_scan_records(item, root, params, organ, image_key, label_key, scan_key))
+    return records
+
+
+def ct_slice_records(
+    items: Iterable[Mapping[str, Any]],
+    cache: str | os.PathLike | None = None,
+    *,
+    size: Sequence[int] = (256, 256),
+    fraction: float = 0.3,
+    organ_labels: int | Sequence[int] = (1, 2),
+    rounding: str = "half_up",
+    axcodes: str | None = "RAS",
+    image_key: str = "image",
+    label_key: str = "label",
+    scan_key: str = "scan",
+) -> list[dict[str, Any]]:
+    """The slice records :func:`cache_ct_slices` returns for ``items``, read from the cache alone.
+
+    Nothing is loaded from the volumes and nothing is written: each scan's cached ``.json`` gives its
+    slice positions and ``has_organ`` flags (the volumes are only ``stat``-ed, for the cache key).
+    PolyCL's configs resolve their datalists with this and fill the cache in an ``initialize``
+    step (``setup_steps`` in ``train.json``), so resolving a config never reads or resizes CT volumes.
+    Arguments as :func:`cache_ct_slices` (the same values give the same records).
+
+    Raises:
+        DataError: as :func:`cache_ct_slices` for the items; a scan whose stacks are not in the cache
+            (the message names the scan, the cache folder and the step that writes them).
+    """
+    items, root, params, organ = _prepare(items, cache, size, fraction, organ_labels, rounding, axcodes,
+                                          image_key, scan_key)
+    records: list[dict[str, Any]] = []
+    for item in items:
+        records.extend(_scan_records(item, root, params, organ, image_key, label_key, scan_key, write=False))
+    return records
+
+
+def _prepare(items: Iterable[Mapping[str, Any]], cache: str | os.PathLike | None, size: Sequence[int],
+             fraction: float, organ_labels: int | Sequence[int], rounding: str, axcodes: str | None,
+             image_key: str, scan_key: str) -> tuple[list[Mapping[str, Any]], Path, dict[str, Any], list[int]]:
+    """Checked ``items``, the cache folder, the stack settings (part of each cache key) and the organ labels."""
     items = list(items)
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
@@ -129,7 +178,6 @@ def cache_ct_slices(
     organ = sorted({int(v) for v in np.atleast_1d(np.asarray(organ_labels)).tolist()})
     cache = as_optional(cache, "slice_cache")
     root = Path(cache) if cache is not None else cache_dir("ct_slices")
-    root.mkdir(parents=True, exist_ok=True)
     params = {"v": _STACK_VERSION, "size": list(size), "fraction": float(fraction), "organ": organ,
               "rounding": rounding, "axcodes": axcodes}
     seen: dict[str, str] = {}
@@ -141,18 +189,11 @@ def cache_ct_slices(
         if seen.setdefault(scan, image) != image:
             raise DataError(f"scan id '{scan}' is used for two different volumes: {seen[scan]} and {image}. "
                             "Scan ids must be unique per volume.")
-
-    from tqdm.auto import tqdm
-
-    records: list[dict[str, Any]] = []
-    with rank_zero_first():  # under torch.distributed rank 0 writes the stacks, the other ranks read them
-        for item in tqdm(items, desc="CT slices", unit="scan", disable=not progress or len(items) < 2):
-            records.extend(_scan_records(item, root, params, organ, image_key, label_key, scan_key))
-    return records
+    return items, root, params, organ
 
 
 def _scan_records(item: Mapping[str, Any], root: Path, params: dict[str, Any], organ: list[int],
-                  image_key: str, label_key: str, scan_key: str) -> list[dict[str, Any]]:
+                  image_key: str, label_key: str, scan_key: str, write: bool = True) -> list[dict[str, Any]]:
     scan = _scan_id(item, image_key, scan_key)
     image = os.fspath(item[image_key])
     label = os.fspath(item[label_key]) if item.get(label_key) not in (None, "") else None
@@ -163,6 +204,12 @@ def _scan_records(item: Mapping[str, Any], root: Path, params: dict[str, Any], o
     paths = {"image": Path(f"{stem}.image.npy"), "label": Path(f"{stem}.label.npy"), "meta": Path(f"{stem}.json")}
     meta = _read_meta(paths["meta"])
     if meta is None or not paths["image"].is_file() or (label and not paths["label"].is_file()):
+        if not write:
+            raise DataError(
+                f"The CT slices of scan '{scan}' ({image}) are not in the slice cache {root}: the stage's initialize "
+                "step writes them (`setup_steps` of the PolyCL train.json, fewlabel.data.cache_ct_slices). Run the "
+                "stage with `python -m monai.bundle run`, or resolve `setup_steps` first."
+            )
         meta = _write_stacks(image, label, paths, params, organ)
     out = []
     for i, (pos, flag) in enumerate(zip(meta["positions"], meta["has_organ"])):

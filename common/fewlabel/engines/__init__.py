@@ -19,7 +19,7 @@ from .denoising import DenoisingPairs
 from .folder_inference import FolderEvaluator
 from .polycl import SupConPairs, TripletBatch
 from .pseudo_labels import ThresholdPseudoLabels
-from .sam_mining import MinedBatches, mine_pseudo_labels
+from .sam_mining import MinedBatches, load_mined_datalist, mine_pseudo_labels
 from .simclr import ContrastiveEncoder, SimCLRPairs
 from .slice_inference import SliceBySliceInferer, VolumeBatch, build_volume_inferer
 from .video_landmarks import run_video
@@ -41,6 +41,7 @@ __all__ = [
     "MiningStatsHandler",
     "PlaceholderLabeld",
     "mine_pseudo_labels",
+    "load_mined_datalist",
     "mixed_items",
     "SupConPairs",
     "TripletBatch",

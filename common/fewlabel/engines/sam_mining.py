@@ -71,7 +71,8 @@ from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from PIL import Image
 
-from fewlabel.data.datalist import mixed_items, save_datalist
+from fewlabel.data.datalist import load_datalist, mixed_items, save_datalist
+from fewlabel.errors import DataError
 from fewlabel.handlers.pseudo_label_stats import MiningStatsHandler
 from fewlabel.losses.mining import (
     ROLE_EXCLUDED,
@@ -394,6 +395,29 @@ def _original_size(image: Any) -> tuple[int, int]:
         if len(shape) == 2 and min(shape) > 0:
             return shape[0], shape[1]
     return int(image.shape[-2]), int(image.shape[-1])
+
+
+def load_mined_datalist(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The pseudo-labelled items that :func:`mine_pseudo_labels` listed in the datalist ``path``.
+
+    A bundle reads them while its config is resolved; the mining itself is the stage's
+    ``initialize`` step (``mine_once`` in SAM mining's ``mine.json``), so resolving the config
+    never mines.
+
+    Returns:
+        The ``"training"`` items, paths absolute: ``{"image", "label", "is_labelled": 0, "valid"}``.
+
+    Raises:
+        DataError: ``path`` does not exist (the mining step has not run) or lists missing files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"No mined pseudo-labels at {path}: one-time mining writes them in the stage's initialize "
+            "step. Run the stage (`python -m monai.bundle run --config_file \"['train.json','mine.json']\" "
+            "--mining_schedule one_time`), or resolve `mine_once` before `pseudo_files`."
+        )
+    return load_datalist(path, "training")
 
 
 def mine_pseudo_labels(

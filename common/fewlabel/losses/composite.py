@@ -131,8 +131,8 @@ class CompositeLoss(_Loss):
         coefficients: ``(alpha, beta, gamma, delta)`` in one sequence (e.g. ``LOSS_PRESETS[name]``
             in a config); exclusive with ``preset`` and the single coefficients.
         class_weights: ``C`` positive weights of the cross-entropy term (a list or tensor, e.g. from
-            :func:`cached_class_weights`), or ``None`` for an unweighted cross-entropy. Only the
-            cross-entropy term is weighted, as in the paper.
+            :func:`cached_class_weights`), or ``None`` for an unweighted cross-entropy (until
+            :meth:`set_class_weights`). Only the cross-entropy term is weighted, as in the paper.
         include_background: whether the Dice and focal-Tversky terms count channel 0. Default
             ``True``: the paper does not say, and MONAI's and the focal-Tversky reference's
             defaults include it (the authors most plausibly used library defaults). The Huber term
@@ -204,6 +204,19 @@ class CompositeLoss(_Loss):
     def from_preset(cls, name: str, **kwargs: Any) -> CompositeLoss:
         """Build the loss with the coefficients of :data:`LOSS_PRESETS` ``[name]``; ``kwargs`` as the constructor."""
         return cls(preset=name, **kwargs)
+
+    def set_class_weights(self, class_weights: Sequence[float] | torch.Tensor | None) -> CompositeLoss:
+        """Set the ``C`` cross-entropy class weights after construction (``None``: unweighted); returns ``self``.
+
+        A bundle builds the loss without weights and sets them in its ``initialize`` steps
+        (``"$@base_loss.set_class_weights(@class_weights)"``), so resolving the config does not read
+        the training labels: :func:`cached_class_weights` runs when the stage runs.
+
+        Raises:
+            ValueError: weights that are not finite, negative or all 0.
+        """
+        self.class_weights = _as_weight_tensor(class_weights)
+        return self
 
     @property
     def coefficients(self) -> tuple[float, float, float, float]:
