@@ -61,7 +61,7 @@ from fewlabel.data import mixed_items
 from fewlabel.engines.sam_mining import MinedBatches, mine_pseudo_labels
 from fewlabel.losses import MiningLoss
 from fewlabel.networks import build_network
-from fewlabel.sam import EmbeddingCache, SamTeacher
+from fewlabel.sam import EmbeddingCache, SamPrompter, SamTeacher
 from fewlabel.transforms import PlaceholderLabeld
 
 SIZE = 224  # the paper's training size; SAM resizes to 1024 internally
@@ -137,7 +137,7 @@ class _Trainer:
         self.reset()
         optimizer = torch.optim.Adam(self.student.parameters(), lr=LR)
         teacher = self.teacher if mode == "continuous" else None
-        mined = MinedBatches(self.student, teacher, mode=mode, num_points=NUM_POINTS, seed=0)
+        mined = MinedBatches(self.student, teacher, mode=mode, prompter=SamPrompter(num_points=NUM_POINTS))
         loader = _loader(items)
 
         def run() -> None:

@@ -39,7 +39,8 @@ from fewlabel.engines.simclr import ContrastiveEncoder, SimCLRPairs
 from fewlabel.errors import DataError
 from fewlabel.losses import NTXentLoss, contrastive_loss
 from fewlabel.networks import build_network, load_pretrained
-from fewlabel.sam import EmbeddingCache, build_sam_teacher, save_tiny_sam
+from fewlabel.sam import EmbeddingCache, SamPrompter, build_sam_teacher, save_tiny_sam
+from fewlabel.transforms import PairedBatchAugmentation
 from fewlabel.transforms.io import LoadLabel2D
 
 from testlib import write_png
@@ -357,8 +358,9 @@ def _l_shapes(n: int) -> torch.Tensor:
     return images
 
 
-def _no_jitter(**geometry) -> dict:
-    return {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, **geometry}
+def _augment(**settings) -> PairedBatchAugmentation:
+    """The engine's augmentation without colour jitter (so image values can be compared exactly)."""
+    return PairedBatchAugmentation(**{"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, **settings})
 
 
 def test_pseudo_label_moves_with_the_augmented_image():
@@ -366,7 +368,7 @@ def test_pseudo_label_moves_with_the_augmented_image():
     teacher = _ShapeTeacher()
     student = torch.nn.Conv2d(3, 1, 1)
     batch = {"image": images, "label": torch.zeros(6, 1, 16, 16), "is_labelled": torch.zeros(6)}
-    mined = MinedBatches(student, teacher, "continuous", seed=0, **_no_jitter())
+    mined = MinedBatches(student, teacher, "continuous", augmentation=_augment())
     aug, targets = mined(batch)
     masks, roles = unpack_targets(targets)
     assert torch.equal(teacher.shown[0], images)  # the teacher saw the un-augmented images
@@ -376,20 +378,20 @@ def test_pseudo_label_moves_with_the_augmented_image():
     assert any(moved)  # the seeded draw did transform some images
 
     # a known transform: every image flipped up-down and left-right, and the L's pseudo-label with it
-    flip = MinedBatches(student, _ShapeTeacher(), "continuous", **_no_jitter(
+    flip = MinedBatches(student, _ShapeTeacher(), "continuous", augmentation=_augment(
         flip_prob=1.0, transpose_prob=0.0, rot90_prob=0.0))
     aug, targets = flip(batch)
     masks = unpack_targets(targets)[0]
     assert torch.equal(aug, images.flip(-1, -2))
     assert torch.equal(masks, (images[:, :1] > 0.5).float().flip(-1, -2))
-    turn = MinedBatches(student, _ShapeTeacher(), "continuous", **_no_jitter(
+    turn = MinedBatches(student, _ShapeTeacher(), "continuous", augmentation=_augment(
         flip_prob=0.0, transpose_prob=0.0, rot90_prob=1.0))
     aug, targets = turn(batch)
     assert not torch.equal(aug, images) and torch.equal(unpack_targets(targets)[0], (aug[:, :1] > 0.5).float())
 
     # labelled items go through the same transform as their image; a small affine stays aligned
     labelled = {"image": images, "label": (images[:, :1] > 0.5).float(), "is_labelled": torch.ones(6)}
-    affine = MinedBatches(student, _ShapeTeacher(), "continuous", seed=2, **_no_jitter(affine_prob=1.0))
+    affine = MinedBatches(student, _ShapeTeacher(), "continuous", augmentation=_augment(seed=2, affine_prob=1.0))
     aug, targets = affine(labelled)
     masks, roles = unpack_targets(targets)
     assert (roles == ROLE_LABELLED).all()
@@ -451,7 +453,7 @@ def test_continuous_mining_embeds_each_unlabelled_image_once_and_keeps_the_teach
     student_before = [p.clone() for p in student.parameters()]
     optimizer = torch.optim.Adam(student.parameters(), 1e-4)
     check_teacher_separate(teacher, student, optimizer)
-    mined = MinedBatches(student, teacher, "continuous", num_points=2, seed=0)
+    mined = MinedBatches(student, teacher, "continuous", prompter=SamPrompter(num_points=2))
     losses = []
     trainer = SupervisedTrainer(
         device=torch.device("cpu"), max_epochs=2, train_data_loader=_mixed_loader(), network=student,
@@ -501,7 +503,7 @@ def test_empty_student_prediction_is_counted_not_a_crash(tiny_sam, monkeypatch, 
     teacher = build_sam_teacher(tiny_sam, "tiny", cache=EmbeddingCache())
     spy = _EmbedSpy(teacher, monkeypatch)
     student = _student(bias=-10.0)  # predicts nothing: no prompt for any unlabelled image
-    mined = MinedBatches(student, teacher, "continuous", seed=0)
+    mined = MinedBatches(student, teacher, "continuous")
     trainer = SupervisedTrainer(
         device=torch.device("cpu"), max_epochs=1, train_data_loader=_mixed_loader(2, 4, batch_size=3),
         network=student, optimizer=torch.optim.Adam(student.parameters(), 1e-4), loss_function=MiningLoss(),
@@ -579,3 +581,21 @@ def test_reading_pseudo_labels_before_the_mining_step_names_the_step(tmp_path):
     with pytest.raises(DataError, match="initialize step") as excinfo:
         load_mined_datalist(missing)
     assert str(missing) in str(excinfo.value) and "mining_schedule one_time" in str(excinfo.value)
+
+
+def test_the_bundle_config_composes_the_miner_from_a_prompter_and_an_augmentation(tmp_path):
+    from monai.bundle import ConfigParser
+
+    from testlib import REPO
+
+    configs = REPO / "bundles" / "sam_mining_polyp_segmentation" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json")])
+    parser.update({"bundle_root": str(tmp_path), "seed": 7, "num_points": 5, "augmentation#flip_prob": 0.0})
+    mined = parser.get_parsed_content("train#prepare_batch")
+    assert isinstance(mined, MinedBatches) and mined.mode == "supervised"
+    assert (mined.prompter.num_points, mined.prompter.threshold, mined.prompter.mode) == (5, 0.5, "points+box")
+    assert mined.prompter.seed == 8 and mined.augmentation.seed == 7  # the draws of before: seed, seed + 1
+    assert mined.augmentation.geometry["flip_prob"] == 0.0 and mined.augmentation.jitter["prob"] == 0.0
+    with pytest.raises(ValueError, match="num_points must be >= 1"):
+        SamPrompter(num_points=0)

@@ -79,3 +79,23 @@ def test_grey_and_blur():
     assert torch.allclose(blurred[0], images[0])  # sigma 0: unchanged
     assert blurred[1].std() < 0.6 * images[1].std()
     assert blurred[1].mean() == pytest.approx(images[1].mean().item(), abs=0.02)
+
+
+def test_paired_augmentation_moves_masks_with_images_and_resumes_its_stream():
+    from fewlabel.transforms import PairedBatchAugmentation
+
+    images = torch.rand(4, 3, 12, 12)
+    masks = (images[:, :1] > 0.5).float()
+    augment = PairedBatchAugmentation(brightness=0.0, contrast=0.0, seed=3)
+    out_images, out_masks = augment(images, masks)
+    assert torch.equal(out_masks, (out_images[:, :1] > 0.5).float())  # exact steps: mask moved with its image
+    saved = augment.state_dict()
+    first = augment(images, masks)
+    fresh = PairedBatchAugmentation(brightness=0.0, contrast=0.0, seed=3)
+    fresh.load_state_dict(saved)  # an interrupted run continues the same draws
+    second = fresh(images, masks)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    with pytest.raises(ValueError, match="flip_prob must be in"):
+        PairedBatchAugmentation(flip_prob=1.5)
+    with pytest.raises(ValueError, match="do not fit"):
+        augment(images, masks[:, :, :6])

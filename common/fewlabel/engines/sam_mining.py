@@ -83,8 +83,8 @@ from fewlabel.losses.mining import (
     pack_targets,
     unpack_targets,
 )
-from fewlabel.random_state import generator_state, set_generator_state
-from fewlabel.transforms.batched import GeometricParams, apply_geometry, draw_geometry, random_colour_jitter
+from fewlabel.sam.prompts import SamPrompter
+from fewlabel.transforms.batched import GeometricParams, PairedBatchAugmentation, apply_geometry, draw_geometry
 from fewlabel.transforms.placeholder import PlaceholderLabeld
 
 __all__ = [
@@ -154,31 +154,27 @@ class MinedBatches(PrepareBatch):
 
     1. images and labels move to ``device``; roles come from ``is_labelled`` (and ``valid``);
     2. ``mode="continuous"``: for the unlabelled items, the student (``network``, switched to
-       eval mode, no grad, then restored) predicts on the *un-augmented* images; its
-       probabilities become prompts and the teacher's masks (``teacher.pseudo_label``, with its
+       eval mode, no grad, then restored) predicts on the *un-augmented* images; ``prompter`` turns
+       its probabilities into prompts of the teacher, whose masks (``teacher.pseudo_label``, with its
        embedding cache when it has one) become their labels; items with an empty prediction get
        no pseudo-label (:data:`ROLE_EXCLUDED`) and are counted (``seen`` / ``skipped``).
        ``mode="one_time"``: the labels of unlabelled items are the pseudo-label files already
        loaded, ``valid`` says which are usable. ``mode="supervised"``: all items labelled;
-    3. one geometric transform per item (:func:`draw_geometry`) is applied to image and label;
-       photometric jitter to the image only (:func:`fewlabel.transforms.random_colour_jitter`).
+    3. ``augmentation`` moves image and label together and jitters the image's colours.
 
     Args:
         network: the student (the trainer's network object); needed for ``"continuous"``.
         teacher: a :class:`fewlabel.sam.SamTeacher` (or anything with its ``pseudo_label``);
             needed for ``"continuous"``. Held here, outside the student.
         mode: one of :data:`MODES`.
-        num_points: point prompts per image (paper: "x" points of highest probability; not given).
-        threshold: probability threshold of the box prompt and of the empty-prediction test (0.5).
-        prompt_mode: prompt combination (:data:`fewlabel.sam.MODES`; the method: ``"points+box"``).
+        prompter: a :class:`fewlabel.sam.SamPrompter` (prompt settings and tie-breaking draws);
+            default ``SamPrompter()`` (3 points, threshold 0.5, ``"points+box"``, seed 1).
+        augmentation: a :class:`fewlabel.transforms.PairedBatchAugmentation`; default its defaults
+            (seed 0).
         cache_keys: how the teacher's embedding cache identifies an image: ``"content"`` (a hash of
             the un-augmented image tensor; always correct) or ``"path"`` (the image file from the
             batch's ``filename_or_obj`` meta; cheaper, right when the dataset transforms are
             deterministic, which this engine requires anyway).
-        seed: seed of the augmentation and prompt tie-breaking draws (CPU generators).
-        flip_prob, transpose_prob, rot90_prob, affine_prob, rotate_range, scale_range,
-            translate_range: geometric augmentation (:func:`draw_geometry`); 0 disables a step.
-        brightness, contrast, saturation, colour_prob: photometric jitter of the images.
         image_key, label_key, flag_key, valid_key: batch keys.
         amp: run the student's pseudo-labelling forward under CUDA autocast.
 
@@ -196,22 +192,9 @@ class MinedBatches(PrepareBatch):
         network: nn.Module | None = None,
         teacher: Any = None,
         mode: str = "continuous",
-        num_points: int = 3,
-        threshold: float = 0.5,
-        prompt_mode: str = "points+box",
+        prompter: SamPrompter | None = None,
+        augmentation: PairedBatchAugmentation | None = None,
         cache_keys: str = "content",
-        seed: int = 0,
-        flip_prob: float = 0.5,
-        transpose_prob: float = 0.5,
-        rot90_prob: float = 0.5,
-        affine_prob: float = 0.0,
-        rotate_range: float = 15.0,
-        scale_range: float = 0.1,
-        translate_range: float = 0.05,
-        brightness: float = 0.1,
-        contrast: float = 0.1,
-        saturation: float = 0.0,
-        colour_prob: float = 0.5,
         image_key: str = "image",
         label_key: str = "label",
         flag_key: str = "is_labelled",
@@ -224,24 +207,12 @@ class MinedBatches(PrepareBatch):
             raise ValueError("continuous mining needs the student network and the SAM teacher")
         if cache_keys not in ("content", "path"):
             raise ValueError(f"cache_keys must be 'content' or 'path', got '{cache_keys}'")
-        if num_points < 1:
-            raise ValueError(f"num_points must be >= 1, got {num_points}")
-        for name, p in (("flip_prob", flip_prob), ("transpose_prob", transpose_prob), ("rot90_prob", rot90_prob),
-                        ("affine_prob", affine_prob), ("colour_prob", colour_prob)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
         if teacher is not None and isinstance(teacher, nn.Module):
             check_teacher_separate(teacher, network)
         self.network, self.teacher, self.mode = network, teacher, mode
-        self.num_points, self.threshold, self.prompt_mode = int(num_points), float(threshold), prompt_mode
+        self.prompter = prompter if prompter is not None else SamPrompter()
+        self.augmentation = augmentation if augmentation is not None else PairedBatchAugmentation()
         self.cache_keys = cache_keys
-        self.seed = int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
-        self.prompt_generator = torch.Generator().manual_seed(self.seed + 1)
-        self.geometry = {"flip_prob": flip_prob, "transpose_prob": transpose_prob, "rot90_prob": rot90_prob,
-                         "affine_prob": affine_prob, "rotate_range": rotate_range, "scale_range": scale_range,
-                         "translate_range": translate_range}
-        self.jitter = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "prob": colour_prob}
         self.image_key, self.label_key, self.flag_key, self.valid_key = image_key, label_key, flag_key, valid_key
         self.amp = bool(amp)
         self.seen = 0
@@ -253,14 +224,14 @@ class MinedBatches(PrepareBatch):
         The student and the teacher are not part of it (the student is saved as the trainer's network, the
         teacher is fixed), nor are the per-epoch counts."""
         return {
-            "generator": generator_state(self.generator),
-            "prompt_generator": generator_state(self.prompt_generator),
+            "generator": self.augmentation.state_dict()["generator"],
+            "prompt_generator": self.prompter.state_dict()["generator"],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`."""
-        set_generator_state(self.generator, state["generator"], "MinedBatches.generator")
-        set_generator_state(self.prompt_generator, state["prompt_generator"], "MinedBatches.prompt_generator")
+        self.augmentation.load_state_dict({"generator": state["generator"]})
+        self.prompter.load_state_dict({"generator": state["prompt_generator"]})
 
     def reset_counts(self) -> None:
         """Zero ``seen`` and ``skipped`` (at each epoch start, by :class:`fewlabel.handlers.MiningStatsHandler`)."""
@@ -317,14 +288,7 @@ class MinedBatches(PrepareBatch):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Continuous mining of un-augmented ``(N, C, H, W)`` images: ``(masks (N, 1, H, W), valid (N,) bool)``."""
         probs = self.student_probabilities(images)
-        kwargs: dict[str, Any] = {}
-        if getattr(self.teacher, "cache", None) is not None:
-            kwargs["cache_keys"] = list(cache_keys) if cache_keys is not None else [None] * images.shape[0]
-        masks, valid = self.teacher.pseudo_label(
-            images, probs, self.num_points, threshold=self.threshold, mode=self.prompt_mode,
-            generator=self.prompt_generator, **kwargs,
-        )
-        return masks.to(images.device, torch.float32), valid.to(images.device).bool()
+        return self.prompter(self.teacher, images, probs, cache_keys)
 
     # -- the prepare_batch call ----------------------------------------------------------------
     def __call__(
@@ -361,11 +325,7 @@ class MinedBatches(PrepareBatch):
             self.seen += len(unl)
             self.skipped += int((~valid).sum())
 
-        with torch.no_grad():
-            params = draw_geometry(b, h == w, self.generator, **self.geometry)
-            images = apply_geometry(images, params, "bilinear")
-            masks = apply_geometry(masks, params, "nearest")
-            images = random_colour_jitter(images, self.generator, **self.jitter)
+        images, masks = self.augmentation(images, masks)
         return images, pack_targets(masks, roles)
 
 
@@ -466,8 +426,8 @@ def mine_pseudo_labels(
         channel_policy, nonfinite: the default transform's :class:`fewlabel.transforms.LoadImage2D` options
             (a bundle's ``--channel_policy`` / ``--nonfinite``).
         batch_size: images per student/teacher call.
-        num_points, threshold, prompt_mode: prompting (see :class:`MinedBatches`).
-        seed: seed of the point tie-breaking.
+        num_points, threshold, prompt_mode: prompting (see :class:`fewlabel.sam.SamPrompter`).
+        seed: seed of the point tie-breaking (the prompter is seeded with ``seed + 1``, as the bundle's ``prompter``).
         device: where the student runs (default: its parameters' device).
         image_key: image key of the items.
         datalist_name: file name of the datalist JSON written in ``out_dir``.
@@ -488,7 +448,8 @@ def mine_pseudo_labels(
     if device is None:
         first = next(iter(student.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
-    miner = MinedBatches(student, teacher, "continuous", num_points, threshold, prompt_mode, seed=seed, amp=amp)
+    prompter = SamPrompter(num_points, threshold, prompt_mode, seed=seed + 1)
+    miner = MinedBatches(student, teacher, "continuous", prompter=prompter, amp=amp)
     names = _unique_stems(items, image_key)  # over all items, so every rank names a file the same way
     rank, world = _rank_and_world()
     mine = list(range(rank, len(items), world))  # under torch.distributed each rank mines its share

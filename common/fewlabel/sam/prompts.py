@@ -33,13 +33,17 @@ pseudo-label and is left out of the loss (``valid = False``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fewlabel.random_state import generator_state, set_generator_state
+
 __all__ = [
+    "SamPrompter",
     "MODES",
     "PromptMode",
     "SamPrompt",
@@ -325,3 +329,57 @@ def make_prompts(
         raise ValueError(f"expected (B, H, W) or (B, 1, H, W) probabilities, got shape {tuple(p.shape)}")
     return [make_prompt(p[b], num_points, threshold, generator, mode, mask_size) for b in range(p.shape[0])]
 
+
+
+class SamPrompter:
+    """How a student's probabilities prompt a SAM teacher: the prompt settings and their tie-breaking draws.
+
+    Calling it runs ``teacher.pseudo_label`` (:meth:`fewlabel.sam.SamTeacher.pseudo_label`) with these
+    settings and this object's generator, so one seeded stream breaks the ties of the point prompts across
+    a whole run, and :meth:`state_dict` lets an interrupted run continue it.
+
+    Args:
+        num_points: point prompts per image, >= 1 (SAM mining: "x" points of highest probability; not given).
+        threshold: probability threshold of the box prompt and of the empty-prediction test, in (0, 1).
+        mode: prompt combination, one of :data:`MODES` (the method: ``"points+box"``).
+        seed: seed of the tie-breaking generator.
+
+    Raises:
+        ValueError: ``num_points < 1``, a threshold outside (0, 1) or an unknown ``mode``.
+    """
+
+    def __init__(self, num_points: int = 3, threshold: float = 0.5, mode: str = "points+box", seed: int = 1) -> None:
+        if int(num_points) < 1:
+            raise ValueError(f"num_points must be >= 1, got {num_points}")
+        if not 0.0 < float(threshold) < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        _check_mode(mode)
+        self.num_points, self.threshold, self.mode = int(num_points), float(threshold), mode
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(
+        self, teacher: Any, images: torch.Tensor, probs: torch.Tensor, cache_keys: Sequence[Any] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's pseudo-labels of ``(N, C, H, W)`` images prompted by ``(N, 1, H, W)`` probabilities.
+
+        Returns:
+            ``(masks (N, 1, H, W) float in {0, 1}, valid (N,) bool)`` on the images' device; ``valid`` is
+            False where the prediction was empty (no prompt).
+        """
+        kwargs: dict[str, Any] = {}
+        if getattr(teacher, "cache", None) is not None:
+            kwargs["cache_keys"] = list(cache_keys) if cache_keys is not None else [None] * images.shape[0]
+        masks, valid = teacher.pseudo_label(
+            images, probs, self.num_points, threshold=self.threshold, mode=self.mode,
+            generator=self.generator, **kwargs,
+        )
+        return masks.to(images.device, torch.float32), valid.to(images.device).bool()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state."""
+        return {"generator": generator_state(self.generator)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        set_generator_state(self.generator, state["generator"], "SamPrompter.generator")

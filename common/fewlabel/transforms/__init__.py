@@ -47,6 +47,7 @@ from .ct_io import (
 )
 from .batched import (
     GeometricParams,
+    PairedBatchAugmentation,
     apply_geometry,
     draw_bernoulli,
     draw_geometry,

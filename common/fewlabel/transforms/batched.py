@@ -9,17 +9,24 @@ from a CPU :class:`torch.Generator`, so a seed gives the same augmentation on an
   :func:`apply_geometry` applies it (bilinear for images, nearest for masks);
 - photometry of images in [0, 1]: :func:`random_colour_jitter` (brightness, contrast,
   saturation), :func:`grey` (BT.601 luma) and :func:`gaussian_blur` (one sigma per image);
-- :func:`draw_uniform` and :func:`draw_bernoulli`: the per-item draws the augmentations use.
+- :func:`draw_uniform` and :func:`draw_bernoulli`: the per-item draws the augmentations use;
+- :class:`PairedBatchAugmentation`: both steps as one configurable object with its own generator
+  (what :class:`fewlabel.engines.MinedBatches` applies to images and their (pseudo-)labels).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from fewlabel.random_state import generator_state, set_generator_state
+
 __all__ = [
+    "PairedBatchAugmentation",
     "GeometricParams",
     "draw_geometry",
     "apply_geometry",
@@ -213,3 +220,78 @@ def apply_geometry(x: torch.Tensor, params: GeometricParams, mode: str = "biline
             moved = F.grid_sample(x.float(), grid, mode=mode, padding_mode="zeros", align_corners=False).to(x.dtype)
             x = pick(on, moved, x)
     return x
+
+
+class PairedBatchAugmentation:
+    """Random geometry applied alike to images and their masks, then colour jitter of the images.
+
+    One :class:`GeometricParams` per item (:func:`draw_geometry`) moves image and mask together
+    (bilinear / nearest), then :func:`random_colour_jitter` changes the images only. Every draw comes
+    from this object's CPU generator (seeded by ``seed``), so a seed gives the same augmentation on any
+    device, and :meth:`state_dict` lets an interrupted run continue the same stream.
+
+    Args:
+        flip_prob, transpose_prob, rot90_prob, affine_prob: step probabilities in [0, 1]
+            (:func:`draw_geometry`); 0 disables a step. Transpose and odd quarter turns are skipped for
+            non-square images.
+        rotate_range, scale_range, translate_range: the small affine's ranges (degrees, fraction of
+            scale, fraction of the size).
+        brightness, contrast, saturation: jitter strengths (:func:`random_colour_jitter`).
+        colour_prob: probability that an image is jittered.
+        seed: seed of the generator.
+
+    Raises:
+        ValueError: a probability outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        flip_prob: float = 0.5,
+        transpose_prob: float = 0.5,
+        rot90_prob: float = 0.5,
+        affine_prob: float = 0.0,
+        rotate_range: float = 15.0,
+        scale_range: float = 0.1,
+        translate_range: float = 0.05,
+        brightness: float = 0.1,
+        contrast: float = 0.1,
+        saturation: float = 0.0,
+        colour_prob: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        probabilities = {"flip_prob": flip_prob, "transpose_prob": transpose_prob, "rot90_prob": rot90_prob,
+                         "affine_prob": affine_prob, "colour_prob": colour_prob}
+        for name, p in probabilities.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        self.geometry = {"flip_prob": flip_prob, "transpose_prob": transpose_prob, "rot90_prob": rot90_prob,
+                         "affine_prob": affine_prob, "rotate_range": rotate_range, "scale_range": scale_range,
+                         "translate_range": translate_range}
+        self.jitter = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "prob": colour_prob}
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment ``(B, C, H, W)`` images in [0, 1] and their ``(B, K, H, W)`` masks (same ``B, H, W``).
+
+        Returns:
+            ``(images, masks)``: same shapes, dtypes and device; no autograd graph.
+        """
+        if images.ndim != 4 or masks.ndim != 4 or images.shape[0] != masks.shape[0] \
+                or images.shape[-2:] != masks.shape[-2:]:
+            raise ValueError(f"masks {tuple(masks.shape)} do not fit images {tuple(images.shape)}")
+        b, _, h, w = images.shape
+        with torch.no_grad():
+            params = draw_geometry(b, h == w, self.generator, **self.geometry)
+            images = apply_geometry(images, params, "bilinear")
+            masks = apply_geometry(masks, params, "nearest")
+            images = random_colour_jitter(images, self.generator, **self.jitter)
+        return images, masks
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state (:func:`fewlabel.random_state.generator_state`)."""
+        return {"generator": generator_state(self.generator)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        set_generator_state(self.generator, state["generator"], "PairedBatchAugmentation.generator")
