@@ -15,6 +15,8 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from fewlabel.postprocess import (
+    CurveTracer,
+    FragmentConnector,
     LandmarkPostprocess,
     LandmarkPostprocessd,
     LandmarkPostprocessor,
@@ -407,7 +409,7 @@ def _frame():
 
 def test_pipeline_culls_joins_and_keeps_classes_separate():
     lab, img = _frame()
-    pp = LandmarkPostprocessor(thickness=3)
+    pp = LandmarkPostprocessor(curves=CurveTracer(thickness=3))
     res = pp(lab, img)
     assert isinstance(res, LandmarkResult)
     assert res.masks.shape == (3, *lab.shape) and res.masks.dtype == bool
@@ -426,14 +428,15 @@ def test_pipeline_culls_joins_and_keeps_classes_separate():
 def test_pipeline_paths_are_xy_and_scale_to_the_original_frame():
     lab = np.zeros((64, 96), np.uint8)
     lab[29:32, 10:81] = 1  # a horizontal silhouette on row 30, columns 10..80
-    res = LandmarkPostprocessor(fov=False, rdp_epsilon=None)(lab)
+    res = LandmarkPostprocessor(fov=False, curves=CurveTracer(rdp_epsilon=None))(lab)
     (path,) = res.paths["silhouette"]
     assert path.dtype == np.float64 and path.shape[1] == 2
     assert np.abs(path[:, 1] - 30).max() <= 1 and np.median(path[:, 1]) == 30  # y = row
     assert path[:, 0].min() <= 12 and path[:, 0].max() >= 78  # x = column
     assert res.paths["ridge"] == [] and res.paths["ligament"] == []
     sx, sy = 1920 / 96, 1080 / 64
-    scaled = LandmarkPostprocessor(fov=False, rdp_epsilon=None, scale=(sx, sy))(lab).paths["silhouette"][0]
+    scaled_post = LandmarkPostprocessor(fov=False, curves=CurveTracer(rdp_epsilon=None), scale=(sx, sy))
+    scaled = scaled_post(lab).paths["silhouette"][0]
     assert np.allclose(scaled, (path + 0.5) * [sx, sy] - 0.5)
 
 
@@ -447,15 +450,15 @@ def test_pipeline_empty_input_gives_empty_output():
 
 def test_pipeline_steps_switch_off():
     lab, img = _frame()
-    raw = LandmarkPostprocessor(fov=False, ligament=False, connect=False, skeleton=False)(lab, img)
+    raw = LandmarkPostprocessor(fov=False, ligament=False, connect=False, curves=False)(lab, img)
     assert np.array_equal(raw.masks, np.stack([lab == k for k in (1, 2, 3)]))
     assert all(v == [] for v in raw.paths.values())
     assert set(raw.timings) == {"total"}
-    no_rdp = LandmarkPostprocessor(rdp_epsilon=None, thickness=1)(lab, img)
+    no_rdp = LandmarkPostprocessor(curves=CurveTracer(rdp_epsilon=None, thickness=1))(lab, img)
     for paths in no_rdp.paths.values():
         for p in paths:
             assert np.abs(np.diff(p, axis=0)).max() == 1  # the traced chain, not simplified
-    with_rdp = LandmarkPostprocessor(rdp_epsilon=1.0)(lab, img)
+    with_rdp = LandmarkPostprocessor(curves=CurveTracer(rdp_epsilon=1.0))(lab, img)
     assert len(with_rdp.paths["silhouette"][0]) < len(no_rdp.paths["silhouette"][0])
     for name, paths in no_rdp.paths.items():  # the frame's curves, simplified together, as one by one
         assert len(paths) == len(with_rdp.paths[name])
@@ -611,3 +614,17 @@ def test_trace_paths_stops_when_a_round_traces_nothing(monkeypatch):
     blob[2:10, 3:9] = True
     with pytest.raises(RuntimeError, match="48-pixel skeleton"):
         trace_paths(blob, min_branch=1)
+
+
+def test_the_postprocessor_is_composed_of_steps_that_switch_off_alike():
+    lab = np.zeros((40, 60), np.uint8)
+    lab[10, 5:20] = 1
+    lab[10, 26:45] = 1  # one silhouette broken by a 6 px gap
+    off = LandmarkPostprocessor(fov=False, connect=FragmentConnector(enabled=False))
+    assert off.connect is None and LandmarkPostprocessor(connect="false").connect is None
+    assert len(off(lab).paths["silhouette"]) == 2  # the gap stays open
+    joined = LandmarkPostprocessor(fov=False, connect=FragmentConnector(max_gap=8))(lab)
+    assert len(joined.paths["silhouette"]) == 1
+    assert len(LandmarkPostprocessor(fov=False, connect=FragmentConnector(max_gap=4))(lab).paths["silhouette"]) == 2
+    with pytest.raises(ValueError, match="thickness must be >= 1"):
+        CurveTracer(thickness=0)

@@ -2,6 +2,10 @@
 
 from .landmarks import (
     CLASS_NAMES,
+    CurveTracer,
+    FieldOfViewCull,
+    FragmentConnector,
+    LigamentCull,
     LandmarkPostprocess,
     LandmarkPostprocessd,
     LandmarkPostprocessor,
@@ -19,6 +23,10 @@ from .landmarks import (
 
 __all__ = [
     "CLASS_NAMES",
+    "CurveTracer",
+    "FieldOfViewCull",
+    "FragmentConnector",
+    "LigamentCull",
     "LandmarkPostprocess",
     "LandmarkPostprocessd",
     "LandmarkPostprocessor",

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,6 +64,10 @@ __all__ = [
     "draw_paths",
     "sample_points",
     "LandmarkResult",
+    "FieldOfViewCull",
+    "LigamentCull",
+    "FragmentConnector",
+    "CurveTracer",
     "LandmarkPostprocessor",
     "LandmarkPostprocess",
     "LandmarkPostprocessd",
@@ -900,82 +904,90 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.view(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-class LandmarkPostprocessor:
-    """SLiPPA's post-processing of one predicted label map, each step switchable.
-
-    Steps, in order (timings keys in brackets): the field of view is computed from the image and
-    labels outside it are set to background [``fov``]; stray ligament components are culled
-    [``ligament``]; then for each landmark class separately: fragments are joined [``connect``],
-    thinned [``skeleton``], traced into ordered paths [``trace``], simplified [``rdp``] and drawn
-    back ``thickness`` px wide [``draw``].
+class FieldOfViewCull:
+    """Post-processing step: labels outside the frame's field of view become background.
 
     Args:
-        class_names: names of the classes, index 0 = background (default SLiPPA's four).
-        fov: cull predictions outside the field of view (needs the image; skipped without one).
-        fov_threshold, fov_margin: see :func:`field_of_view`.
-        ligament: cull stray ligament components (:func:`remove_stray_ligament`).
-        ligament_class: class index of the ligament.
-        reference_classes: classes the ligament must lie between (silhouette, ridge).
-        ligament_margin: tolerance in pixels.
-        connect: join fragments of each landmark (:func:`connect_fragments`).
-        max_gap: largest gap bridged, in pixels; connect_thickness: width of the bridges.
-        skeleton: thin each landmark to its centre line (:func:`skeletonize`) and trace it
-            (:func:`trace_paths`). ``False`` also switches tracing, RDP and drawing off: masks are
-            then the culled (and joined) predictions and the point lists are empty.
-        min_branch: side branches with at least this many pixels become paths of their own
-            (``None``: only the longest path of each component); min_length: shortest path kept.
-        rdp_epsilon: RDP tolerance in pixels (:func:`rdp`); ``None`` switches the step off.
-        thickness: width in pixels of the curves drawn into ``masks`` (1: the bare centre line).
-        scale: map the point lists to another resolution: a factor, or ``(sx, sy)`` (e.g. network
-            416x320 -> frame 1920x1080: ``(1920 / 416, 1080 / 320)``). Pixel centres map to pixel
-            centres, ``x' = (x + 0.5) * sx - 0.5``, as resizing does. ``None``: network pixels.
-            Masks and labels stay at the label map's size.
-
-    Call with ``(labels, image=None)``: ``labels`` ``(H, W)`` class indices (integer, or float
-    holding integers; ``(1, H, W)`` accepted), ``image`` the frame (see :func:`field_of_view`; an
-    image of another size gives a field of view resized to the labels, nearest neighbour).
-    Returns a :class:`LandmarkResult`.
+        threshold, margin: see :func:`field_of_view`.
+        enabled: ``False`` switches the step off (a bundle's ``postprocess#fov``).
     """
 
-    def __init__(
-        self,
-        class_names: Sequence[str] = CLASS_NAMES,
-        fov: bool = True,
-        fov_threshold: float = 0.1,
-        fov_margin: int = 2,
-        ligament: bool = True,
-        ligament_class: int = 3,
-        reference_classes: Sequence[int] = (1, 2),
-        ligament_margin: int = 0,
-        connect: bool = True,
-        max_gap: float = 12.0,
-        connect_thickness: int = 3,
-        skeleton: bool = True,
-        min_branch: int | None = 10,
-        min_length: int = 1,
-        rdp_epsilon: float | None = 1.0,
-        thickness: int = 3,
-        scale: float | Sequence[float] | None = None,
-    ) -> None:
-        self.class_names = tuple(str(c) for c in class_names)
-        if len(self.class_names) < 2:
-            raise ValueError(f"class_names needs the background and at least one landmark, got {self.class_names}")
-        self.num_classes = len(self.class_names)
-        self.fov = as_bool(fov, "fov")
-        self.fov_threshold = float(fov_threshold)
-        self.fov_margin = int(fov_margin)
-        self.ligament = as_bool(ligament, "ligament")
+    def __init__(self, threshold: float = 0.1, margin: int = 2, enabled: bool = True) -> None:
+        self.threshold, self.margin = float(threshold), int(margin)
+        self.enabled = as_bool(enabled, "fov")
+
+    def __call__(self, labels: np.ndarray, image: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(H, W)`` uint8 labels and the frame -> ``(culled labels, (H, W) bool field of view)``.
+
+        An image of another size gives a field of view resized to the labels (nearest neighbour)."""
+        fov = _resize_mask(field_of_view(image, self.threshold, self.margin), labels.shape)
+        return np.where(fov, labels, np.uint8(0)), fov
+
+
+class LigamentCull:
+    """Post-processing step: stray ligament components are culled (:func:`remove_stray_ligament`).
+
+    Args:
+        ligament_class: class index of the ligament.
+        reference_classes: classes the ligament must lie between (silhouette, ridge).
+        margin: tolerance in pixels.
+        enabled: ``False`` switches the step off (a bundle's ``postprocess#ligament``).
+    """
+
+    def __init__(self, ligament_class: int = 3, reference_classes: Sequence[int] = (1, 2), margin: int = 0,
+                 enabled: bool = True) -> None:
         self.ligament_class = int(ligament_class)
         self.reference_classes = tuple(int(c) for c in reference_classes)
-        if self.ligament:
-            for c in (self.ligament_class, *self.reference_classes):
-                if not 0 < c < self.num_classes:
-                    raise ValueError(f"ligament step: class {c} is not a landmark of {self.class_names}")
-        self.ligament_margin = int(ligament_margin)
-        self.connect = as_bool(connect, "connect")
-        self.max_gap = float(max_gap)
-        self.connect_thickness = int(connect_thickness)
-        self.skeleton = as_bool(skeleton, "skeleton")
+        self.margin = int(margin)
+        self.enabled = as_bool(enabled, "ligament")
+
+    def check_classes(self, class_names: Sequence[str]) -> None:
+        """Raise ``ValueError`` if a class this step uses is not a landmark of ``class_names``."""
+        for c in (self.ligament_class, *self.reference_classes):
+            if not 0 < c < len(class_names):
+                raise ValueError(f"ligament step: class {c} is not a landmark of {tuple(class_names)}")
+
+    def __call__(self, labels: np.ndarray) -> np.ndarray:
+        """``(H, W)`` uint8 labels -> the same without stray ligament components."""
+        return remove_stray_ligament(labels, self.ligament_class, self.reference_classes, self.margin)
+
+
+class FragmentConnector:
+    """Post-processing step: fragments of one landmark are joined (:func:`connect_fragments`).
+
+    Args:
+        max_gap: largest gap bridged, in pixels.
+        thickness: width of the bridges in pixels.
+        enabled: ``False`` switches the step off (a bundle's ``postprocess#connect``).
+    """
+
+    def __init__(self, max_gap: float = 12.0, thickness: int = 3, enabled: bool = True) -> None:
+        self.max_gap, self.thickness = float(max_gap), int(thickness)
+        self.enabled = as_bool(enabled, "connect")
+
+    def __call__(self, mask: np.ndarray) -> np.ndarray:
+        """``(H, W)`` bool mask of one landmark -> the joined mask."""
+        return connect_fragments(mask, self.max_gap, self.thickness)
+
+
+class CurveTracer:
+    """Post-processing steps: thin a landmark to its centre line, trace it, simplify it, draw it back.
+
+    Args:
+        min_branch: side branches with at least this many pixels become paths of their own
+            (``None``: only the longest path of each component); min_length: shortest path kept
+            (:func:`trace_paths`).
+        rdp_epsilon: RDP tolerance in pixels (:func:`rdp`); ``None`` switches simplification off.
+        thickness: width in pixels of the curves drawn back (1: the bare centre line).
+        enabled: ``False`` switches all four steps off (a bundle's ``postprocess#skeleton``): the
+            post-processor then returns the culled (and joined) masks and no point lists.
+
+    Raises:
+        ValueError: ``rdp_epsilon < 0`` or ``thickness < 1``.
+    """
+
+    def __init__(self, min_branch: int | None = 10, min_length: int = 1, rdp_epsilon: float | None = 1.0,
+                 thickness: int = 3, enabled: bool = True) -> None:
         self.min_branch = as_optional(min_branch, "min_branch", as_int)
         self.min_length = int(min_length)
         rdp_epsilon = as_optional(rdp_epsilon, "rdp_epsilon", lambda v, k: float(v))
@@ -985,6 +997,75 @@ class LandmarkPostprocessor:
         if int(thickness) < 1:
             raise ValueError(f"thickness must be >= 1, got {thickness}")
         self.thickness = int(thickness)
+        self.enabled = as_bool(enabled, "skeleton")
+
+    def trace(self, mask: np.ndarray) -> list[np.ndarray]:
+        """``(H, W)`` bool mask -> ordered ``(N, 2)`` int64 ``(row, col)`` paths of its centre line."""
+        return trace_paths(skeletonize(mask), self.min_branch, self.min_length)
+
+    def simplify(self, paths: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """RDP-simplified ``paths`` (all together; unchanged when ``rdp_epsilon`` is ``None``)."""
+        return list(paths) if self.rdp_epsilon is None else _rdp_many(paths, self.rdp_epsilon)
+
+    def draw(self, paths: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+        """``(H, W)`` bool mask of ``paths`` drawn ``thickness`` px wide."""
+        return draw_paths(paths, shape, self.thickness)
+
+
+def _step(value: Any, default: Callable[[], Any], name: str) -> Any:
+    """A post-processing step from a config value: a step object, ``True`` (defaults), ``False`` / ``None`` (off)."""
+    if value is None or isinstance(value, (bool, str, int, np.bool_)):
+        return default() if as_bool(value if value is not None else False, name) else None
+    return value if getattr(value, "enabled", True) else None
+
+
+class LandmarkPostprocessor:
+    """SLiPPA's post-processing of one predicted label map, composed of switchable steps.
+
+    Steps, in order (timings keys in brackets): the field of view is computed from the image and
+    labels outside it are set to background [``fov``: :class:`FieldOfViewCull`]; stray ligament
+    components are culled [``ligament``: :class:`LigamentCull`]; then for each landmark class
+    separately: fragments are joined [``connect``: :class:`FragmentConnector`], thinned
+    [``skeleton``], traced into ordered paths [``trace``], simplified [``rdp``] and drawn back
+    [``draw``] (the last four: :class:`CurveTracer`).
+
+    Args:
+        class_names: names of the classes, index 0 = background (default SLiPPA's four).
+        fov, ligament, connect, curves: each step as an object of its class, ``True`` for the
+            step with its defaults, or ``False`` / ``None`` (or an object with ``enabled=False``)
+            for off. The field-of-view step is skipped when no image is given.
+        scale: map the point lists to another resolution: a factor, or ``(sx, sy)`` (e.g. network
+            416x320 -> frame 1920x1080: ``(1920 / 416, 1080 / 320)``). Pixel centres map to pixel
+            centres, ``x' = (x + 0.5) * sx - 0.5``, as resizing does. ``None``: network pixels.
+            Masks and labels stay at the label map's size.
+
+    Attributes:
+        fov, ligament, connect, curves: the steps that run (``None`` for a step switched off).
+
+    Call with ``(labels, image=None)``: ``labels`` ``(H, W)`` class indices (integer, or float
+    holding integers; ``(1, H, W)`` accepted), ``image`` the frame (see :func:`field_of_view`).
+    Returns a :class:`LandmarkResult`.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str] = CLASS_NAMES,
+        fov: FieldOfViewCull | bool | None = True,
+        ligament: LigamentCull | bool | None = True,
+        connect: FragmentConnector | bool | None = True,
+        curves: CurveTracer | bool | None = True,
+        scale: float | Sequence[float] | None = None,
+    ) -> None:
+        self.class_names = tuple(str(c) for c in class_names)
+        if len(self.class_names) < 2:
+            raise ValueError(f"class_names needs the background and at least one landmark, got {self.class_names}")
+        self.num_classes = len(self.class_names)
+        self.fov: FieldOfViewCull | None = _step(fov, FieldOfViewCull, "fov")
+        self.ligament: LigamentCull | None = _step(ligament, LigamentCull, "ligament")
+        if self.ligament is not None:
+            self.ligament.check_classes(self.class_names)
+        self.connect: FragmentConnector | None = _step(connect, FragmentConnector, "connect")
+        self.curves: CurveTracer | None = _step(curves, CurveTracer, "curves")
         scale = as_optional(scale, "scale")
         if scale is None:
             self.scale = None
@@ -1006,21 +1087,22 @@ class LandmarkPostprocessor:
         h, w = lab.shape
         timings: dict[str, float] = {}
         fov_mask = None
-        if self.fov and image is not None:
+        if self.fov is not None and image is not None:
             t0 = time.perf_counter()
-            fov_mask = _resize_mask(field_of_view(image, self.fov_threshold, self.fov_margin), (h, w))
-            lab = np.where(fov_mask, lab, np.uint8(0))
+            lab, fov_mask = self.fov(lab, image)
             timings["fov"] = time.perf_counter() - t0
-        if self.ligament:
+        if self.ligament is not None:
             t0 = time.perf_counter()
-            lab = remove_stray_ligament(lab, self.ligament_class, self.reference_classes, self.ligament_margin)
+            lab = self.ligament(lab)
             timings["ligament"] = time.perf_counter() - t0
-        steps = ["connect"] if self.connect else []
-        if self.skeleton:
-            steps += ["skeleton", "trace"] + (["rdp"] if self.rdp_epsilon is not None else []) + ["draw"]
+        curves = self.curves
+        steps = ["connect"] if self.connect is not None else []
+        if curves is not None:
+            steps += ["skeleton", "trace"] + (["rdp"] if curves.rdp_epsilon is not None else []) + ["draw"]
         timings.update({s: 0.0 for s in steps})
         masks = np.zeros((self.num_classes - 1, h, w), bool)
         traced: dict[int, list[np.ndarray]] = {}
+        pad = (self.connect.thickness if self.connect is not None else 3) + 2
         for k in range(1, self.num_classes):
             full = lab == k
             rows = np.flatnonzero(full.any(axis=1))
@@ -1028,36 +1110,34 @@ class LandmarkPostprocessor:
                 continue
             # work inside the class's bounding box, grown by what a bridge can stick out
             cols = np.flatnonzero(full[rows[0]: rows[-1] + 1].any(axis=0))
-            pad = self.connect_thickness + 2
             y0, y1 = max(int(rows[0]) - pad, 0), min(int(rows[-1]) + pad + 1, h)
             x0, x1 = max(int(cols[0]) - pad, 0), min(int(cols[-1]) + pad + 1, w)
             m = full[y0:y1, x0:x1]
-            if self.connect:
+            if self.connect is not None:
                 t0 = time.perf_counter()
-                m = connect_fragments(m, self.max_gap, self.connect_thickness)
+                m = self.connect(m)
                 timings["connect"] += time.perf_counter() - t0
-            if not self.skeleton:
+            if curves is None:
                 masks[k - 1, y0:y1, x0:x1] = m
                 continue
             t0 = time.perf_counter()
             skel = skeletonize(m)
             t1 = time.perf_counter()
             offset = np.array([y0, x0], np.int64)
-            traced[k] = [q + offset for q in trace_paths(skel, self.min_branch, self.min_length)]
+            traced[k] = [q + offset for q in trace_paths(skel, curves.min_branch, curves.min_length)]
             timings["skeleton"] += t1 - t0
             timings["trace"] += time.perf_counter() - t1
-        if self.skeleton and self.rdp_epsilon is not None and traced:
+        if curves is not None and curves.rdp_epsilon is not None and traced:
             t0 = time.perf_counter()  # all curves of the frame simplified together
-            flat = [q for k in traced for q in traced[k]]
-            simple = iter(_rdp_many(flat, self.rdp_epsilon))
+            simple = iter(curves.simplify([q for k in traced for q in traced[k]]))
             traced = {k: [next(simple) for _ in traced[k]] for k in traced}
             timings["rdp"] += time.perf_counter() - t0
         paths: dict[str, list[np.ndarray]] = {name: [] for name in self.class_names[1:]}
-        for k, curves in traced.items():
+        for k, lines in traced.items():
             t0 = time.perf_counter()
-            masks[k - 1] = draw_paths(curves, (h, w), self.thickness)
+            masks[k - 1] = curves.draw(lines, (h, w))
             timings["draw"] += time.perf_counter() - t0
-            paths[self.class_names[k]] = [self._to_xy(q) for q in curves]
+            paths[self.class_names[k]] = [self._to_xy(q) for q in lines]
         out_labels = np.zeros((h, w), np.uint8)
         for k in range(1, self.num_classes):
             out_labels[masks[k - 1]] = k
