@@ -99,6 +99,9 @@ def test_evaluation_per_volume_with_sam_and_sam2(run, refine, propagate, prompt)
     assert [r["volume"] for r in metrics["per_volume"]] == [Path(it["image"]).name for it in testing]
     assert 0.0 <= metrics["mean_dice"] <= 1.0
     assert (dest / "metrics.md").is_file() and (dest / "metrics.png").is_file()
+    # the paper's released protocol by default, Hausdorff in mm from the volumes' headers
+    assert (metrics["protocol"], metrics["distance_unit"]) == ("slice_2d", "mm")
+    assert metrics["num_slices"] >= metrics["num_volumes"]
 
 
 def run_stage_datalist() -> str:

@@ -193,3 +193,48 @@ def test_saved_point_lists_are_in_frame_pixels(tmp_path):
 
     mask = read_png(tmp_path / "out" / "frame_mask.png")
     assert mask.shape[:2] == (64, 96) and (mask[20, 10:80] == 2).all()
+
+
+def test_evaluation_settings_come_from_evaluate_json(tmp_path):
+    """evaluate.json's empty-case settings default to the P2ILF team evaluation and reach the handler."""
+    cfg = json.loads((BUNDLE / "configs" / "evaluate.json").read_text())
+    assert (cfg["tolerance"], cfg["empty_gt"], cfg["correct_absence"], cfg["false_alarm"]) == (
+        "strict", "skip", "p2ilf", "formula")
+    parser = _parser("train.json", "evaluate.json", output_dir=str(tmp_path), empty_gt="score", tolerance="inclusive")
+    handlers = parser["validate#handlers"]
+    index = next(i for i, h in enumerate(handlers) if h["_target_"].endswith("LandmarkEvaluation"))
+    handler = parser.get_parsed_content(f"validate#handlers#{index}")
+    assert handler.settings == {"empty_gt": "score", "correct_absence": "p2ilf", "false_alarm": "formula",
+                                "tolerance": "inclusive"}
+    # a frame with a predicted ligament and none in the ground truth: G by the P2ILF formula, |B| / |I|
+    names = ["background", "silhouette", "ridge", "ligament"]
+    gt = np.zeros((1, 40, 50), np.int64)
+    gt[0, 10, 5:45] = 1
+    pred = gt.copy()
+    pred[0, 30, 10:20] = 3
+    handler.update(_Engine([{"label_full": torch.from_numpy(gt)}], [{"pred": torch.from_numpy(pred)}]))
+    res = handler.results()
+    assert res["settings"]["empty_gt"] == "score" and res["raw"]["empty_gt"] == "score"
+    raw = res["raw"]["per_landmark"]  # (post-processing culls a ligament below every other landmark)
+    assert raw["ligament"]["G"] == pytest.approx(10 / (40 * 50))
+    assert raw["ridge"]["dice"] == pytest.approx(1.0)  # a correct absence: D = 1 (P2ILF code)
+    from fewlabel.handlers import LandmarkEvaluation
+
+    with pytest.raises(ValueError, match="false_alarm must be one of"):
+        LandmarkEvaluation(tmp_path, names, false_alarm="flat")
+
+
+@pytest.mark.parametrize("stage", [["train.json"], ["train.json", "finetune.json"]])
+def test_lr_scheduler_cuts_after_three_epochs_of_stagnation(stage):
+    """ "x0.2 after three epochs of stagnation": PyTorch's patience 2 (train, fine-tune and multi-GPU)."""
+    parser = _parser(*stage, **SMOKE, from_stage1=False)
+    scheduler = parser.get_parsed_content("lr_scheduler")
+    assert scheduler.patience == 2 and scheduler.factor == pytest.approx(0.2) and scheduler.mode == "max"
+    lr0 = scheduler.optimizer.param_groups[0]["lr"]
+    scheduler.step(0.5)  # the best so far
+    for epoch in range(1, 4):  # three epochs without gain: the third one cuts the learning rate
+        assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(lr0), epoch
+        scheduler.step(0.5)
+    assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * lr0)
+    multi = _parser(*stage, "multi_gpu_train.json")
+    assert multi.get_parsed_content("lr_scheduler#patience") == 2

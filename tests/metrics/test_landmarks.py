@@ -25,12 +25,13 @@ def _line(shape, row, cols):
     return m
 
 
-def _brute_force_g(b: np.ndarray, c: np.ndarray, d_max: float) -> float:
+def _brute_force_g(b: np.ndarray, c: np.ndarray, d_max: float, strict: bool = True) -> float:
     """Equation 4 straight from its definitions, with pairwise distances (small images only)."""
     pb, pc = np.argwhere(b).astype(float), np.argwhere(c).astype(float)
     dist = np.sqrt(((pb[:, None] - pc[None]) ** 2).sum(-1))  # |B| x |C|
-    in_q = dist.min(1) <= d_max
-    fn = dist.min(0) > d_max
+    within = (lambda d: d < d_max) if strict else (lambda d: d <= d_max)
+    in_q = within(dist.min(1))
+    fn = ~within(dist.min(0))
     match = 0.0
     if in_q.any():
         sub = dist[in_q][:, ~fn]
@@ -75,11 +76,15 @@ def test_g_grows_with_displacement_then_fp_fn_terms_take_over():
     gt = _line((64, 64), 20, (10, 50))
     g = {s: symmetric_distance(_line((64, 64), 20 + s, (10, 50)), gt, d_max=10) for s in (1, 3, 6, 10, 12)}
     assert g[1] < g[3] < g[6] < g[10]
-    for s in (1, 3, 6, 10):
+    for s in (1, 3, 6):
         assert g[s] == pytest.approx(s / 10)
     # 12 px > d_max: all 40 predicted pixels are FP and all 40 GT pixels FN; no matched term
     assert g[12] == pytest.approx(40 / (64 * 64 - 2 * 40 * 10) + 40 / 40)
-    assert g[12] > g[10]
+    # exactly d_max away is a miss in the P2ILF code (< d_max matches): the same 40 FP + 40 FN
+    assert g[10] == pytest.approx(g[12])
+    # matched at <= d_max on request: G = 10 / 10, below the all-missed score
+    inclusive = symmetric_distance(_line((64, 64), 30, (10, 50)), gt, d_max=10, tolerance="inclusive")
+    assert inclusive == pytest.approx(1.0) and inclusive < g[12]
 
 
 def test_g_agrees_with_a_brute_force_implementation_of_the_definitions():
@@ -91,6 +96,8 @@ def test_g_agrees_with_a_brute_force_implementation_of_the_definitions():
             continue
         for d_max in (2.0, 5.0):
             assert symmetric_distance(b, c, d_max) == pytest.approx(_brute_force_g(b, c, d_max))
+            assert symmetric_distance(b, c, d_max, tolerance="inclusive") == pytest.approx(
+                _brute_force_g(b, c, d_max, strict=False))
 
 
 def test_g_edge_cases():
@@ -99,7 +106,11 @@ def test_g_edge_cases():
     assert symmetric_distance(empty, empty) == 0.0
     assert math.isnan(symmetric_distance(empty, empty, both_empty=math.nan))
     assert symmetric_distance(empty, gt) == 1.0
-    assert symmetric_distance(gt, empty) == 1.0
+    # a false alarm: the P2ILF code's formula, |B| / |I| = 10 / 256 (flat 1.0 on request)
+    assert symmetric_distance(gt, empty) == pytest.approx(10 / 256)
+    assert symmetric_distance(gt, empty, false_alarm="one") == 1.0
+    with pytest.raises(ValueError, match="tolerance must be one of"):
+        symmetric_distance(gt, gt, tolerance="<=")
     # a 1x20 image, d_max 2, GT cols 0..4: |I| - 2 |C| d_max = 20 - 20 = 0 -> the FP term uses |I|;
     # the prediction adds one pixel at col 19 (15 px away: FP): G = 1 / 20
     gt = np.zeros((1, 20), bool)
@@ -139,7 +150,7 @@ def test_precision_and_dice_on_hand_made_masks():
 
 def test_landmark_scores_means_skip_nan(tmp_path):
     h, w = 20, 20
-    scores = LandmarkScores(("silhouette", "ridge", "ligament"), d_max=10)
+    scores = LandmarkScores(("silhouette", "ridge", "ligament"), d_max=10, empty_gt="score", correct_absence="nan")
     # image 0: silhouette perfect, ridge shifted 1 px, ligament absent from both (NaN: left out)
     gt0 = np.zeros((3, h, w), bool)
     gt0[0] = _line((h, w), 3, (2, 18))
@@ -176,10 +187,10 @@ def test_landmark_scores_means_skip_nan(tmp_path):
 def test_landmark_scores_skip_empty_gt_and_bad_input():
     gt = np.zeros((1, 8, 8), bool)
     pred = np.ones((1, 8, 8), bool)
-    scored = LandmarkScores(["ridge"])
+    scored = LandmarkScores(["ridge"], empty_gt="score", false_alarm="one")
     scored.add(pred, gt)
     assert scored.summary()["mean"] == {"precision": 0.0, "dice": 0.0, "G": 1.0}
-    skipped = LandmarkScores(["ridge"], empty_gt="skip")
+    skipped = LandmarkScores(["ridge"])  # the default, as the P2ILF team evaluation
     skipped.add(pred, gt)
     assert all(math.isnan(v) for v in skipped.summary()["mean"].values())
     three = LandmarkScores()
@@ -236,3 +247,73 @@ def test_landmark_table_rows_in_table_2_order():
     assert [r.split("|")[1].strip() for r in rows] == ["ridge", "ligament", "silhouette", "**mean**"]
     assert rows[0].split("|")[2].strip() == "0.24" and rows[1].split("|")[2].strip() == "–"
     assert "30 images" in table and "d_max = 10 px" in table
+
+
+def _p2ilf_simplified_by_hand(pred: np.ndarray, gt: np.ndarray, d_max: float) -> float:
+    """The P2ILF team evaluation's G (``computeScoreFrancoisSimplified``) from its definition, in its own
+    units (pixels): distances to the whole other set capped at ``d_max``, a pixel matched when closer than
+    ``d_max``, 0 / 0 = 0 (the code's epsilon)."""
+    pa, pb = np.argwhere(pred).astype(float), np.argwhere(gt).astype(float)
+
+    def nearest(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        if len(y) == 0:
+            return np.full(len(x), float(d_max))
+        return np.minimum(np.sqrt(((x[:, None] - y[None]) ** 2).sum(-1)).min(1), d_max)
+
+    def div(a: float, b: float) -> float:
+        return 0.0 if a == 0 else a / b
+
+    d_ab, d_ba = nearest(pa, pb), nearest(pb, pa)
+    match = d_ab[d_ab < d_max].sum() + d_ba[d_ba < d_max].sum()
+    miss_a, miss_b, n_gt = (d_ab >= d_max).sum(), (d_ba >= d_max).sum(), len(pb)
+    return div(match, 2.0 * n_gt) + div(d_max * miss_b, n_gt) + div(d_max * miss_a, pred.size - 2 * d_max * n_gt)
+
+
+def test_g_is_the_p2ilf_code_divided_by_d_max_on_every_case():
+    # the official score is d_max times equation 4; the empty cases come out of the same formula
+    h, w, d_max = 20, 24, 5.0
+    empty = np.zeros((h, w), bool)
+    gt = _line((h, w), 10, (3, 15))
+    near = _line((h, w), 12, (4, 18))
+    near[0, 23] = True  # a far false positive
+    at_d_max = _line((h, w), 15, (3, 15))  # exactly d_max away: a miss in the official code
+    for pred, truth in [(near, gt), (at_d_max, gt), (gt, empty), (empty, gt), (empty, empty)]:
+        official = _p2ilf_simplified_by_hand(pred, truth, d_max)
+        assert symmetric_distance(pred, truth, d_max) * d_max == pytest.approx(official), (pred.sum(), truth.sum())
+    # by hand: a 12-pixel false alarm on a 480-pixel frame -> official 5 * 12 / 480 = 0.125, here 12 / 480
+    assert symmetric_distance(gt, empty, d_max) == pytest.approx(12 / 480)
+
+
+def test_empty_cases_follow_the_p2ilf_team_evaluation():
+    h, w = 16, 20
+    gt = np.zeros((2, h, w), bool)  # ridge present, ligament absent from the ground truth
+    gt[0] = _line((h, w), 4, (2, 18))
+    false_alarm = gt.copy()
+    false_alarm[1] = _line((h, w), 10, (5, 13))  # 8 predicted ligament pixels where there is none
+    names = ("ridge", "ligament")
+
+    # default: the frame without a ligament is left out of the ligament's means ("NA"), whatever was predicted
+    default = LandmarkScores(names)
+    default.add(false_alarm, gt)
+    default.add(gt, gt)
+    s = default.summary()
+    assert s["per_landmark"]["ligament"]["num_scored"] == 0 and math.isnan(s["per_landmark"]["ligament"]["G"])
+    assert s["mean"]["dice"] == pytest.approx(1.0)  # the ridge alone
+    assert (s["empty_gt"], s["correct_absence"], s["false_alarm"], s["tolerance"]) == (
+        "skip", "p2ilf", "formula", "strict")
+
+    # scored: a false alarm P = D = 0, G = |B| / |I| = 8 / 320; a correct absence P = 0, D = 1, G = 0 (the
+    # per-frame code: precision() returns 0 when TP + FP = 0, DSC = 1 when both are empty); both enter the mean
+    scored = LandmarkScores(names, empty_gt="score")
+    assert scored.add(false_alarm, gt)["ligament"] == pytest.approx({"precision": 0.0, "dice": 0.0, "G": 8 / 320})
+    assert scored.add(gt, gt)["ligament"] == {"precision": 0.0, "dice": 1.0, "G": 0.0}
+    lig = scored.summary()["per_landmark"]["ligament"]
+    assert lig == pytest.approx({"precision": 0.0, "dice": 0.5, "G": 4 / 320, "num_scored": 2})
+    # today's alternatives: a correct absence left out, a false alarm scored 1.0
+    old = LandmarkScores(names, empty_gt="score", correct_absence="nan", false_alarm="one")
+    old.add(false_alarm, gt)
+    old.add(gt, gt)
+    assert old.summary()["per_landmark"]["ligament"] == pytest.approx(
+        {"precision": 0.0, "dice": 0.0, "G": 1.0, "num_scored": 1})
+    with pytest.raises(ValueError, match="correct_absence must be one of"):
+        LandmarkScores(names, correct_absence="one")

@@ -64,12 +64,17 @@ class LandmarkEvaluation:
         name: file stem of the outputs.
         examples: how many (image, ground truth, raw prediction) at network size to keep in
             ``<name>_examples.npz`` for pictures (sweep reports); 0 keeps none.
+        empty_gt, correct_absence, false_alarm, tolerance: how frames whose ground truth lacks a
+            landmark are scored and the tolerance test of G; the defaults follow the P2ILF
+            challenge's evaluation of the teams (see :class:`fewlabel.metrics.LandmarkScores`).
+            Recorded in ``metrics.json`` under ``settings``.
     """
 
     def __init__(self, output_dir: str | os.PathLike, class_names: Sequence[str], postprocessor: Any = None,
                  d_max: float = 10.0, thickness: int = 12, full_label_key: str = "label_full",
                  image_key: str = "image", stage: str = "tune", report: str = "post", name: str = "metrics",
-                 examples: int = 4) -> None:
+                 examples: int = 4, empty_gt: str = "skip", correct_absence: str = "p2ilf",
+                 false_alarm: str = "formula", tolerance: str = "strict") -> None:
         from fewlabel.metrics import LandmarkScores
 
         if report not in ("raw", "post"):
@@ -85,7 +90,10 @@ class LandmarkEvaluation:
         self.report = report if postprocessor is not None else "raw"
         self.name = name
         self.examples = int(examples)
-        self._make = lambda: LandmarkScores(self.class_names[1:], d_max=self.d_max)
+        self.settings = {"empty_gt": empty_gt, "correct_absence": correct_absence, "false_alarm": false_alarm,
+                         "tolerance": tolerance}
+        LandmarkScores(self.class_names[1:], d_max=self.d_max, **self.settings)  # a bad setting fails here
+        self._make = lambda: LandmarkScores(self.class_names[1:], d_max=self.d_max, **self.settings)
         self.reset()
 
     def reset(self, engine: Engine | None = None) -> None:
@@ -141,7 +149,7 @@ class LandmarkEvaluation:
 
     def results(self) -> dict[str, Any]:
         raw = self.raw.summary()
-        out: dict[str, Any] = {"stage": self.stage, "d_max": self.d_max, "raw": raw}
+        out: dict[str, Any] = {"stage": self.stage, "d_max": self.d_max, "settings": self.raw.settings, "raw": raw}
         if self.postprocessor is not None:
             out["post"] = self.post.summary()
             out["postprocess_ms"] = {s: 1000 * float(np.mean(v)) for s, v in self.timings.items()}

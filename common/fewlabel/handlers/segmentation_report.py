@@ -25,18 +25,23 @@ class SegmentationReport(ReportHandler):
         name: file stem and the key prefix in ``engine.state.metrics`` (``<name>_mean_iou`` ...).
         title: heading of the Markdown table.
         class_shares, underrepresented_below: see :class:`SegmentationScores`.
+        average: what ``iou`` / ``dice`` / ``mean_iou`` ... report: ``"per_image"`` (mean of per-image
+            scores) or ``"dataset"`` (one confusion matrix over all images; SurgicalSemiSeg's protocol);
+            the other stays under ``*_per_image`` / ``*_dataset`` (see :class:`SegmentationScores`).
         examples: how many (image, label, prediction) to keep in ``<name>_examples.npz`` for
             pictures (sweep reports' overlay grids); 0 keeps none.
     """
 
-    metric_keys = ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground", "mean_iou_underrepresented")
+    metric_keys = ("mean_iou", "mean_dice", "mean_iou_foreground", "mean_dice_foreground", "mean_iou_underrepresented",
+                   "mean_iou_per_image", "mean_iou_dataset")
 
     def __init__(
         self, output_dir: str | os.PathLike, class_names: Sequence[str],
         output_transform: Callable | None = None, name: str = "metrics", title: str = "",
         class_shares: dict[str, float] | None = None, underrepresented_below: float = 0.01, examples: int = 4,
+        average: str = "per_image",
     ) -> None:
-        super().__init__(output_dir, SegmentationScores(class_names, class_shares, underrepresented_below),
+        super().__init__(output_dir, SegmentationScores(class_names, class_shares, underrepresented_below, average),
                          output_transform, name, title, examples)
 
     def _update(self, engine: Engine) -> None:

@@ -1,5 +1,5 @@
-"""Metrics: per-class IoU / Dice reports from MONAI's metric functions; per-volume Dice / Hausdorff (PolyCL);
-landmark precision, Dice and G (P2ILF). Their report handlers are in :mod:`fewlabel.handlers`."""
+"""Metrics: per-class IoU / Dice reports (per image or over the test set); Dice / Hausdorff per volume or per
+slice (PolyCL); landmark precision, Dice and G (P2ILF). Their report handlers are in :mod:`fewlabel.handlers`."""
 
 from typing import Any
 
@@ -13,7 +13,7 @@ from .landmarks import (
     symmetric_distance,
 )
 from .report import SegmentationScores, format_table
-from .volume import VolumeScores, format_volume_table, volume_scores
+from .volume import VolumeScores, format_volume_table, slice_scores, volume_scores
 from fewlabel.moved import lazy_reexports
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "VolumeScores",
     "format_volume_table",
     "volume_scores",
+    "slice_scores",
     "LANDMARK_NAMES",
     "LandmarkScores",
     "symmetric_distance",

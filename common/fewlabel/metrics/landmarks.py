@@ -10,19 +10,33 @@ original resolution:
   and a false-negative term, with a tolerance ``d_max`` (P2ILF: 10 px). Lower is better; 0 is a
   perfect match and 1 an entirely missed landmark.
 
-Empty maps (a landmark absent from the prediction and/or the ground truth) are common, so their
-scores are defined here once, for all three metrics:
+The P2ILF challenge scored the teams with ``computeScoreFrancoisSimplified`` (for G) and
+``computeClassificationMetrics`` (for precision and Dice) of ``teamEvaluations/metric_functions.py``
+in the organisers' P2ILF repository, and averaged the frames with ``connectJsonFiles_DSC.py`` /
+``connectJsonFiles_SymDistance.py`` beside it. What that code does, and the setting here that
+follows it (the defaults) or today's alternative:
 
-- both empty: P, D NaN; G is NaN in :class:`LandmarkScores` (``symmetric_distance(..., both_empty=0.0)``
-  returns 0 by default);
-- empty prediction, non-empty ground truth (a missed landmark): P = 0, D = 0, G = 1;
-- non-empty prediction, empty ground truth (a false alarm): P = 0, D = 0, G = 1.
+- tolerance: a pixel is matched when its distance to the other set is ``< d_max``; at exactly
+  ``d_max`` it is a miss (``tolerance="strict"``; ``"inclusive"`` matches at ``<= d_max``);
+- a frame whose ground truth lacks a landmark is left out of that landmark's precision, Dice and G
+  means, whatever was predicted (the averaging scripts list those frames and write "NA";
+  ``empty_gt="skip"``). With ``empty_gt="score"`` such frames are scored:
 
-NaN scores are left out of the means, so an image where a landmark is (correctly) absent neither
-helps nor hurts; a missed landmark scores P = D = 0 and G = 1 instead of being left out, so
-missing a landmark never improves a mean.
-:class:`LandmarkScores` can instead skip images whose ground truth lacks the landmark
-(``empty_gt="skip"``), as the SLiPPA authors' evaluation code does.
+  - a correct absence (both empty): the code gives G = 0 (all its terms are 0), Dice = 1
+    (``computeClassificationMetrics`` sets ``DSC = 1`` when both maps are empty) and precision 0
+    (its ``precision`` returns 0 when ``TP + FP = 0``), and they enter the means
+    (``correct_absence="p2ilf"``); ``"nan"`` leaves them out instead;
+  - a false alarm (a predicted landmark, no ground truth): P = 0, D = 0 and G by the code's formula,
+    whose match and miss terms are 0 (its ``epsilon`` makes 0 / 0 = 0) and whose outlier term is
+    ``|B| / |I|`` here (``false_alarm="formula"``); ``"one"`` scores it 1.0;
+
+- a missed landmark (empty prediction, non-empty ground truth): P = 0, D = 0, G = 1 (the code's
+  ``d_max``, in the units below), whatever the settings.
+
+G is reported in equation 4's units (0 perfect, 1 entirely missed). The P2ILF code's value is
+``d_max`` times this (its match term is not divided by ``d_max``; its outlier and miss terms are
+multiplied by ``d_max``), and its averaging script rounds each frame's value to two decimals and
+caps it at 1 before taking the mean; neither is applied here.
 
 :func:`format_stage_table` lays results out as SLiPPA's Tables 5 and 6;
 :func:`format_landmark_table` as its Table 2.
@@ -45,6 +59,10 @@ from fewlabel.data.landmarks import LANDMARK_CLASSES
 
 __all__ = [
     "LANDMARK_NAMES",
+    "TOLERANCES",
+    "FALSE_ALARMS",
+    "EMPTY_GT",
+    "CORRECT_ABSENCES",
     "symmetric_distance",
     "landmark_precision",
     "landmark_dice",
@@ -83,16 +101,30 @@ def _pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
     return b, c
 
 
-def symmetric_distance(pred: Any, gt: Any, d_max: float = 10.0, both_empty: float = 0.0) -> float:
+TOLERANCES = ("strict", "inclusive")
+FALSE_ALARMS = ("formula", "one")
+EMPTY_GT = ("skip", "score")
+CORRECT_ABSENCES = ("p2ilf", "nan")
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r} (set it in the bundle's evaluate.json)")
+
+
+def symmetric_distance(pred: Any, gt: Any, d_max: float = 10.0, both_empty: float = 0.0,
+                       tolerance: str = "strict", false_alarm: str = "formula") -> float:
     """Symmetric distance ``G`` between a predicted and a ground-truth landmark map (SLiPPA equation 4).
 
     The score of François et al. (2020) used by the P2ILF challenge. With
 
     - ``B``: the predicted pixels, ``C``: the ground-truth pixels, ``|I|``: the number of pixels of
       the image;
-    - ``Q``: the tolerance region, pixels within Euclidean distance ``d_max`` of ``C`` (``<= d_max``);
-    - ``FP = B \\ Q``: predicted pixels farther than ``d_max`` from every ground-truth pixel;
-    - ``FN``: ground-truth pixels farther than ``d_max`` (``> d_max``) from every predicted pixel;
+    - ``Q``: the tolerance region, pixels closer than ``d_max`` to ``C`` (``< d_max``, as the P2ILF
+      code tests; ``<= d_max`` with ``tolerance="inclusive"``);
+    - ``FP = B \\ Q``: predicted pixels not within the tolerance of any ground-truth pixel;
+    - ``FN``: ground-truth pixels not within the tolerance (``>= d_max``; ``> d_max`` inclusive) of
+      any predicted pixel;
     - ``d_S(p, S)``: the Euclidean distance (in pixels) from pixel ``p`` to the nearest pixel of
       the set ``S`` (from :func:`scipy.ndimage.distance_transform_edt`),
 
@@ -107,38 +139,50 @@ def symmetric_distance(pred: Any, gt: Any, d_max: float = 10.0, both_empty: floa
     when every ground-truth pixel is missed and there is no false positive. It is not bounded by
     1: a prediction much thicker than the ground truth, or many false positives, can exceed it.
 
-    Edge cases: both maps empty -> ``both_empty`` (default 0.0); an empty prediction with a
-    non-empty ground truth -> 1.0 (every ground-truth pixel is a false negative); an empty ground
-    truth with a non-empty prediction -> 1.0 (every predicted pixel is a false positive; the
-    formula's denominators are 0). A prediction entirely outside ``Q`` gives ``B∩Q`` and
-    ``C \\ FN`` both empty: the first term is 0 and ``G = 1 + |FP| / (...)``. If
-    ``|I| - 2 |C| d_max <= 0`` (a ground truth covering much of a small image) the false-positive
-    term is divided by ``|I|`` instead.
+    Edge cases: both maps empty -> ``both_empty`` (default 0.0, the P2ILF code's value); an empty
+    prediction with a non-empty ground truth -> 1.0 (every ground-truth pixel is a false negative);
+    an empty ground truth with a non-empty prediction (a false alarm) -> ``|B| / |I|`` with
+    ``false_alarm="formula"`` (the P2ILF code: the terms divided by ``|C| = 0`` are 0, the
+    false-positive term is ``|FP| / |I|`` with every predicted pixel a false positive), 1.0 with
+    ``"one"``. A prediction entirely outside ``Q`` gives ``B∩Q`` and ``C \\ FN`` both empty: the
+    first term is 0 and ``G = 1 + |FP| / (...)``. If ``|I| - 2 |C| d_max <= 0`` (a ground truth
+    covering much of a small image) the false-positive term is divided by ``|I|`` instead.
 
-    Note: this is equation 4 as printed. The P2ILF evaluation code differs in small ways (its
-    first term is divided by the matched ground-truth count instead of ``|C|``, its false-positive
-    and false-negative terms are multiplied by ``d_max``, and a distance of exactly ``d_max`` counts
-    as a miss).
+    The challenge's code (``computeScoreFrancoisSimplified`` in the P2ILF organisers'
+    ``teamEvaluations/metric_functions.py``) computes the same score times ``d_max``: its first term
+    is the sum of matched distances over ``2 |C|`` (not divided by ``d_max``), its false-negative and
+    false-positive terms are multiplied by ``d_max``; it measures each matched pixel's distance to
+    the whole other set, which is the same thing (the nearest pixel of a matched pixel is itself
+    matched); and a distance of exactly ``d_max`` is a miss (``tolerance="strict"``).
 
     Args:
         pred: ``(H, W)`` predicted landmark map (bool, or non-zero = landmark); NumPy or torch.
         gt: ``(H, W)`` ground-truth map, same shape.
         d_max: tolerance in pixels (> 0); P2ILF uses 10 at the original frame resolution.
         both_empty: the score when both maps are empty.
+        tolerance: ``"strict"`` (default, the P2ILF code: matched when closer than ``d_max``) or
+            ``"inclusive"`` (matched at ``<= d_max``).
+        false_alarm: the score of a prediction on an empty ground truth: ``"formula"`` (default,
+            the P2ILF code's value, ``|B| / |I|``) or ``"one"`` (1.0).
 
     Returns:
         ``G >= 0`` as a float (lower is better).
 
     Raises:
-        ValueError: shapes differ or are not 2D; ``d_max <= 0``.
+        ValueError: shapes differ or are not 2D; ``d_max <= 0``; an unknown ``tolerance`` or
+            ``false_alarm``.
     """
     if not d_max > 0:
         raise ValueError(f"d_max must be > 0, got {d_max}")
+    _check_choice("tolerance", tolerance, TOLERANCES)
+    _check_choice("false_alarm", false_alarm, FALSE_ALARMS)
     b, c = _pair(pred, gt)
     n_c, n_b = int(c.sum()), int(b.sum())
     if n_c == 0 and n_b == 0:
         return float(both_empty)
-    if n_c == 0 or n_b == 0:
+    if n_c == 0:
+        return float(n_b) / b.size if false_alarm == "formula" else 1.0
+    if n_b == 0:
         return 1.0
     n_pixels = b.size
     # All pixels of B and C lie in their joint bounding box, so Euclidean distance transforms of
@@ -146,11 +190,16 @@ def symmetric_distance(pred: Any, gt: Any, d_max: float = 10.0, both_empty: floa
     rows, cols = np.nonzero(b | c)
     crop = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
     b, c = b[crop], c[crop]
-    tol = float(d_max) + 1e-9
     dist_to_c = distance_transform_edt(~c)
     dist_to_b = distance_transform_edt(~b)
-    in_q = dist_to_c <= tol  # Q
-    fn = c & (dist_to_b > tol)
+    if tolerance == "strict":  # within tolerance: < d_max (exactly d_max is a miss)
+        def within(d: np.ndarray) -> np.ndarray:
+            return d < float(d_max) - 1e-9
+    else:
+        def within(d: np.ndarray) -> np.ndarray:
+            return d <= float(d_max) + 1e-9
+    in_q = within(dist_to_c)  # Q
+    fn = c & ~within(dist_to_b)
     b_in_q = b & in_q
     fp = b & ~in_q
     c_matched = c & ~fn
@@ -211,33 +260,60 @@ class LandmarkScores:
 
     Score images at their original resolution (P2ILF: ``d_max`` is in original pixels).
 
+    The defaults follow the P2ILF challenge's own evaluation of the teams (see the module
+    docstring for what that code does).
+
     Args:
         landmark_names: names of the landmarks, in class-index order from class 1 (default
             :data:`LANDMARK_NAMES`: silhouette, ridge, ligament).
         d_max: tolerance of :func:`symmetric_distance` in pixels.
-        empty_gt: ``"score"`` (default): an image whose ground truth lacks a landmark is scored
-            (a false alarm gives P = D = 0, G = 1; nothing predicted gives NaN, left out);
-            ``"skip"``: such images are left out of that landmark's means whatever was predicted
-            (the SLiPPA authors' evaluation code).
+        empty_gt: ``"skip"`` (default, the P2ILF team evaluation and the SLiPPA authors' code): an
+            image whose ground truth lacks a landmark is left out of that landmark's means whatever
+            was predicted; ``"score"``: such images are scored (below).
+        correct_absence: with ``empty_gt="score"``, the scores of a landmark absent from both
+            prediction and ground truth: ``"p2ilf"`` (default, the P2ILF per-frame code: P = 0,
+            D = 1, G = 0, entering the means) or ``"nan"`` (left out of the means).
+        false_alarm: with ``empty_gt="score"``, G of a landmark predicted where the ground truth
+            has none (P = D = 0 either way): ``"formula"`` (default, the P2ILF code's value
+            ``|B| / |I|``) or ``"one"`` (1.0); see :func:`symmetric_distance`.
+        tolerance: ``"strict"`` (default, the P2ILF code: matched when closer than ``d_max``) or
+            ``"inclusive"`` (``<= d_max``); see :func:`symmetric_distance`.
 
     ``summary()`` returns ``{"per_landmark": {name: {"precision", "dice", "G", "num_scored"}},
-    "mean": {"precision", "dice", "G"}, "num_images", "d_max", "empty_gt"}``: each landmark's
-    figure is the mean over images with NaN left out, the ``mean`` row averages the landmarks
-    (SLiPPA's P̄, D̄, Ḡ). A figure with no image to average is NaN.
+    "mean": {"precision", "dice", "G"}, "num_images", "d_max", "empty_gt", "correct_absence",
+    "false_alarm", "tolerance"}``: each landmark's figure is the mean over images with NaN left
+    out, the ``mean`` row averages the landmarks (SLiPPA's P̄, D̄, Ḡ). A figure with no image to
+    average is NaN.
+
+    Raises:
+        ValueError: no landmark names, ``d_max <= 0`` or an unknown setting (the message lists the
+            choices).
     """
 
     def __init__(self, landmark_names: Sequence[str] = LANDMARK_NAMES, d_max: float = 10.0,
-                 empty_gt: str = "score") -> None:
+                 empty_gt: str = "skip", correct_absence: str = "p2ilf", false_alarm: str = "formula",
+                 tolerance: str = "strict") -> None:
         if not landmark_names:
             raise ValueError("landmark_names is empty")
-        if empty_gt not in ("score", "skip"):
-            raise ValueError(f"empty_gt must be 'score' or 'skip', got {empty_gt!r}")
+        _check_choice("empty_gt", empty_gt, EMPTY_GT)
+        _check_choice("correct_absence", correct_absence, CORRECT_ABSENCES)
+        _check_choice("false_alarm", false_alarm, FALSE_ALARMS)
+        _check_choice("tolerance", tolerance, TOLERANCES)
         if not d_max > 0:
             raise ValueError(f"d_max must be > 0, got {d_max}")
         self.landmark_names = [str(n) for n in landmark_names]
         self.d_max = float(d_max)
         self.empty_gt = empty_gt
+        self.correct_absence = correct_absence
+        self.false_alarm = false_alarm
+        self.tolerance = tolerance
         self.reset()
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The evaluation settings, as recorded in :meth:`summary`."""
+        return {"d_max": self.d_max, "empty_gt": self.empty_gt, "correct_absence": self.correct_absence,
+                "false_alarm": self.false_alarm, "tolerance": self.tolerance}
 
     def reset(self) -> None:
         """Forget all images."""
@@ -288,13 +364,17 @@ class LandmarkScores:
             raise ValueError(f"prediction shape {p.shape[1:]} differs from ground truth shape {g.shape[1:]}")
         record: dict[str, Any] = {"image": len(self._images) if image_id is None else image_id}
         for name, pm, gm in zip(self.landmark_names, p, g):
-            if self.empty_gt == "skip" and not gm.any():
+            if not gm.any() and (self.empty_gt == "skip" or (self.correct_absence == "nan" and not pm.any())):
                 record[name] = {m: math.nan for m in _METRICS}
+                continue
+            if not gm.any() and not pm.any():  # a correct absence, scored as the P2ILF per-frame code does
+                record[name] = {"precision": 0.0, "dice": 1.0, "G": 0.0}
                 continue
             record[name] = {
                 "precision": landmark_precision(pm, gm),
                 "dice": landmark_dice(pm, gm),
-                "G": symmetric_distance(pm, gm, self.d_max, both_empty=math.nan),
+                "G": symmetric_distance(pm, gm, self.d_max, both_empty=math.nan, tolerance=self.tolerance,
+                                        false_alarm=self.false_alarm),
             }
         self._images.append(record)
         return dict(record)
@@ -307,8 +387,7 @@ class LandmarkScores:
             per_landmark[name] = {m: _nanmean(v) for m, v in vals.items()}
             per_landmark[name]["num_scored"] = sum(not math.isnan(v) for v in vals["dice"])
         mean = {m: _nanmean([per_landmark[n][m] for n in self.landmark_names]) for m in _METRICS}
-        return {"per_landmark": per_landmark, "mean": mean, "num_images": len(self._images), "d_max": self.d_max,
-                "empty_gt": self.empty_gt}
+        return {"per_landmark": per_landmark, "mean": mean, "num_images": len(self._images), **self.settings}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``{"summary": ..., "per_image": [...]}`` as JSON (NaN written as ``null``); returns the path."""
