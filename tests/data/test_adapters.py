@@ -330,6 +330,22 @@ def test_tiles_counts_and_slide_grouping(tmp_path: Path, pad: bool) -> None:
         np.testing.assert_array_equal(_read(tile["label"]), expected)
 
 
+def test_tiles_default_gives_the_papers_12_tiles_per_dermatomyositis_slide(tmp_path: Path) -> None:
+    """MedSASS: 198 slides of 1408 x 1876 cut into 480 px tiles = 2376 tiles, i.e. 12 per slide."""
+    src = tmp_path / "dm"
+    _slides(src, 2, size=(1408, 1876))
+    datalist = build_tiles(src, tmp_path / "tiles", fractions=(0.5, 0.5, 0.0))
+    names: dict[str, set[str]] = {}
+    for split in SPLITS:
+        for item in datalist[split]:
+            names.setdefault(item["slide"], set()).add(Path(item["image"]).stem.split("_", 2)[-1])
+            assert _read(item["image"]).shape == (480, 480)
+    assert {slide: len(tiles) for slide, tiles in names.items()} == {"P0_slide0": 12, "P0_slide1": 12}
+    assert names["P0_slide0"] == {f"r{r:02d}_c{c:02d}" for r in range(3) for c in range(4)}
+    dropped = build_tiles(src, tmp_path / "whole", pad=False, fractions=(0.5, 0.5, 0.0))
+    assert sum(_counts(dropped)) == 2 * 6  # whole tiles only
+
+
 def test_tiles_patient_grouping_and_defaults(tmp_path: Path) -> None:
     src = tmp_path / "dm"
     _slides(src, 6, size=(500, 500), ext=".png")
