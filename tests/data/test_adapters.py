@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from fewlabel.data.adapters import (
     ADAPTERS,
@@ -23,6 +24,7 @@ from fewlabel.data.adapters.tiles import tile_grid
 from fewlabel.data.adapters.tissuenet import rescale_to_uint8
 from fewlabel.data.datalist import load_datalist
 from fewlabel.errors import DataError
+from fewlabel.transforms.threshold import to_grayscale
 
 from testlib import read_png, write_png
 
@@ -158,10 +160,25 @@ def test_tissuenet_png_pairs(tissuenet_root: Path, tmp_path: Path) -> None:
             assert Path(item["image"]).is_relative_to(out)
             image, label = _read(item["image"]), _read(item["label"])
             assert image.shape == (h, w, 3) and image.dtype == np.uint8
-            assert image[..., :2].max() == 0 and image[..., 2].max() == 255  # nuclear in blue
+            assert (image == image[..., :1]).all(), "a single channel is written as grey (R = G = B)"
+            assert image.min() == 0 and image.max() == 255
             assert label.shape == (h, w) and label.dtype == np.uint8
             assert set(np.unique(label)) <= {0, 1}
             np.testing.assert_array_equal(label, (y[index, ..., 1] > 0).astype(np.uint8))
+
+
+def test_tissuenet_nuclear_channel_reaches_thresholding_at_full_range(tissuenet_root: Path, tmp_path: Path) -> None:
+    """MedSASS converts to grey (BT.601) before thresholding: the nuclear channel must come out whole,
+    not scaled by the blue weight 0.114 (at most 29 grey levels; the adaptive offset of 2/255 was then
+    worth ~17 levels of the channel)."""
+    datalist = build_tissuenet(tissuenet_root, tmp_path / "png", splits=["training"])
+    with np.load(tissuenet_root / "tissuenet_v1.1_train.npz") as npz:
+        x = npz["X"]
+    for index, item in enumerate(datalist["training"]):
+        image = torch.from_numpy(_read(item["image"])).permute(2, 0, 1)[None].float() / 255.0
+        grey = to_grayscale(image)[0, 0].numpy()
+        assert grey.min() == pytest.approx(0.0, abs=1e-6) and grey.max() == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose(grey * 255.0, rescale_to_uint8(x[index, ..., 0]), atol=1e-3)
 
 
 def test_tissuenet_options(tissuenet_root: Path, tmp_path: Path) -> None:
@@ -176,6 +193,9 @@ def test_tissuenet_options(tissuenet_root: Path, tmp_path: Path) -> None:
     assert _read(datalist["training"][1]["image"])[..., 1].max() == 255  # membrane in green
     for index, item in enumerate(datalist["training"]):
         np.testing.assert_array_equal(_read(item["label"]), (y[index, ..., 0] > 0).astype(np.uint8))
+    membrane = _read(build_tissuenet(tissuenet_root, tmp_path / "m", channel="membrane", splits=["training"])
+                     ["training"][1]["image"])
+    assert (membrane == membrane[..., :1]).all() and membrane.max() == 255  # grey, like the nuclear default
     with pytest.raises(ValueError, match="channel"):
         build_tissuenet(tissuenet_root, channel="dapi")
 
