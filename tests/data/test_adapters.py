@@ -258,7 +258,7 @@ def test_covid_qu_ex_layout_levels(tmp_path: Path, level: int) -> None:
     inner = outer / "Lung Segmentation Data" / "Lung Segmentation Data"
     _covid_tree(inner)
     src = [outer, outer / "Lung Segmentation Data", inner][level]
-    datalist = build_covid_qu_ex(src)
+    datalist = build_covid_qu_ex(src, subset="lung")
     assert _counts(datalist) == (6, 3, 3)
     assert datalist["labels"]["1"] == "lung"
     _check_items(datalist)
@@ -282,7 +282,7 @@ def test_covid_qu_ex_classes_and_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="missing_dir"):
         build_covid_qu_ex(tmp_path / "missing_dir")
     with pytest.raises(DataError, match="Lung Segmentation Data"):
-        build_covid_qu_ex(tmp_path)  # no Train folder at any accepted level
+        build_covid_qu_ex(tmp_path, subset="lung")  # no Train folder at any accepted level
     mask_dir = root / "Val" / "COVID-19" / "lung masks"
     (mask_dir / "covid-19_Val_0.png").unlink()
     with pytest.raises(DataError, match=r"Val/COVID-19/images/covid-19_Val_0\.png"):
