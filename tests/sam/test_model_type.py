@@ -126,3 +126,20 @@ def test_polycl_configs_default_to_auto(tmp_path, config):
     parser.read_config([str(POLYCL / "configs" / n) for n in names])
     parser["bundle_root"] = str(tmp_path)
     assert Path(parser.get_parsed_content("sam_checkpoint")) == vit_h  # only ViT-H downloaded: it is used
+
+
+def test_polycl_auto_without_weights_names_the_vit_b_file_and_its_large_files_entry(tmp_path):
+    import shutil
+
+    shutil.copy(POLYCL / "large_files.yml", tmp_path / "large_files.yml")
+    parser = ConfigParser()
+    parser.read_config([str(POLYCL / "configs" / "inference.json")])
+    parser.update({"bundle_root": str(tmp_path), "refine": "sam", "device": "cpu"})
+    expected = tmp_path / "models" / SAM_CHECKPOINT_FILES["vit_b"]
+    with pytest.raises(Exception) as excinfo:
+        parser.get_parsed_content("inferer")
+    error = excinfo.value
+    while error is not None and not isinstance(error, CheckpointError):
+        error = error.__cause__ or error.__context__
+    assert error is not None, excinfo.value
+    assert str(expected) in str(error) and "entry 'models/sam_vit_b_01ec64.pth'" in str(error)
