@@ -12,16 +12,18 @@ for datasets published as arrays or whole slides (TissueNet, tiled slides) write
 Adapters (name: dataset, options):
 
 - ``isic2017``: ISIC-2017 Part 1, official split; ``splits``.
-- ``tissuenet``: TissueNet v1.1 npz, official split; ``channel``, ``target``, ``splits``.
+- ``tissuenet``: TissueNet v1.1 npz, official split, a single channel written as grey (R = G = B);
+  ``channel``, ``target``, ``splits``.
 - ``covid_qu_ex``: COVID-QU-Ex lung (or infection) masks, official split; ``subset`` (``infection``,
   the SAM knowledge-mining paper's data, default / ``lung``), ``target`` (``lung`` / ``infection``),
   ``classes``.
 - ``covid_radiography`` (alias ``covid19_radiography``): COVID-19 Radiography Database (MedSASS's
   X-ray data: 21,165 images, four classes) lung masks, seeded class-stratified split with the paper's
   14,730 / 2,202 / 4,233 sizes; ``classes``, ``fractions``, ``seed``, ``stratify``, ``resize_masks``.
-- ``tiles``: whole slides + masks (e.g. Dermatomyositis), 70/10/20 split by slide or patient;
-  ``tile_size``, ``pad``, ``fractions``, ``group_by``, ``patient_regex``, ``seed``,
-  ``images_dir``, ``masks_dir``, ``mask_suffix``, ``channel``, ``name``, ``foreground``.
+- ``tiles``: whole slides + masks (e.g. Dermatomyositis), 70/10/20 split by slide or patient; border
+  tiles zero-padded by default (MedSASS: 12 tiles of 480 px per 1408 x 1876 slide); ``tile_size``,
+  ``pad``, ``fractions``, ``group_by``, ``patient_regex``, ``seed``, ``images_dir``, ``masks_dir``,
+  ``mask_suffix``, ``channel``, ``name``, ``foreground``.
 - ``cholecseg8k``: CholecSeg8k watershed masks merged to 8 classes, split by video;
   ``test_videos``, ``val_videos``, ``fractions``, ``seed``, ``stray_label``, ``max_stray_fraction``.
 - ``m2caiseg``: m2caiSeg colour masks (19 classes), the release's train/trainval/test split;
