@@ -17,7 +17,7 @@ Expected layout (as the Kaggle archive unpacks; the metadata ``.xlsx`` files are
 the class folders). Images are matched to masks by file stem.
 
 Masks: the published lung masks are 0/255 PNGs. A mask of the image's size is referenced in
-place; a mask of another size (the release's masks are smaller than its 299 x 299 images) is
+place; a mask of another size (masks saved at another resolution than the 299 x 299 images) is
 resized to the image's size (nearest neighbour) and written as a 0/1 PNG to
 ``OUT_DIR/masks/<class>/<stem>.png``, because the bundles require an image and its label to have
 the same size. ``resize_masks=False`` makes such a pair an error instead. A mask already written
