@@ -42,7 +42,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from fewlabel.errors import CheckpointError
 from fewlabel.networks.transfer import read_weights_file
-from fewlabel.sam.model_type import AUTO, infer_sam_model_type  # above checkpoints: keeps the prompts line free
+from fewlabel.sam.model_type import AUTO, infer_sam_model_type
 from fewlabel.sam.checkpoints import SAM_CHECKPOINT_FILES, large_files_hint
 from fewlabel.sam.prompts import SamPrompt, make_prompts
 
