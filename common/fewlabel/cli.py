@@ -51,9 +51,10 @@ def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) ->
     """Write a datalist JSON for a published dataset layout.
 
     Args:
-        dataset: adapter name. 2D: isic2017, tissuenet, covid_qu_ex, kvasir_seg, tiles (MedSASS, SAM mining);
-            cholecseg8k, m2caiseg, colour_masks (SurgicalSemiSeg); p2ilf, l3d (SLiPPA). CT volumes (PolyCL):
-            lits, msd_liver (alias msd_task03), totalsegmentator. ``fewlabel.data.adapters.ADAPTERS`` holds them.
+        dataset: adapter name. 2D: isic2017, tissuenet, covid_radiography (alias covid19_radiography),
+            covid_qu_ex, kvasir_seg, tiles (MedSASS, SAM mining); cholecseg8k, m2caiseg, colour_masks
+            (SurgicalSemiSeg); p2ilf, l3d (SLiPPA). CT volumes (PolyCL): lits, msd_liver (alias msd_task03),
+            totalsegmentator. ``fewlabel.data.adapters.ADAPTERS`` holds them.
         src_dir: the dataset's folder as published.
         o: output JSON path.
         options: adapter options (e.g. ``--channel both`` for TissueNet, ``--tile_size 480``).

@@ -211,3 +211,39 @@ def test_simclr_pretraining_then_the_supervised_stage_starts_from_its_encoder(tm
         parser.get_parsed_content("network_init", lazy=False)
     errors = [e for e in _chain(info.value) if isinstance(e, CheckpointError)]
     assert errors and "simclr.pt" in str(errors[0]) and "pretrain.json" in str(errors[0])
+
+
+def _references(node, target: str) -> list[dict]:
+    """Every dict in a raw config tree whose ``_target_`` ends with ``target``."""
+    found = []
+    if isinstance(node, dict):
+        if str(node.get("_target_", "")).endswith(target):
+            found.append(node)
+        for value in node.values():
+            found += _references(value, target)
+    elif isinstance(node, list):
+        for value in node:
+            found += _references(value, target)
+    return found
+
+
+def test_grey_xray_channel_keys_exist_and_reach_every_stage():
+    """COVID-QU-Ex (grey X-ray, Table 2) runs from a sweep spec that sets ``channel_policy: convert`` (or
+    ``image_channels: 1``): both keys must be top-level keys of every stage's merged configs (protocol stages,
+    SimCLR pre-training, inference) and every image loader, the mining step and the student must read them."""
+    stage_configs = [list(stage.configs) for stage in PROTOCOLS[NAME]]
+    stage_configs += [["train.json", "pretrain.json"], ["inference.json"]]
+    for names in stage_configs:
+        parser = ConfigParser()
+        parser.read_config([str(BUNDLE / "configs" / n) for n in names])
+        config = parser.get()
+        for key in ("image_channels", "channel_policy"):
+            assert key in config, f"{names}: no top-level '{key}' for a sweep spec to set"
+        assert config["network_def"]["in_channels"] == "@image_channels", names
+        loaders = _references(config, "LoadImage2Dd")
+        assert loaders, names
+        for loader in loaders:
+            assert loader["channels"] == "@image_channels" and loader["channel_policy"] == "@channel_policy", names
+        if "mine.json" in names:
+            miner = config["pseudo_miner"]
+            assert miner["channels"] == "@image_channels" and miner["channel_policy"] == "@channel_policy"

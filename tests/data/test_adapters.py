@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from fewlabel.data.adapters import (
     ADAPTERS,
@@ -23,6 +24,7 @@ from fewlabel.data.adapters.tiles import tile_grid
 from fewlabel.data.adapters.tissuenet import rescale_to_uint8
 from fewlabel.data.datalist import load_datalist
 from fewlabel.errors import DataError
+from fewlabel.transforms.threshold import to_grayscale
 
 from testlib import read_png, write_png
 
@@ -158,10 +160,25 @@ def test_tissuenet_png_pairs(tissuenet_root: Path, tmp_path: Path) -> None:
             assert Path(item["image"]).is_relative_to(out)
             image, label = _read(item["image"]), _read(item["label"])
             assert image.shape == (h, w, 3) and image.dtype == np.uint8
-            assert image[..., :2].max() == 0 and image[..., 2].max() == 255  # nuclear in blue
+            assert (image == image[..., :1]).all(), "a single channel is written as grey (R = G = B)"
+            assert image.min() == 0 and image.max() == 255
             assert label.shape == (h, w) and label.dtype == np.uint8
             assert set(np.unique(label)) <= {0, 1}
             np.testing.assert_array_equal(label, (y[index, ..., 1] > 0).astype(np.uint8))
+
+
+def test_tissuenet_nuclear_channel_reaches_thresholding_at_full_range(tissuenet_root: Path, tmp_path: Path) -> None:
+    """MedSASS converts to grey (BT.601) before thresholding: the nuclear channel must come out whole,
+    not scaled by the blue weight 0.114 (at most 29 grey levels; the adaptive offset of 2/255 was then
+    worth ~17 levels of the channel)."""
+    datalist = build_tissuenet(tissuenet_root, tmp_path / "png", splits=["training"])
+    with np.load(tissuenet_root / "tissuenet_v1.1_train.npz") as npz:
+        x = npz["X"]
+    for index, item in enumerate(datalist["training"]):
+        image = torch.from_numpy(_read(item["image"])).permute(2, 0, 1)[None].float() / 255.0
+        grey = to_grayscale(image)[0, 0].numpy()
+        assert grey.min() == pytest.approx(0.0, abs=1e-6) and grey.max() == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose(grey * 255.0, rescale_to_uint8(x[index, ..., 0]), atol=1e-3)
 
 
 def test_tissuenet_options(tissuenet_root: Path, tmp_path: Path) -> None:
@@ -176,6 +193,9 @@ def test_tissuenet_options(tissuenet_root: Path, tmp_path: Path) -> None:
     assert _read(datalist["training"][1]["image"])[..., 1].max() == 255  # membrane in green
     for index, item in enumerate(datalist["training"]):
         np.testing.assert_array_equal(_read(item["label"]), (y[index, ..., 0] > 0).astype(np.uint8))
+    membrane = _read(build_tissuenet(tissuenet_root, tmp_path / "m", channel="membrane", splits=["training"])
+                     ["training"][1]["image"])
+    assert (membrane == membrane[..., :1]).all() and membrane.max() == 255  # grey, like the nuclear default
     with pytest.raises(ValueError, match="channel"):
         build_tissuenet(tissuenet_root, channel="dapi")
 
@@ -238,7 +258,7 @@ def test_covid_qu_ex_layout_levels(tmp_path: Path, level: int) -> None:
     inner = outer / "Lung Segmentation Data" / "Lung Segmentation Data"
     _covid_tree(inner)
     src = [outer, outer / "Lung Segmentation Data", inner][level]
-    datalist = build_covid_qu_ex(src)
+    datalist = build_covid_qu_ex(src, subset="lung")
     assert _counts(datalist) == (6, 3, 3)
     assert datalist["labels"]["1"] == "lung"
     _check_items(datalist)
@@ -262,7 +282,7 @@ def test_covid_qu_ex_classes_and_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="missing_dir"):
         build_covid_qu_ex(tmp_path / "missing_dir")
     with pytest.raises(DataError, match="Lung Segmentation Data"):
-        build_covid_qu_ex(tmp_path)  # no Train folder at any accepted level
+        build_covid_qu_ex(tmp_path, subset="lung")  # no Train folder at any accepted level
     mask_dir = root / "Val" / "COVID-19" / "lung masks"
     (mask_dir / "covid-19_Val_0.png").unlink()
     with pytest.raises(DataError, match=r"Val/COVID-19/images/covid-19_Val_0\.png"):
@@ -328,6 +348,22 @@ def test_tiles_counts_and_slide_grouping(tmp_path: Path, pad: bool) -> None:
         expected = np.zeros((480, 480), np.uint8)
         expected[100:, 200:] = 1
         np.testing.assert_array_equal(_read(tile["label"]), expected)
+
+
+def test_tiles_default_gives_the_papers_12_tiles_per_dermatomyositis_slide(tmp_path: Path) -> None:
+    """MedSASS: 198 slides of 1408 x 1876 cut into 480 px tiles = 2376 tiles, i.e. 12 per slide."""
+    src = tmp_path / "dm"
+    _slides(src, 2, size=(1408, 1876))
+    datalist = build_tiles(src, tmp_path / "tiles", fractions=(0.5, 0.5, 0.0))
+    names: dict[str, set[str]] = {}
+    for split in SPLITS:
+        for item in datalist[split]:
+            names.setdefault(item["slide"], set()).add(Path(item["image"]).stem.split("_", 2)[-1])
+            assert _read(item["image"]).shape == (480, 480)
+    assert {slide: len(tiles) for slide, tiles in names.items()} == {"P0_slide0": 12, "P0_slide1": 12}
+    assert names["P0_slide0"] == {f"r{r:02d}_c{c:02d}" for r in range(3) for c in range(4)}
+    dropped = build_tiles(src, tmp_path / "whole", pad=False, fractions=(0.5, 0.5, 0.0))
+    assert sum(_counts(dropped)) == 2 * 6  # whole tiles only
 
 
 def test_tiles_patient_grouping_and_defaults(tmp_path: Path) -> None:

@@ -155,9 +155,9 @@ def test_covid_qu_ex_infection_subset_lung_masks(tmp_path):
     _covid_subset(kaggle / "Lung Segmentation Data" / "Lung Segmentation Data", with_infection=False)
     _covid_subset(kaggle / "Infection Segmentation Data" / "Infection Segmentation Data", with_infection=True)
 
-    lung_data = build_covid_qu_ex(kaggle)  # default: the lung segmentation subset, as before
+    lung_data = build_covid_qu_ex(kaggle, subset="lung")
     assert "Lung Segmentation Data" in lung_data["training"][0]["image"]
-    infection = build_covid_qu_ex(kaggle, subset="infection")
+    infection = build_covid_qu_ex(kaggle)  # default: the paper's subset, infection segmentation data
     assert tuple(len(infection[s]) for s in SPLITS) == (6, 3, 3)
     assert infection["labels"] == {"0": "background", "1": "lung"}
     for split, folder in zip(SPLITS, ("Train", "Val", "Test")):  # the official split is kept
@@ -169,7 +169,7 @@ def test_covid_qu_ex_infection_subset_lung_masks(tmp_path):
     assert infected["labels"]["1"] == "infection"
     assert all(Path(it["label"]).parent.name == "infection masks" for it in infected["training"])
     with pytest.raises(ValueError, match="subset='infection'"):
-        build_covid_qu_ex(kaggle, target="infection")
+        build_covid_qu_ex(kaggle, subset="lung", target="infection")
     with pytest.raises(ValueError, match="subset"):
         build_covid_qu_ex(kaggle, subset="pneumonia")
     with pytest.raises(DataError, match="Infection Segmentation Data"):

@@ -125,7 +125,7 @@ def build_volume_inferer(
     propagate: str = "none",
     device: str | torch.device = "cpu",
     sam_checkpoint: str | None = None,
-    sam_model_type: str = "vit_b",
+    sam_model_type: str = "auto",
     sam2_checkpoint: str | None = None,
     sam2_config: str = "sam2.1_hiera_t",
     sam2_prompt: str = "prediction",
@@ -163,7 +163,7 @@ def build_volume_inferer(
 
         teacher = build_sam_teacher(sam_checkpoint, sam_model_type, device)
         inferer2d = SamBoxRefineInferer(teacher, pad=box_pad, min_pixels=min_pixels)
-        logger.info("SAM box refinement with '%s' from %s", sam_model_type, sam_checkpoint)
+        logger.info("SAM box refinement with '%s' from %s", teacher.model_type, sam_checkpoint)
     propagation = None
     if propagate == "sam2":
         if not sam2_checkpoint:

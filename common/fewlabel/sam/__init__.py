@@ -5,6 +5,7 @@ and a cache of image embeddings.
 - :mod:`fewlabel.sam.teacher`: :func:`build_sam_teacher` (SAM / MedSAM checkpoints, tiny test
   models) and :class:`SamTeacher` (embed, predict, pseudo_label).
 - :mod:`fewlabel.sam.checkpoints`: default SAM / SAM 2 checkpoint paths of ``sam_model_type`` / ``sam2_config``.
+- :mod:`fewlabel.sam.model_type`: the SAM type (ViT-B/L/H) a checkpoint holds (``sam_model_type="auto"``).
 - :mod:`fewlabel.sam.cache`: :class:`EmbeddingCache` (memory / disk, keyed by image + weights).
 - :mod:`fewlabel.sam.inferer`: fast (student) and accurate (student -> SAM) inference.
 - :mod:`fewlabel.sam.box_refine`: PolyCL's refinement, one SAM box prompt per connected component.
@@ -22,6 +23,7 @@ from .checkpoints import (
     sam2_checkpoint_path,
     sam_checkpoint_path,
 )
+from .model_type import SAM_ENCODER_SHAPES, infer_sam_model_type, sam_model_type_of
 from .prompts import (
     MASK_PROMPT_EPS,
     MODES,
@@ -67,6 +69,9 @@ __all__ = [
     "sam2_checkpoint_path",
     "large_files_entry",
     "large_files_hint",
+    "SAM_ENCODER_SHAPES",
+    "infer_sam_model_type",
+    "sam_model_type_of",
     "MASK_PROMPT_EPS",
     "MODES",
     "PromptMode",

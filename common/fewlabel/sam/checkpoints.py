@@ -3,7 +3,9 @@
 A bundle's ``sam_checkpoint`` defaults to ``<bundle>/models/<official file of sam_model_type>``
 (:func:`sam_checkpoint_path`), so ``--sam_model_type vit_l`` alone looks for
 ``models/sam_vit_l_0b3195.pth``; ``sam2_checkpoint`` follows ``sam2_config`` the same way
-(:func:`sam2_checkpoint_path`). An explicit ``--sam_checkpoint PATH`` always wins. The names are
+(:func:`sam2_checkpoint_path`). With ``sam_model_type="auto"`` the default is whichever
+official SAM file is in ``models/`` and the model type is read from the file
+(:mod:`fewlabel.sam.model_type`). An explicit ``--sam_checkpoint PATH`` always wins. The names are
 Meta's release names (``segment-anything`` and ``sam2`` READMEs), the ones each bundle's
 ``large_files.yml`` lists.
 
@@ -55,10 +57,15 @@ def sam_checkpoint_path(bundle_root: str | os.PathLike, model_type: str, models_
 
     Args:
         bundle_root: the bundle folder.
-        model_type: ``vit_b`` / ``vit_l`` / ``vit_h`` / ``default`` (ViT-H); ``tiny`` (test models)
-            and unknown types have no release file and give None (pass ``sam_checkpoint`` then).
+        model_type: ``vit_b`` / ``vit_l`` / ``vit_h`` / ``default`` (ViT-H); ``auto``: the first
+            official file (ViT-B, ViT-L, ViT-H) that is in ``models_dir``, else the ViT-B path (so a
+            missing file is named with its ``large_files.yml`` entry); ``tiny`` (test models) and
+            unknown types have no release file and give None (pass ``sam_checkpoint`` then).
         models_dir: folder of the weights inside the bundle.
     """
+    if model_type == "auto":
+        paths = [Path(bundle_root) / models_dir / SAM_CHECKPOINT_FILES[t] for t in ("vit_b", "vit_l", "vit_h")]
+        return str(next((p for p in paths if p.is_file()), paths[0]))
     return _default_path(bundle_root, SAM_CHECKPOINT_FILES.get(model_type), models_dir)
 
 

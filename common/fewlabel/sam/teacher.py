@@ -42,6 +42,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from fewlabel.errors import CheckpointError
 from fewlabel.networks.transfer import read_weights_file
+from fewlabel.sam.model_type import AUTO, infer_sam_model_type
 from fewlabel.sam.checkpoints import SAM_CHECKPOINT_FILES, large_files_hint
 from fewlabel.sam.prompts import SamPrompt, make_prompts
 
@@ -59,8 +60,9 @@ __all__ = [
     "SamTeacher",
 ]
 
-#: ``model_type`` values :func:`build_sam_teacher` accepts (``"default"`` is ``"vit_h"``, as in SAM).
-MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "default", "tiny")
+#: ``model_type`` values :func:`build_sam_teacher` accepts (``"default"`` is ``"vit_h"``, as in SAM;
+#: ``"auto"`` reads the type from the checkpoint, :mod:`fewlabel.sam.model_type`).
+MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "default", "tiny", AUTO)
 
 #: Hyper-parameters of :func:`build_tiny_sam` (a 64 px SAM with a few thousand parameters per block).
 TINY_SAM_DEFAULTS: dict[str, Any] = {
@@ -310,7 +312,8 @@ def build_sam_teacher(
         checkpoint: path of the weights file. Real checkpoints are plain state dicts (a
             ``{"model": ...}`` or ``{"state_dict": ...}`` wrapper and a DDP ``module.`` prefix are
             accepted too); ``model_type="tiny"`` files come from :func:`save_tiny_sam`.
-        model_type: one of :data:`MODEL_TYPES`.
+        model_type: one of :data:`MODEL_TYPES`; ``"auto"`` builds the type the checkpoint holds (ViT-B,
+            ViT-L or ViT-H from its image encoder's width and depth; ``"tiny"`` for a tiny test file).
         device: where the teacher runs.
         cache: optional :class:`fewlabel.sam.EmbeddingCache` used by :meth:`SamTeacher.pseudo_label`.
         multimask_output: default of :meth:`SamTeacher.predict` (see there).
@@ -321,7 +324,8 @@ def build_sam_teacher(
     Raises:
         CheckpointError: the file is missing (the message points at the bundle's
             ``large_files.yml``), unreadable, or does not fit ``model_type`` (the message names
-            the file, the model type and a few mismatched keys).
+            the file, the model type and a few mismatched keys); with ``"auto"``, a file that is
+            none of the released types (the message names it and the shapes found).
         ValueError: unknown ``model_type``.
     """
     if model_type not in MODEL_TYPES:
@@ -338,6 +342,8 @@ def build_sam_teacher(
     payload = read_weights_file(path, "SAM checkpoint")
 
     is_tiny_file = isinstance(payload, Mapping) and payload.get("format") == _TINY_FORMAT
+    if model_type == AUTO:
+        model_type = "tiny" if is_tiny_file else infer_sam_model_type(_unwrap_state_dict(payload), path)
     if model_type == "tiny":
         if not is_tiny_file:
             raise CheckpointError(

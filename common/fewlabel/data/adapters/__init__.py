@@ -12,12 +12,18 @@ for datasets published as arrays or whole slides (TissueNet, tiled slides) write
 Adapters (name: dataset, options):
 
 - ``isic2017``: ISIC-2017 Part 1, official split; ``splits``.
-- ``tissuenet``: TissueNet v1.1 npz, official split; ``channel``, ``target``, ``splits``.
-- ``covid_qu_ex``: COVID-QU-Ex lung (or infection) masks, official split; ``subset`` (``lung`` /
-  ``infection``), ``target`` (``lung`` / ``infection``), ``classes``.
-- ``tiles``: whole slides + masks (e.g. Dermatomyositis), 70/10/20 split by slide or patient;
-  ``tile_size``, ``pad``, ``fractions``, ``group_by``, ``patient_regex``, ``seed``,
-  ``images_dir``, ``masks_dir``, ``mask_suffix``, ``channel``, ``name``, ``foreground``.
+- ``tissuenet``: TissueNet v1.1 npz, official split, a single channel written as grey (R = G = B);
+  ``channel``, ``target``, ``splits``.
+- ``covid_qu_ex``: COVID-QU-Ex lung (or infection) masks, official split; ``subset`` (``infection``,
+  the SAM knowledge-mining paper's data, default / ``lung``), ``target`` (``lung`` / ``infection``),
+  ``classes``.
+- ``covid_radiography`` (alias ``covid19_radiography``): COVID-19 Radiography Database (MedSASS's
+  X-ray data: 21,165 images, four classes) lung masks, seeded class-stratified split with the paper's
+  14,730 / 2,202 / 4,233 sizes; ``classes``, ``fractions``, ``seed``, ``stratify``, ``resize_masks``.
+- ``tiles``: whole slides + masks (e.g. Dermatomyositis), 70/10/20 split by slide or patient; border
+  tiles zero-padded by default (MedSASS: 12 tiles of 480 px per 1408 x 1876 slide); ``tile_size``,
+  ``pad``, ``fractions``, ``group_by``, ``patient_regex``, ``seed``, ``images_dir``, ``masks_dir``,
+  ``mask_suffix``, ``channel``, ``name``, ``foreground``.
 - ``cholecseg8k``: CholecSeg8k watershed masks merged to 8 classes, split by video;
   ``test_videos``, ``val_videos``, ``fractions``, ``seed``, ``stray_label``, ``max_stray_fraction``.
 - ``m2caiseg``: m2caiSeg colour masks (19 classes), the release's train/trainval/test split;
@@ -58,6 +64,7 @@ from typing import Any
 from fewlabel.data.adapters.cholecseg8k import build_cholecseg8k
 from fewlabel.data.adapters.colour_masks import build_colour_masks
 from fewlabel.data.adapters.covid_qu_ex import build_covid_qu_ex
+from fewlabel.data.adapters.covid_radiography import build_covid_radiography
 from fewlabel.data.adapters.m2caiseg import build_m2caiseg
 from fewlabel.data.adapters.isic2017 import build_isic2017
 from fewlabel.data.adapters.kvasir_seg import build_kvasir_seg
@@ -76,6 +83,7 @@ __all__ = [
     "build_isic2017",
     "build_tissuenet",
     "build_covid_qu_ex",
+    "build_covid_radiography",
     "build_tiles",
     "build_cholecseg8k",
     "build_m2caiseg",
@@ -92,6 +100,8 @@ ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
     "isic2017": build_isic2017,
     "tissuenet": build_tissuenet,
     "covid_qu_ex": build_covid_qu_ex,
+    "covid_radiography": build_covid_radiography,
+    "covid19_radiography": build_covid_radiography,
     "tiles": build_tiles,
     "cholecseg8k": build_cholecseg8k,
     "m2caiseg": build_m2caiseg,

@@ -2,10 +2,17 @@
 
 The Kaggle archive holds two subsets, each with its own official Train/Val/Test split:
 
-- ``subset="lung"`` (default): *Lung Segmentation Data*, 33,920 radiographs with lung masks;
-- ``subset="infection"``: *COVID-19 Infection Segmentation Data*, 5,826 radiographs (2,913
-  COVID-19, 1,457 non-COVID, 1,456 normal) with lung masks and infection masks (all-zero for
-  the non-COVID and normal images); SAM knowledge mining trains on its lung masks.
+- ``subset="infection"`` (default): *COVID-19 Infection Segmentation Data*, 5,826 radiographs
+  (2,913 COVID-19, 1,457 non-COVID, 1,456 normal) with lung masks and infection masks (all-zero
+  for the non-COVID and normal images). The SAM knowledge-mining paper (section 3, "COVID-QU-Ex
+  Dataset") uses this subset's lung masks: ``target="lung"``, the default.
+- ``subset="lung"``: *Lung Segmentation Data*, 33,920 radiographs with lung masks.
+
+The SAM knowledge-mining paper reports 3,962 image-mask pairs split 1,864 / 1,166 / 932; the
+adapter lists every image of the subset's official Train / Val / Test folders, so its training
+list is larger than the paper's (the paper does not say which 1,864 it kept; the bundles'
+``labelled_fraction`` picks the labelled part of training). MedSASS's X-ray data is another
+release, the COVID-19 Radiography Database (:mod:`fewlabel.data.adapters.covid_radiography`).
 
 Expected layout (as the Kaggle archive unpacks)::
 
@@ -81,7 +88,7 @@ def build_covid_qu_ex(
     src_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     classes: str | Iterable[str] | None = None,
-    subset: str = "lung",
+    subset: str = "infection",
     target: str = "lung",
 ) -> dict[str, Any]:
     """Build the COVID-QU-Ex segmentation datalist from the published folders.
@@ -91,8 +98,8 @@ def build_covid_qu_ex(
         out_dir: unused (files are referenced in place); accepted for a uniform signature.
         classes: restrict to some of ``"COVID-19"``, ``"Non-COVID"``, ``"Normal"``
             (default: all three; only the chosen category folders need to exist).
-        subset: ``"lung"`` (Lung Segmentation Data, default) or ``"infection"`` (COVID-19
-            Infection Segmentation Data, the SAM knowledge-mining paper's data).
+        subset: ``"infection"`` (COVID-19 Infection Segmentation Data, the SAM knowledge-mining
+            paper's data, default) or ``"lung"`` (Lung Segmentation Data).
         target: which masks are the labels: ``"lung"`` (``lung masks/``, default) or
             ``"infection"`` (``infection masks/``, only in the infection subset).
 

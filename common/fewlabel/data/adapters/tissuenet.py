@@ -8,9 +8,19 @@ Expected layout::
       tissuenet_v1.1_test.npz
 
 Any ``*train*.npz`` / ``*val*.npz`` / ``*test*.npz`` in ``SRC_DIR`` (or one folder below it)
-is accepted as well. Images are written as 3-channel uint8 PNGs (nuclear in blue, membrane in
-green), each channel rescaled by its own 0.5–99.5 percentiles; labels as binary 0/1 uint8 PNGs
-of the chosen target. Output::
+is accepted as well. Images are written as 3-channel uint8 PNGs, each source channel rescaled by
+its own 0.5–99.5 percentiles to 0–255; labels as binary 0/1 uint8 PNGs of the chosen target.
+
+- ``channel="nuclear"`` (default) or ``"membrane"``: the one channel is written as a grey
+  picture, the same values in R, G and B. MedSASS's grey conversion (BT.601 luma, weights summing
+  to 1) then gives back the channel itself, so Otsu and the adaptive thresholds (offset 2/255)
+  see its full 0–255 range. (Written into the blue slot alone, as DeepCell displays it, the luma
+  would scale it by 0.114: at most 29 grey levels, and the adaptive offset of 2/255 would be
+  worth about 17 levels of the channel.)
+- ``channel="both"``: nuclear in blue, membrane in green (DeepCell's display convention). The
+  grey conversion weighs them 0.114 and 0.587: thresholding then mostly sees the membrane.
+
+Output::
 
     OUT_DIR/{train,val,test}/images_<channel>/<split>_00000.png
     OUT_DIR/{train,val,test}/labels_<target>/<split>_00000.png
@@ -37,8 +47,13 @@ __all__ = ["build_tissuenet", "rescale_to_uint8", "TISSUENET_CHANNELS", "TISSUEN
 
 logger = logging.getLogger("fewlabel.data")
 
-#: option value -> channel indices of X, and the RGB slot each goes to
-TISSUENET_CHANNELS = {"nuclear": ((0, 2),), "membrane": ((1, 1),), "both": ((0, 2), (1, 1))}
+#: option value -> (channel index of X, the RGB slots it is written to) pairs; a single channel goes to
+#: all three slots (a grey picture, see the module docstring)
+TISSUENET_CHANNELS: dict[str, tuple[tuple[int, tuple[int, ...]], ...]] = {
+    "nuclear": ((0, (0, 1, 2)),),
+    "membrane": ((1, (0, 1, 2)),),
+    "both": ((0, (2,)), (1, (1,))),
+}
 #: option value -> channel index of y
 TISSUENET_TARGETS = {"whole_cell": 0, "nuclear": 1}
 #: datalist split -> (short name used in file names, official file name)
@@ -168,8 +183,8 @@ def build_tissuenet(
     Args:
         src_dir: folder holding the three npz files.
         out_dir: where the PNGs go; defaults to ``<src_dir>/fewlabel_png``.
-        channel: image channel(s): ``"nuclear"`` (blue), ``"membrane"`` (green) or
-            ``"both"`` (nuclear blue, membrane green).
+        channel: image channel(s): ``"nuclear"`` or ``"membrane"`` (written as grey: the same
+            0-255 values in R, G and B), or ``"both"`` (nuclear blue, membrane green).
         target: label: ``"nuclear"`` or ``"whole_cell"`` instances, binarised (instance > 0).
         splits: which official splits to convert; the others stay empty and need not exist.
 
@@ -216,8 +231,8 @@ def build_tissuenet(
             for index in range(xs.shape[0]):
                 x, y = xs.read(), ys.read()
                 rgb = np.zeros((*x.shape[:2], 3), np.uint8)
-                for source, slot in channel_slots:
-                    rgb[..., slot] = rescale_to_uint8(x[..., source])
+                for source, slots in channel_slots:
+                    rgb[..., list(slots)] = rescale_to_uint8(x[..., source])[..., None]
                 mask = (y[..., target_index] > 0).astype(np.uint8)
                 name = f"{short}_{index:05d}.png"
                 Image.fromarray(rgb).save(image_dir / name, compress_level=1)
@@ -239,7 +254,7 @@ def build_tissuenet(
 
 def _check_shapes(
     path: Path, x_shape: tuple[int, ...], y_shape: tuple[int, ...],
-    channel_slots: tuple[tuple[int, int], ...], target_index: int,
+    channel_slots: tuple[tuple[int, tuple[int, ...]], ...], target_index: int,
 ) -> None:
     need_x = max(source for source, _ in channel_slots) + 1
     if len(x_shape) != 4 or x_shape[-1] < need_x:
