@@ -81,7 +81,8 @@ class SamRefineInferer(Inferer):
 
 
 def build_inferer(mode: str = "fast", checkpoint: str | os.PathLike | None = None, model_type: str = "vit_b",
-                  device: str | torch.device = "cpu", multimask_output: bool = False, **kwargs: Any) -> Inferer:
+                  device: str | torch.device = "cpu", multimask_output: bool = False, preprocessing: str = "auto",
+                  **kwargs: Any) -> Inferer:
     """The inferer of a bundle's ``inference_mode``: ``"fast"`` (student) or ``"accurate"`` (student + SAM).
 
     Args:
@@ -93,6 +94,8 @@ def build_inferer(mode: str = "fast", checkpoint: str | os.PathLike | None = Non
         device: where SAM runs.
         multimask_output: SAM predicts its three masks and the one with the highest predicted IoU
             is kept (True), or its single mask (False, default); see :meth:`fewlabel.sam.SamTeacher.predict`.
+        preprocessing: the teacher's image pre-processing, ``"sam"``, ``"medsam"`` or ``"auto"``
+            (MedSAM's for a file named ``*medsam*``); see :func:`fewlabel.sam.build_sam_teacher`.
         kwargs: :class:`SamRefineInferer` options (``num_points``, ``threshold``, ``mode`` as
             ``prompt_mode``, ``seed``).
     """
@@ -102,7 +105,8 @@ def build_inferer(mode: str = "fast", checkpoint: str | os.PathLike | None = Non
         return SimpleInferer()
     if not checkpoint:
         raise ValueError("inference_mode 'accurate' needs sam_checkpoint: the SAM (or MedSAM) weights file")
-    teacher = build_sam_teacher(checkpoint, model_type, device, multimask_output=multimask_output)
+    teacher = build_sam_teacher(checkpoint, model_type, device, multimask_output=multimask_output,
+                                preprocessing=preprocessing)
     if "prompt_mode" in kwargs:
         kwargs["mode"] = kwargs.pop("prompt_mode")
     logger.info("accurate inference: student prompts SAM '%s' from %s", model_type, checkpoint)

@@ -45,6 +45,7 @@ from fewlabel.random_state import generator_state, set_generator_state
 __all__ = [
     "SamPrompter",
     "MODES",
+    "PREPROCESSING_FRAMES",
     "PromptMode",
     "SamPrompt",
     "top_probability_points",
@@ -60,6 +61,11 @@ PromptMode = Literal["points+box", "points", "box", "mask", "points+box+mask"]
 #: are its ablations; ``"points+box+mask"`` is the Table 3 row that adds the mask prompt;
 #: ``"mask"`` gives SAM the mask prompt alone.
 MODES: tuple[str, ...] = ("points+box", "points", "box", "mask", "points+box+mask")
+
+#: Model-input frames of SAM-family teachers: ``"sam"`` (longest side resized to the square input,
+#: padded at the bottom/right, SAM's mean/std) and ``"medsam"`` (whole image stretched to the square,
+#: min-max scaled to [0, 1]; MedSAM's own pre-processing). See :class:`fewlabel.sam.SamTeacher`.
+PREPROCESSING_FRAMES: tuple[str, ...] = ("sam", "medsam")
 
 #: Probabilities are clipped to ``[eps, 1 - eps]`` before the logit transform of the mask prompt.
 MASK_PROMPT_EPS = 1e-4
@@ -195,7 +201,7 @@ def _box(m: torch.Tensor) -> torch.Tensor | None:
 
 
 def mask_prompt_from_probability(
-    prob: torch.Tensor | np.ndarray, mask_size: int = 256, eps: float = MASK_PROMPT_EPS
+    prob: torch.Tensor | np.ndarray, mask_size: int = 256, eps: float = MASK_PROMPT_EPS, frame: str = "sam"
 ) -> torch.Tensor:
     """SAM's low-resolution mask input from a probability map.
 
@@ -209,23 +215,33 @@ def mask_prompt_from_probability(
     for a sigmoid student this gives back the student's logits, clipped to
     ``+-log((1 - eps) / eps)`` (about +-9.2 for the default eps). Padding gets the lowest logit.
 
+    With ``frame="medsam"`` the model input is the whole image stretched to the square (MedSAM's
+    pre-processing, no padding; see :class:`fewlabel.sam.SamTeacher`), and so is the mask input:
+    the map is resized (bilinear) to ``mask_size x mask_size``.
+
     Args:
         prob: ``(H, W)`` foreground probabilities in [0, 1].
         mask_size: side of SAM's mask input (``sam.prompt_encoder.mask_input_size``; 256 for
             the released models).
         eps: clipping of the probabilities, in (0, 0.5).
+        frame: ``"sam"`` (longest side resized, padded) or ``"medsam"`` (stretched to the square).
 
     Returns:
         ``(1, mask_size, mask_size)`` float32 logits on ``prob``'s device.
     """
+    if frame not in PREPROCESSING_FRAMES:
+        raise ValueError(f"frame must be one of {PREPROCESSING_FRAMES}, got {frame!r}")
     if not 0.0 < eps < 0.5:
         raise ValueError(f"eps must be in (0, 0.5), got {eps}")
     if mask_size < 1:
         raise ValueError(f"mask_size must be >= 1, got {mask_size}")
     p = _as_prob_map(prob).float()
     h, w = p.shape
-    scale = mask_size / max(h, w)
-    new_h, new_w = min(mask_size, int(h * scale + 0.5)), min(mask_size, int(w * scale + 0.5))
+    if frame == "medsam":
+        new_h = new_w = mask_size
+    else:
+        scale = mask_size / max(h, w)
+        new_h, new_w = min(mask_size, int(h * scale + 0.5)), min(mask_size, int(w * scale + 0.5))
     resized = F.interpolate(p[None, None], (max(1, new_h), max(1, new_w)), mode="bilinear", align_corners=False)
     padded = F.pad(resized, (0, mask_size - resized.shape[-1], 0, mask_size - resized.shape[-2]), value=0.0)
     padded = padded.clamp(eps, 1.0 - eps)
@@ -239,6 +255,7 @@ def make_prompt(
     generator: torch.Generator | None = None,
     mode: str = "points+box",
     mask_size: int = 256,
+    frame: str = "sam",
 ) -> SamPrompt | None:
     """All prompts of one image for a prompt ``mode``, or None when the prediction is empty.
 
@@ -249,6 +266,7 @@ def make_prompt(
         generator: tie-breaking generator (see :func:`top_probability_points`).
         mode: one of :data:`MODES`.
         mask_size: side of SAM's mask input (modes with a mask).
+        frame: the model input's frame of the mask prompt, see :func:`mask_prompt_from_probability`.
 
     Returns:
         A :class:`SamPrompt` holding only the parts ``mode`` names, or None when no pixel reaches
@@ -270,7 +288,7 @@ def make_prompt(
     if "box" in parts:
         prompt.box = box
     if "mask" in parts:
-        prompt.mask = mask_prompt_from_probability(p, mask_size)
+        prompt.mask = mask_prompt_from_probability(p, mask_size, frame=frame)
     return prompt
 
 
@@ -312,6 +330,7 @@ def make_prompts(
     generator: torch.Generator | None = None,
     mode: str = "points+box",
     mask_size: int = 256,
+    frame: str = "sam",
 ) -> list[SamPrompt | None]:
     """:func:`make_prompt` for every map of a batch.
 
@@ -327,7 +346,7 @@ def make_prompts(
         p = p[:, 0]
     if p.ndim != 3:
         raise ValueError(f"expected (B, H, W) or (B, 1, H, W) probabilities, got shape {tuple(p.shape)}")
-    return [make_prompt(p[b], num_points, threshold, generator, mode, mask_size) for b in range(p.shape[0])]
+    return [make_prompt(p[b], num_points, threshold, generator, mode, mask_size, frame) for b in range(p.shape[0])]
 
 
 

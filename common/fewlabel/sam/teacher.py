@@ -17,6 +17,14 @@ Work is split the way ``SamPredictor`` splits it, so that the expensive part can
 - :meth:`SamTeacher.pseudo_label`: student probabilities -> prompts (:mod:`fewlabel.sam.prompts`)
   -> binary pseudo-labels and a validity flag per image.
 
+Pre-processing follows the checkpoint's own (``preprocessing``): SAM's (``"sam"``: longest side
+resized to 1024, SAM's pixel mean/std, zero padding to the square) or MedSAM's (``"medsam"``, as
+MedSAM's ``MedSAM_Inference.py`` does it: the whole image resized to 1024 x 1024 (bicubic,
+anti-aliased, back to 8-bit), min-max scaled to [0, 1], no mean/std, no padding; box and point
+coordinates scaled by ``1024 / W`` and ``1024 / H``; the 256 x 256 mask logits resized straight
+to the image). :func:`build_sam_teacher` picks ``"medsam"`` for a checkpoint file whose name
+contains ``medsam`` unless told otherwise.
+
 Checkpoints: :func:`build_sam_teacher` loads the official SAM checkpoints (``sam_vit_b_01ec64.pth``,
 ``sam_vit_l_0b3195.pth``, ``sam_vit_h_4b8939.pth``) and MedSAM's ``medsam_vit_b.pth`` (MedSAM is a
 fine-tuned SAM ViT-B: use ``model_type="vit_b"``). Those are plain state dicts. Tests and demos use
@@ -44,13 +52,15 @@ from fewlabel.errors import CheckpointError
 from fewlabel.networks.transfer import read_weights_file
 from fewlabel.sam.model_type import AUTO, infer_sam_model_type
 from fewlabel.sam.checkpoints import SAM_CHECKPOINT_FILES, large_files_hint
-from fewlabel.sam.prompts import SamPrompt, make_prompts
+from fewlabel.sam.prompts import PREPROCESSING_FRAMES, SamPrompt, make_prompts
 
 if TYPE_CHECKING:
     from fewlabel.sam.cache import EmbeddingCache
 
 __all__ = [
     "MODEL_TYPES",
+    "PREPROCESSING",
+    "resolve_preprocessing",
     "TINY_SAM_DEFAULTS",
     "NO_PROMPT_LOGIT",
     "build_tiny_sam",
@@ -63,6 +73,10 @@ __all__ = [
 #: ``model_type`` values :func:`build_sam_teacher` accepts (``"default"`` is ``"vit_h"``, as in SAM;
 #: ``"auto"`` reads the type from the checkpoint, :mod:`fewlabel.sam.model_type`).
 MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "default", "tiny", AUTO)
+
+#: Teacher pre-processing choices: ``"sam"``, ``"medsam"`` (see the module docstring), and ``"auto"``
+#: (:func:`resolve_preprocessing`: ``"medsam"`` when the checkpoint's file name contains ``medsam``).
+PREPROCESSING: tuple[str, ...] = (*PREPROCESSING_FRAMES, "auto")
 
 #: Hyper-parameters of :func:`build_tiny_sam` (a 64 px SAM with a few thousand parameters per block).
 TINY_SAM_DEFAULTS: dict[str, Any] = {
@@ -295,12 +309,32 @@ def _unwrap_state_dict(payload: Any) -> Any:
     return payload
 
 
+def resolve_preprocessing(preprocessing: str, checkpoint: str | os.PathLike | None) -> str:
+    """The teacher pre-processing for a setting and a checkpoint path.
+
+    Args:
+        preprocessing: ``"sam"``, ``"medsam"`` or ``"auto"`` (``"medsam"`` when the checkpoint's
+            file name contains ``medsam``, e.g. the released ``medsam_vit_b.pth``; else ``"sam"``).
+        checkpoint: the weights file (only its name is looked at).
+
+    Raises:
+        ValueError: an unknown setting.
+    """
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"SAM teacher preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
+    if preprocessing != "auto":
+        return preprocessing
+    name = Path(str(checkpoint)).name.lower() if checkpoint else ""
+    return "medsam" if "medsam" in name else "sam"
+
+
 def build_sam_teacher(
     checkpoint: str | os.PathLike | None,
     model_type: str = "vit_b",
     device: str | torch.device = "cpu",
     cache: EmbeddingCache | None = None,
     multimask_output: bool = False,
+    preprocessing: str = "auto",
 ) -> SamTeacher:
     """Load a SAM (or MedSAM) checkpoint as a frozen :class:`SamTeacher`.
 
@@ -317,6 +351,8 @@ def build_sam_teacher(
         device: where the teacher runs.
         cache: optional :class:`fewlabel.sam.EmbeddingCache` used by :meth:`SamTeacher.pseudo_label`.
         multimask_output: default of :meth:`SamTeacher.predict` (see there).
+        preprocessing: ``"sam"``, ``"medsam"`` or ``"auto"`` (default: ``"medsam"`` when the file
+            name contains ``medsam``), see :func:`resolve_preprocessing` and :class:`SamTeacher`.
 
     Returns:
         The frozen teacher (eval mode, no parameter requires grad).
@@ -330,6 +366,7 @@ def build_sam_teacher(
     """
     if model_type not in MODEL_TYPES:
         raise ValueError(f"unknown SAM model_type '{model_type}', expected one of {MODEL_TYPES}")
+    frame = resolve_preprocessing(preprocessing, checkpoint)
     if checkpoint is None or str(checkpoint) == "":
         raise CheckpointError(
             f"no SAM checkpoint given for model_type '{model_type}' (it has no release file to default to): pass "
@@ -372,12 +409,30 @@ def build_sam_teacher(
     except RuntimeError as e:  # e.g. dtype problems the key/shape check cannot see
         raise CheckpointError(f"cannot load {path} into SAM '{model_type}': {' '.join(str(e).split())[:300]}") from e
     return SamTeacher(sam, model_type=model_type, checkpoint_id=identity, cache=cache,
-                      multimask_output=multimask_output).to(device)
+                      multimask_output=multimask_output, preprocessing=frame).to(device)
 
 
 # --------------------------------------------------------------------------------------------
 # the teacher
 # --------------------------------------------------------------------------------------------
+
+
+def _medsam_preprocess(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """MedSAM's image pre-processing of ``(B, 3, H, W)`` float images in 0-255 units.
+
+    Resize to ``size`` (bicubic, anti-aliased), clip to each image's own range, round down to whole
+    levels (MedSAM casts its resized image to ``uint8``), then ``(x - min) / max(max - min, 1e-8)``
+    per image. Returns ``(B, 3, *size)`` float32 in [0, 1].
+    """
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size, mode="bicubic", align_corners=False, antialias=True)
+    # floor as uint8 casting does; the 1e-3 keeps a flat 40 that interpolates to 39.99998 at 40
+    x = (torch.maximum(torch.minimum(x, hi), lo) + 1e-3).floor()
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x - lo) / (hi - lo).clamp_min(1e-8)
 
 
 def _state_dict_hash(module: torch.nn.Module) -> str:
@@ -400,6 +455,14 @@ class SamTeacher(torch.nn.Module):
     SAM's pixel units) or uint8 in [0, 255]. A single-channel ``(B, 1, H, W)`` batch (X-ray) is
     repeated to three channels. All images of a batch share one size (the student's input size).
 
+    ``preprocessing="sam"`` (SAM's checkpoints): the longest side is resized to ``image_size``,
+    pixels are normalised with SAM's mean/std and the input is padded to the square.
+    ``preprocessing="medsam"`` (MedSAM's checkpoint, as its ``MedSAM_Inference.py``): the image is
+    resized to ``image_size x image_size`` whatever its aspect ratio (bicubic, anti-aliased, rounded
+    down to 8-bit as MedSAM's ``astype(np.uint8)``), min-max scaled to [0, 1] per image, and given
+    to the encoder as it is (no mean/std, no padding); prompts are scaled per axis, and the mask
+    logits are resized (bilinear) from the decoder's low-resolution output straight to ``(H, W)``.
+
     Args:
         sam: a :class:`segment_anything.modeling.Sam`; it is frozen in place.
         model_type: its type, part of the embedding-cache key.
@@ -407,6 +470,7 @@ class SamTeacher(torch.nn.Module):
             in-memory model, whose identity is then a hash of its state dict (computed once).
         cache: optional :class:`fewlabel.sam.EmbeddingCache` used by :meth:`pseudo_label`.
         multimask_output: default of :meth:`predict`.
+        preprocessing: ``"sam"`` (default) or ``"medsam"``, see above.
     """
 
     def __init__(
@@ -416,8 +480,12 @@ class SamTeacher(torch.nn.Module):
         checkpoint_id: str | None = None,
         cache: EmbeddingCache | None = None,
         multimask_output: bool = False,
+        preprocessing: str = "sam",
     ) -> None:
         super().__init__()
+        if preprocessing not in PREPROCESSING_FRAMES:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSING_FRAMES}, got {preprocessing!r}")
+        self.preprocessing = preprocessing
         self.sam = sam
         self.model_type = model_type
         self.cache = cache
@@ -456,20 +524,28 @@ class SamTeacher(torch.nn.Module):
         """Identity of the weights for cache keys: file path + size + mtime, or a state-dict hash."""
         if self._identity is None:
             self._identity = _state_dict_hash(self.sam)
-        return self._identity
+        # MedSAM's pre-processing gives other embeddings from the same weights: keep cache keys apart
+        return self._identity if self.preprocessing == "sam" else f"{self._identity}|{self.preprocessing}"
 
     # -- image side --------------------------------------------------------------------------
     def input_size(self, original_size: Sequence[int]) -> tuple[int, int]:
-        """``(h, w)`` of an ``original_size`` image after ``ResizeLongestSide(image_size)``."""
+        """``(h, w)`` of an ``original_size`` image in the model input: after
+        ``ResizeLongestSide(image_size)`` (SAM), or ``(image_size, image_size)`` (MedSAM)."""
         h, w = int(original_size[0]), int(original_size[1])
+        if self.preprocessing == "medsam":
+            return self.image_size, self.image_size
         return ResizeLongestSide.get_preprocess_shape(h, w, self.image_size)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """Images -> SAM's model input, as ``ResizeLongestSide`` + ``Sam.preprocess``.
+        """Images -> the model input, as ``ResizeLongestSide`` + ``Sam.preprocess`` (SAM) or as
+        MedSAM's ``MedSAM_Inference.py`` (``preprocessing="medsam"``).
 
-        The longest side is resized (bilinear, antialiased: ``apply_image_torch``'s interpolation)
+        SAM: the longest side is resized (bilinear, antialiased: ``apply_image_torch``'s interpolation)
         to ``image_size``, pixels are normalised with SAM's mean/std (in 0-255 units) and the
         image is zero-padded at the bottom/right to a square.
+        MedSAM: resized to ``image_size x image_size`` (bicubic, anti-aliased, clipped to the
+        image's range and rounded down to whole 0-255 levels), then min-max scaled to [0, 1] per
+        image over all channels (a constant image gives zeros); no mean/std, no padding.
 
         Args:
             images: ``(B, 3, H, W)`` float in [0, 1] or uint8, or ``(B, 1, H, W)`` gray.
@@ -496,6 +572,8 @@ class SamTeacher(torch.nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         target = self.input_size(x.shape[-2:])
+        if self.preprocessing == "medsam":
+            return _medsam_preprocess(x, target)
         if tuple(x.shape[-2:]) != target:
             x = F.interpolate(x, target, mode="bilinear", align_corners=False, antialias=True)
         return self.sam.preprocess(x)
@@ -609,7 +687,10 @@ class SamTeacher(torch.nn.Module):
                 if multimask:
                     best = iou[0].argmax()
                     low_res = low_res[:, best : best + 1]
-                out[b] = self.sam.postprocess_masks(low_res, input_size, (h, w))[0].float()
+                if self.preprocessing == "medsam":  # MedSAM: low-res logits straight to the image size
+                    out[b] = F.interpolate(low_res.float(), (h, w), mode="bilinear", align_corners=False)[0]
+                else:
+                    out[b] = self.sam.postprocess_masks(low_res, input_size, (h, w))[0].float()
         out = out.clone()
         return torch.sigmoid(out) if output == "probs" else out
 
@@ -667,7 +748,8 @@ class SamTeacher(torch.nn.Module):
             if len(cache_keys) != images.shape[0]:
                 raise ValueError(f"got {len(cache_keys)} cache keys for {images.shape[0]} images")
         b, _, h, w = images.shape
-        prompts = make_prompts(p[:, 0], num_points, threshold, generator, mode, self.mask_input_size)
+        prompts = make_prompts(p[:, 0], num_points, threshold, generator, mode, self.mask_input_size,
+                               frame=self.preprocessing)
         valid = torch.tensor([q is not None for q in prompts], dtype=torch.bool)
         masks = torch.zeros((b, 1, h, w), dtype=torch.float32, device=p.device)
         idx = valid.nonzero().flatten().tolist()
@@ -687,4 +769,5 @@ class SamTeacher(torch.nn.Module):
         return self.pseudo_label(images, probs, num_points, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"model_type={self.model_type!r}, image_size={self.image_size}, frozen=True"
+        return (f"model_type={self.model_type!r}, image_size={self.image_size}, "
+                f"preprocessing={self.preprocessing!r}, frozen=True")
