@@ -13,7 +13,7 @@ import yaml
 from testlib import BUNDLES, REPO
 from fewlabel.sweep import SpecError, load_spec
 from fewlabel.sweep.execute import adopt_shared, execute_run
-from fewlabel.sweep.plan import describe, plan_sweep, stage_reads
+from fewlabel.sweep.plan import plan_sweep, stage_reads
 from fewlabel.sweep.spec import paper_items
 
 SPECS = sorted((REPO / "bundles").glob("*/sweeps/*.yaml"))
@@ -67,10 +67,14 @@ def test_polycl_pretrains_once_per_strategy_and_backbone_for_every_label_fractio
 
 
 def test_sam_mining_trains_the_supervised_student_once_per_fraction_and_seed(tmp_path):
-    for name in ("table1_label_fractions.yaml", "table3_prompts.yaml"):
+    for name in ("table3_prompts.yaml", "table1_medsam.yaml"):
         spec = load_spec(SAM_MINING / name)
         fractions = {p.get("labelled_fraction", spec.overrides.get("labelled_fraction")) for p in spec.cell_params()}
-        assert _counts(SAM_MINING / name, tmp_path)["supervised"][0] == len(fractions) * len(spec.seeds), name
+        counts = _counts(SAM_MINING / name, tmp_path)
+        assert counts["supervised"] == (len(fractions) * len(spec.seeds), len(spec.runs(tmp_path))), name
+    # Table 1: the SimCLR pre-training sees every training image whatever the labelled share: once per seed
+    spec = load_spec(SAM_MINING / "table1_label_fractions.yaml")
+    assert _counts(SAM_MINING / "table1_label_fractions.yaml", tmp_path)["simclr"][0] == len(spec.seeds)
 
 
 def test_runs_that_differ_in_a_key_a_stage_reads_do_not_share_it(tmp_path):

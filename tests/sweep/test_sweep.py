@@ -513,7 +513,8 @@ def _paths(report: dict) -> tuple[set[str], set[str]]:
     paths, per_class = {report.get("metric", "mean_iou")}, set()
     for table in report.get("tables", []):
         metrics = table.get("metrics", {})
-        paths |= set(metrics.values() if isinstance(metrics, dict) else metrics)
+        metrics = set(metrics.values() if isinstance(metrics, dict) else metrics)
+        paths |= {f"{v}.{m}" if v else m for v in (table.get("variants") or {"": ""}).values() for m in metrics}
         if table.get("metric"):
             paths.add(table["metric"])
         if table.get("per_class"):

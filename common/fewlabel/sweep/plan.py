@@ -109,6 +109,7 @@ class SweepPlan:
 
     jobs: dict[str, StageJob]
     chains: dict[str, list[str]]
+    order: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """``{stage: (runs with sharing, runs without)}`` in stage order."""
@@ -118,7 +119,8 @@ class SweepPlan:
                 out.setdefault(self.jobs[ident].stage.name, [0, 0])[1] += 1
         for job in self.jobs.values():
             out[job.stage.name][0] += 1
-        return {k: (v[0], v[1]) for k, v in out.items()}
+        names = [n for n in self.order if n in out] + [n for n in out if n not in self.order]
+        return {k: (out[k][0], out[k][1]) for k in names}
 
     def shared_jobs(self, run_key: str) -> list[StageJob]:
         """The shared jobs of a run, in stage order."""
@@ -162,7 +164,7 @@ def plan_sweep(spec: SweepSpec, run_dir: str | Path) -> SweepPlan:
             job.folder = run_dir / "shared" / job.stage.name / name
         else:
             job.folder = job.run.folder
-    return SweepPlan(jobs, chains)
+    return SweepPlan(jobs, chains, [s.name for s in spec.stages])
 
 
 def describe(spec: SweepSpec, run_dir: str | Path, runs: list[Run] | None = None) -> str:
