@@ -31,7 +31,8 @@ def test_a_stage_reads_the_keys_its_configs_refer_to():
     assert {"mask_ratio", "mask_size", "seed"} <= stage_reads(spec.bundle, pretrain)
     # the fine-tuning starts from the pre-trained weights and never refers to the mask parameters
     assert not {"mask_ratio", "mask_size"} & stage_reads(spec.bundle, finetune)
-    polycl = load_spec(POLYCL / "tables1_3_strategies.yaml")
+    polycl = load_spec(POLYCL / "tables4_7_sam.yaml")
+    assert [s.name for s in polycl.stages[:2]] == ["pretrain", "finetune"]
     assert "label_fraction" not in stage_reads(polycl.bundle, polycl.stages[0])
     assert "label_fraction" in stage_reads(polycl.bundle, polycl.stages[1])
 
@@ -52,18 +53,32 @@ def test_figure4_pretrains_once_per_mask_setting_and_finetunes_every_seed(tmp_pa
 
 
 def test_polycl_pretrains_once_per_strategy_and_backbone_for_every_label_fraction(tmp_path):
-    spec = load_spec(POLYCL / "tables1_3_strategies.yaml")
+    spec = load_spec(POLYCL / "tables4_7_sam.yaml")
     plan = plan_sweep(spec, tmp_path)
-    pretrained = [p for p in spec.cell_params() if p["from_pretrained"]]
-    strategies_x_backbones = len({(p["pretrain_method"], p["backbone"]) for p in pretrained})
-    fractions = len({p["label_fraction"] for p in pretrained})
-    assert plan.counts()["pretrain"] == (strategies_x_backbones * len(spec.seeds),
-                                         strategies_x_backbones * fractions * len(spec.seeds))
+    strategies = len({(p["pretrain_method"], p.get("backbone")) for p in spec.cell_params()})
+    fractions = len({p["label_fraction"] for p in spec.cell_params()})
+    assert fractions == 5 and plan.counts()["pretrain"] == (strategies * len(spec.seeds),
+                                                            strategies * fractions * len(spec.seeds))
     assert plan.counts()["finetune"][0] == len(spec.cell_params()) * len(spec.seeds)
-    # each pre-training is used by the runs of every label fraction of its strategy, backbone and seed
+    # each pre-training is used by the runs of every label fraction of its strategy and seed
     for job in plan.jobs.values():
         if job.stage.name == "pretrain":
             assert len(job.runs) == fractions and job.folder.parent == (tmp_path / "shared" / "pretrain").resolve()
+    # Tables 1-3: one pre-training per strategy, backbone and seed; none for the supervised rows
+    spec = load_spec(POLYCL / "tables1_3_strategies.yaml")
+    counts = plan_sweep(spec, tmp_path).counts()
+    polycl = [p for p in spec.cell_params() if p["pretrain_method"] in ("S", "O", "M")]
+    assert counts["pretrain"][0] == len(polycl) * len(spec.seeds)
+    assert counts["finetune"][0] == len(spec.cell_params()) * len(spec.seeds)
+
+
+def test_cross_domain_evaluations_load_the_finetuned_weights_and_never_train():
+    spec = load_spec(POLYCL / "tables1_3_strategies.yaml")
+    for stage in spec.stages:
+        if stage.name.startswith("evaluate"):
+            assert "evaluate.json" in stage.configs, stage.name
+            reads = stage_reads(spec.bundle, stage)
+            assert "ckpt_path" in reads and "train#trainer" not in reads, stage.name
 
 
 def test_sam_mining_trains_the_supervised_student_once_per_fraction_and_seed(tmp_path):

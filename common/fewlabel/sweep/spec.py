@@ -76,10 +76,18 @@ class SweepStage:
     seed: int | None = None
 
     def applies(self, params: dict[str, Any]) -> bool:
-        """Whether this stage runs for a run with ``params`` (its overrides merged)."""
-        if self.skip_if and all(params.get(k) == v for k, v in self.skip_if.items()):
+        """Whether this stage runs for a run with ``params`` (its overrides merged). A condition's value
+        is matched by equality, or by membership when it is a list and the parameter is not
+        (``only_if: {pretrain_method: [S, O, M]}``)."""
+        if self.skip_if and all(_matches(params.get(k), v) for k, v in self.skip_if.items()):
             return False
-        return all(params.get(k) == v for k, v in self.only_if.items())
+        return all(_matches(params.get(k), v) for k, v in self.only_if.items())
+
+
+def _matches(value: Any, want: Any) -> bool:
+    if isinstance(want, (list, tuple)) and not isinstance(value, (list, tuple)):
+        return value in want
+    return value == want
 
 
 def cell_name(params: dict[str, Any]) -> str:
