@@ -177,6 +177,39 @@ def test_a_stage_the_run_finished_itself_is_kept(tmp_path):
     assert not own.is_symlink() and (own / ".done").read_text() == '{"own": 1}'
 
 
+@pytest.mark.slow
+def test_a_sweep_runs_a_shared_stage_once_and_a_restart_runs_nothing(tmp_path):
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "tiny_shared", "bundle": "medsass_binary_segmentation", "seeds": [0, 1],
+        "report": {"metric": "mean_iou"},
+        "stages": [{"name": "train", "configs": ["train.json", "smoke.json"], "seed": 0},
+                   {"name": "evaluate", "configs": ["train.json", "smoke.json", "evaluate.json"]}]}))
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fewlabel.cli", "sweep", str(spec), "--run_dir", str(run_dir), "--num_cpus", "2"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
+    for _ in range(2):  # the second time: everything finished, nothing runs
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "2 of 2 runs done, 0 failed" in done.stdout
+    (shared,) = (run_dir / "shared" / "train").iterdir()
+    assert (shared / "attempts.jsonl").read_text().count('"start"') == 1  # trained once for both seeds
+    weights = (shared / "models" / "model.pt").read_bytes()
+    for seed in (0, 1):
+        folder = run_dir / "runs" / "default" / f"seed_{seed}"
+        assert (folder / "attempts.jsonl").read_text().count('"start"') == 1
+        assert (folder / "train").is_symlink() and (folder / "train" / ".done").is_file()
+        assert not (folder / "train.overrides.json").exists()
+        # the evaluation of each seed read the shared weights (its models/ holds a copy of them)
+        assert (folder / "models" / "model.pt").read_bytes() == weights
+        assert (folder / "evaluate" / "metrics.json").is_file()
+        assert json.loads((folder / "evaluate.overrides.json").read_text())["seed"] == seed
+
+
 # --------------------------------------------------------------------------------------------- reproduces
 @pytest.mark.parametrize("bundle", [b.name for b in BUNDLES])
 def test_every_spec_reproduces_tables_of_its_paper_and_every_result_has_a_spec(bundle):

@@ -557,10 +557,9 @@ def test_every_shipped_spec_renders_its_report(spec_path, tmp_path):
         (run.folder / "done.json").write_text("{}")
         for stage in run.active_stages():
             metrics: dict = {}
-            for path in paths:
-                if path.startswith("stages."):
-                    continue
-                _nested(metrics, path, float(rng.uniform(0.1, 0.9)))
+            for path in paths:  # "stages.<stage>.<path>": <path> of that stage's metrics
+                _nested(metrics, path.split(".", 2)[2] if path.startswith("stages.") else path,
+                        float(rng.uniform(0.1, 0.9)))
             for base, metric in per_class:
                 for cls in ("class_a", "class_b"):
                     _nested(metrics, f"{base}.{cls}.{metric}", float(rng.uniform(0.1, 0.9)))

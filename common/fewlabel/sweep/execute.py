@@ -86,8 +86,8 @@ def adopt_shared(folder: Path, stage: str, shared_folder: Path) -> None:
 
     Weights the stage wrote (``shared_folder/models/*``) are copied into ``folder/models`` (a copy, not a
     link: a later stage of this run that writes a file of the same name must not change the other runs'),
-    its output folder is linked as ``folder/<stage>`` and its log as ``folder/<stage>.log``. A stage this run
-    already finished in its own folder (a sweep started before sharing) is kept.
+    its output folder is linked (a relative link) as ``folder/<stage>`` and its log as ``folder/<stage>.log``.
+    A stage this run already finished in its own folder (a sweep started before sharing) is kept.
 
     Raises:
         RunFailed: the shared stage has not finished (no ``shared_folder/<stage>/.done``).
@@ -112,8 +112,8 @@ def adopt_shared(folder: Path, stage: str, shared_folder: Path) -> None:
             dst.unlink()
         elif dst.is_dir():
             shutil.rmtree(dst)
-        if src.exists():
-            dst.symlink_to(src.resolve(), target_is_directory=src.is_dir())
+        if src.exists():  # relative: the sweep folder can be moved or copied whole
+            dst.symlink_to(os.path.relpath(src.resolve(), dst.parent.resolve()), target_is_directory=src.is_dir())
 
 
 def execute_run(run: Run, cwd: str | None = None, threads: int | None = None,
