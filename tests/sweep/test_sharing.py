@@ -253,3 +253,24 @@ def test_a_spec_naming_a_table_the_paper_lacks_is_refused(tmp_path):
         load_spec({**raw, "reproduces": ["Table 9"]})
     with pytest.raises(SpecError, match="'Table N' or 'Figure N'"):
         load_spec({**raw, "reproduces": ["Tab. 3"]})
+
+
+@pytest.mark.parametrize("bundle", [b.name for b in BUNDLES])
+def test_the_docs_map_every_paper_result_to_its_spec(bundle):
+    """The bundle's docs have the *Reproducing the paper* table: a row per spec (with its command) and a row
+    for each result left out, with the reason."""
+    docs = (REPO / "bundles" / bundle / "docs" / "README.md").read_text()
+    assert "### Reproducing the paper" in docs
+    section = docs[docs.index("### Reproducing the paper"):]
+    section = section[:section.index("\n## ")] if "\n## " in section else section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| paper ")]
+    for path in sorted((REPO / "bundles" / bundle / "sweeps").glob("*.yaml")):
+        row = next((r for r in rows if f"`sweeps/{path.name}`" in r), None)
+        assert row, f"{bundle} docs: no row for sweeps/{path.name}"
+        assert f"fewlabel sweep bundles/{bundle}/sweeps/{path.name}" in row
+        named = set()  # the numbers the row's first cell names ("Tables 1, 2, 4-7" -> 1, 2, 4, 5, 6, 7)
+        for a, b in re.findall(r"(\d+)(?:-(\d+))?", row.split("|")[1]):
+            named |= set(range(int(a), int(b or a) + 1))
+        assert all(int(re.match(r"\w+ (\d+)", r).group(1)) in named for r in load_spec(path).reproduces), row
+    for item in paper_items(bundle)["not_covered"]:
+        assert any(r.startswith(f"| {item} |") and "not covered" in r for r in rows), f"{bundle} docs: {item}"
