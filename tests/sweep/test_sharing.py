@@ -114,7 +114,7 @@ def test_dry_run_states_what_it_reproduces_and_the_shared_stage_runs(spec_path, 
     assert f"stage runs: {with_} with sharing, {without} without" in text
     # every stage command is printed once: shared ones under "# shared", the others under their run
     assert text.count(" monai.bundle run ") == with_
-    assert text.count("# shared ") == sum(1 for j in plan_sweep(spec, tmp_path).jobs.values() if j.shared)
+    assert text.count("## shared ") == sum(1 for j in plan_sweep(spec, tmp_path).jobs.values() if j.shared)
 
 
 def test_dry_run_of_figure4_lists_one_pretraining_per_mask_setting(tmp_path, capsys):
@@ -274,3 +274,42 @@ def test_the_docs_map_every_paper_result_to_its_spec(bundle):
         assert all(int(re.match(r"\w+ (\d+)", r).group(1)) in named for r in load_spec(path).reproduces), row
     for item in paper_items(bundle)["not_covered"]:
         assert any(r.startswith(f"| {item} |") and "not covered" in r for r in rows), f"{bundle} docs: {item}"
+
+
+def test_only_if_takes_a_list_of_values(tmp_path):
+    spec = load_spec(POLYCL / "tables1_3_strategies.yaml")
+    for run in spec.runs(tmp_path):
+        names = [s.name for s in run.active_stages()]
+        method = run.params["pretrain_method"]
+        assert ("pretrain" in names) == (method in ("S", "O", "M")), run.key
+        assert ("pretrain_simclr" in names) == (method == "simclr")
+        assert ("pretrain_supcon" in names) == (method == "supcon")
+
+
+def test_variant_rows_and_the_papers_units(tmp_path):
+    """SAM mining Table 2's layout: a row per labelled share and method, IoU and Dice as fractions with
+    three digits; no mining rows at 100 % labelled (those stages are skipped there)."""
+    from fewlabel.sweep import make_report
+
+    spec = load_spec(SAM_MINING / "table2_covid_qu_ex.yaml")
+    spec.seeds = [0, 1]
+    run_dir = tmp_path / "sweep"
+    run_dir.mkdir()
+    (run_dir / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    value = {"evaluate_supervised": 0.5, "evaluate_one_time": 0.6, "evaluate": 0.7}
+    for run in spec.runs(run_dir):
+        (run.folder).mkdir(parents=True)
+        (run.folder / "done.json").write_text("{}")
+        for stage in run.active_stages():
+            (run.folder / stage.name).mkdir()
+            v = value.get(stage.name, 0.0) + run.params["labelled_fraction"] / 10 + run.seed / 100
+            (run.folder / stage.name / "metrics.json").write_text(
+                json.dumps({"mean_dice_foreground": v, "mean_iou_foreground": v - 0.1}))
+    text = make_report(run_dir).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| 1.0 |") or line.startswith("| 0.5 |")]
+    full = [r.split("|")[2].strip() for r in rows if r.startswith("| 1.0 |")]
+    assert full == ["Supervised Training on Labeled Data"]
+    continuous = next(r for r in rows if r.startswith("| 0.5 | Continuous"))
+    # Dice: mean of 0.7 + 0.05 + 0.00 and + 0.01 = 0.755, std 0.007; shown as the paper does (0-1)
+    assert "0.755 ± 0.007" in continuous and "%" not in text.split("## Figures")[0].split("Table 2 (rows")[1]
+    assert len([r for r in rows if r.startswith("| 0.5 |")]) == 3

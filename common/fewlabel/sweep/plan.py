@@ -191,7 +191,7 @@ def describe(spec: SweepSpec, run_dir: str | Path, runs: list[Run] | None = None
     shared = [j for j in plan.jobs.values() if j.shared and keys & set(j.runs)]
     for job in shared:
         run = job.as_run()
-        lines.append(f"# shared {job.stage.name}: {job.folder} (used by {len(job.runs)} runs)")
+        lines.append(f"## shared {job.stage.name}: {job.folder} (used by {len(job.runs)} runs)")
         lines.append(f"  {shlex.join(run.command(job.stage, root))}   # overrides: {run.stage_overrides(job.stage)}")
     for run in runs:
         lines.append(f"# {run.key}")
