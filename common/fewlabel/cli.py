@@ -107,23 +107,22 @@ def sweep(spec: str, run_dir: str | None = None, address: str | None = None, num
         only: run only these runs or cells (shell patterns of ``<cell>/seed_<s>``, ``a,b`` or ``[a,b]``).
         force: rerun the selected runs even when finished.
         report: write ``<run_dir>/report/report.md`` at the end.
-        dry_run: list the runs and their commands; run nothing.
+        dry_run: print what the spec reproduces, the number of stage runs with and without sharing, the
+            shared stage runs and every run's commands; run nothing.
         overrides: config overrides for every run (``--dataset_dir /data/ISIC2017 --epochs 50``); each must be a
             config id of the stages' configs (``<stage>:<id>`` for one stage), checked before anything runs.
     """
-    from fewlabel.bundle import bundle_root
     from fewlabel.sweep import check_run_overrides, load_spec, run_sweep, select_runs
 
     parsed = load_spec(spec)
     overrides = check_run_overrides(parsed, overrides, own=tuple(inspect.signature(sweep).parameters))
     only = as_list(only, "only") if only is not None else None
     if dry_run:
+        from fewlabel.sweep.plan import describe
+
         parsed.overrides = {**parsed.overrides, **overrides}
-        root = bundle_root(parsed.bundle)
-        for run in select_runs(parsed.runs(run_dir or f"outputs/sweeps/{parsed.name}"), only):
-            print(f"# {run.key}")
-            for stage in run.active_stages():
-                print("  " + shlex.join(run.command(stage, root)) + f"   # overrides: {run.stage_overrides(stage)}")
+        folder = run_dir or f"outputs/sweeps/{parsed.name}"
+        print(describe(parsed, folder, select_runs(parsed.runs(folder), only)))
         return
     result = run_sweep(parsed, run_dir, address, num_cpus, cpus_per_run, gpus_per_run, only=only, force=force,
                        report=report, num_gpus=num_gpus, **overrides)

@@ -513,7 +513,8 @@ def _paths(report: dict) -> tuple[set[str], set[str]]:
     paths, per_class = {report.get("metric", "mean_iou")}, set()
     for table in report.get("tables", []):
         metrics = table.get("metrics", {})
-        paths |= set(metrics.values() if isinstance(metrics, dict) else metrics)
+        metrics = set(metrics.values() if isinstance(metrics, dict) else metrics)
+        paths |= {f"{v}.{m}" if v else m for v in (table.get("variants") or {"": ""}).values() for m in metrics}
         if table.get("metric"):
             paths.add(table["metric"])
         if table.get("per_class"):
@@ -556,10 +557,9 @@ def test_every_shipped_spec_renders_its_report(spec_path, tmp_path):
         (run.folder / "done.json").write_text("{}")
         for stage in run.active_stages():
             metrics: dict = {}
-            for path in paths:
-                if path.startswith("stages."):
-                    continue
-                _nested(metrics, path, float(rng.uniform(0.1, 0.9)))
+            for path in paths:  # "stages.<stage>.<path>": <path> of that stage's metrics
+                _nested(metrics, path.split(".", 2)[2] if path.startswith("stages.") else path,
+                        float(rng.uniform(0.1, 0.9)))
             for base, metric in per_class:
                 for cls in ("class_a", "class_b"):
                     _nested(metrics, f"{base}.{cls}.{metric}", float(rng.uniform(0.1, 0.9)))

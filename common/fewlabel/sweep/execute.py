@@ -12,6 +12,11 @@ what is missing; inside an unfinished run, stages with ``.done`` are kept). A ru
 once by Ray (``max_retries=1, retry_exceptions=True``) and, if it fails again, listed in
 ``<run_dir>/failed.json`` and the report. The folder ``run_dir`` must be reachable from every Ray node
 (a shared file system) when ``address`` names a cluster.
+
+Stage runs that several runs have in common (:mod:`fewlabel.sweep.plan`: a pre-training that reads
+none of the keys the cells vary, or a stage with a fixed ``seed``) run once, as their own Ray task in
+``<run_dir>/shared/<stage>/<name>/`` (with the same records), before the runs that use them; each such run
+then gets a copy of the weights it wrote in its ``models/`` and a link ``<stage>`` to its output folder.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +38,7 @@ from typing import Any
 
 from fewlabel.arguments import as_list
 from fewlabel.errors import FewLabelError
+from fewlabel.sweep.plan import StageJob, SweepPlan, plan_sweep
 from fewlabel.sweep.spec import Run, SweepSpec, check_run_overrides, load_spec
 
 __all__ = ["RunFailed", "execute_run", "run_sweep", "select_runs"]
@@ -74,8 +81,44 @@ def _tail(path: Path, n: int = _LOG_TAIL) -> str:
         return ""
 
 
+def adopt_shared(folder: Path, stage: str, shared_folder: Path) -> None:
+    """Give the run in ``folder`` the results of a stage that ran once in ``shared_folder`` for several runs.
+
+    Weights the stage wrote (``shared_folder/models/*``) are copied into ``folder/models`` (a copy, not a
+    link: a later stage of this run that writes a file of the same name must not change the other runs'),
+    its output folder is linked (a relative link) as ``folder/<stage>`` and its log as ``folder/<stage>.log``.
+    A stage this run already finished in its own folder (a sweep started before sharing) is kept.
+
+    Raises:
+        RunFailed: the shared stage has not finished (no ``shared_folder/<stage>/.done``).
+    """
+    source = shared_folder / stage
+    if not (source / ".done").is_file():
+        raise RunFailed(f"the shared stage '{stage}' in {shared_folder} has not finished (no {source / '.done'}); "
+                        f"see {shared_folder / (stage + '.log')}")
+    target = folder / stage
+    if target.is_dir() and not target.is_symlink() and (target / ".done").is_file():
+        return
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    for f in sorted((shared_folder / "models").glob("*")):
+        dst = folder / "models" / f.name
+        if f.is_file() and not (dst.is_file() and dst.stat().st_size == f.stat().st_size
+                                and dst.stat().st_mtime >= f.stat().st_mtime):
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+            shutil.copy2(f, tmp)
+            os.replace(tmp, dst)
+    for src, dst in ((source, target), (shared_folder / f"{stage}.log", folder / f"{stage}.log")):
+        if dst.is_symlink() or dst.is_file():
+            dst.unlink()
+        elif dst.is_dir():
+            shutil.rmtree(dst)
+        if src.exists():  # relative: the sweep folder can be moved or copied whole
+            dst.symlink_to(os.path.relpath(src.resolve(), dst.parent.resolve()), target_is_directory=src.is_dir())
+
+
 def execute_run(run: Run, cwd: str | None = None, threads: int | None = None,
-                context: dict[str, Any] | None = None) -> dict[str, Any]:
+                context: dict[str, Any] | None = None,
+                shared: Sequence[tuple[str, str | Path]] = ()) -> dict[str, Any]:
     """Run every stage of ``run`` in order, each as a ``monai.bundle run`` subprocess.
 
     Args:
@@ -84,6 +127,8 @@ def execute_run(run: Run, cwd: str | None = None, threads: int | None = None,
             folder when ``None`` or when it does not exist on this machine.
         threads: ``OMP_NUM_THREADS`` for the stages (torch's CPU threads); unchanged when ``None``.
         context: recorded in the ``start`` line of ``attempts.jsonl`` (the Ray node and cluster).
+        shared: ``(stage, folder)`` of stages that ran once for several runs (:func:`adopt_shared`); they are
+            taken from there, never run here.
 
     Returns:
         ``{"key", "duration", "stages"}``.
@@ -96,12 +141,22 @@ def execute_run(run: Run, cwd: str | None = None, threads: int | None = None,
     root = bundle_root(run.bundle)
     run.folder.mkdir(parents=True, exist_ok=True)
     stages = run.active_stages()
+    shared_in = {name: Path(folder) for name, folder in shared}
+
+    def record(s: Any) -> dict[str, Any]:
+        if s.name not in shared_in:
+            return {"name": s.name, "command": shlex.join(run.command(s, root)), "overrides": run.stage_overrides(s)}
+        there = Run(run.bundle, shared_in[s.name].name, run.params, run.seed, shared_in[s.name], (s,), run.overrides)
+        return {"name": s.name, "shared": str(shared_in[s.name]), "command": shlex.join(there.command(s, root)),
+                "overrides": there.stage_overrides(s)}
+
     _write_json(run.folder / "run.json", {
         "bundle": run.bundle, "cell": run.cell, "params": run.params, "seed": run.seed,
-        "stages": [{"name": s.name, "command": shlex.join(run.command(s, root)),
-                    "overrides": run.stage_overrides(s)} for s in stages],
+        "stages": [record(s) for s in stages],
         "skipped_stages": [s.name for s in run.stages if s not in stages],
     })
+    for name, folder in shared_in.items():
+        adopt_shared(run.folder, name, folder)
     _append_attempt(run, "start", **(context or {}))
     _write_json(run.folder / "status.json", {"state": "running", "since": time.time(), "host": socket.gethostname()})
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -199,19 +254,27 @@ def run_sweep(
     runs = select_runs(spec.runs(run_dir), only)
     if not runs:
         raise FewLabelError(f"no run of {spec.source} matches --only {only!r}")
+    plan = plan_sweep(spec, run_dir)
     if force:
+        for job in {j.identity: j for r in runs for j in plan.shared_jobs(r.key)}.values():
+            for marker in [job.folder / "done.json", *job.folder.glob("*/.done")]:
+                marker.unlink(missing_ok=True)
         for r in runs:
-            for marker in [r.folder / "done.json", *r.folder.glob("*/.done")]:
+            for marker in [r.folder / "done.json", *(m for m in r.folder.glob("*/.done") if not m.parent.is_symlink())]:
                 marker.unlink(missing_ok=True)
     todo = [r for r in runs if not (r.folder / "done.json").is_file()]
     already = len(runs) - len(todo)
-    logger.info("sweep %s: %d runs (%d cells x %d seeds), %d already done, %d to run; folder %s", spec.name,
-                len(runs), len(spec.cell_params()), len(spec.seeds), already, len(todo), run_dir)
+    jobs = {j.identity: j for r in todo for j in plan.shared_jobs(r.key)
+            if not (j.folder / "done.json").is_file()}
+    logger.info("sweep %s: %d runs (%d cells x %d seeds), %d already done, %d to run, %d shared stage runs to "
+                "run first; folder %s", spec.name, len(runs), len(spec.cell_params()), len(spec.seeds), already,
+                len(todo), len(jobs), run_dir)
+    logger.info("sweep %s: %s", spec.name, plan.summary())
     failed: list[dict[str, str]] = []
     ran: list[str] = []
     if todo:
         failed, ran = _run_on_ray(todo, already, len(runs), address, num_cpus, num_gpus, cpus_per_run, gpus_per_run,
-                                  retries, progress)
+                                  retries, progress, plan, list(jobs.values()))
     _write_json(run_dir / "failed.json", failed)
     done = sum((r.folder / "done.json").is_file() for r in runs)
     summary = {"run_dir": str(run_dir), "total": len(runs), "done": done, "failed": failed, "ran": ran}
@@ -225,18 +288,32 @@ def run_sweep(
     return summary
 
 
-def _task(run: Run, cwd: str, threads: int | None) -> dict[str, Any]:
+def _task(run: Run, cwd: str, threads: int | None, shared: list[tuple[str, str]] = (), *after: Any) -> dict[str, Any]:
+    """One Ray task: a run (or a shared stage run); ``after`` are the results of the shared stages it uses
+    (Ray starts it once they are ready)."""
     import ray
 
     ctx = ray.get_runtime_context()
     return execute_run(run, cwd, threads, {"ray_cluster": ctx.gcs_address, "ray_node": ctx.get_node_id(),
                                            "gpus": list(ctx.get_accelerator_ids().get("GPU", [])),
-                                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
+                                           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")},
+                       shared)
+
+
+def _upstream(plan: SweepPlan, job: StageJob) -> list[StageJob]:
+    """The shared jobs before ``job`` in its runs (all shared: a job's parent is used by at least its runs)."""
+    out = []
+    parent = job.parent
+    while parent is not None:
+        out.insert(0, plan.jobs[parent])
+        parent = plan.jobs[parent].parent
+    return [j for j in out if j.shared]
 
 
 def _run_on_ray(todo: list[Run], already: int, total: int, address: str | None, num_cpus: int | None,
                 num_gpus: int | None, cpus_per_run: float, gpus_per_run: float | None, retries: int,
-                progress: bool) -> tuple[list[dict[str, str]], list[str]]:
+                progress: bool, plan: SweepPlan | None = None,
+                jobs: Sequence[StageJob] = ()) -> tuple[list[dict[str, str]], list[str]]:
     try:
         import ray
     except ImportError as e:
@@ -266,7 +343,17 @@ def _run_on_ray(todo: list[Run], already: int, total: int, address: str | None, 
         for r in todo:  # a run left "running" by a killed sweep is waiting now, not running
             r.folder.mkdir(parents=True, exist_ok=True)
             _write_json(r.folder / "status.json", {"state": "queued", "since": time.time()})
-        refs = {task.remote(r, cwd, threads): r for r in todo}
+        job_refs: dict[str, Any] = {}
+        for job in jobs:  # in plan order: a job's upstream jobs come first
+            up = _upstream(plan, job)
+            job_refs[job.identity] = task.remote(job.as_run(), cwd, threads,
+                                                 [(j.stage.name, str(j.folder)) for j in up],
+                                                 *[job_refs[j.identity] for j in up if j.identity in job_refs])
+        refs = {}
+        for r in todo:
+            up = plan.shared_jobs(r.key) if plan else []
+            refs[task.remote(r, cwd, threads, [(j.stage.name, str(j.folder)) for j in up],
+                             *[job_refs[j.identity] for j in up if j.identity in job_refs])] = r
         pending = list(refs)
         failed: list[dict[str, str]] = []
         ran: list[str] = []

@@ -10,18 +10,26 @@ The layout comes from the spec's ``report`` section (saved in ``RUN_DIR/sweep.ya
                                  # else mean_dice, else the first mean_* figure)
       lower_is_better: [mean_hausdorff]   # default: names with hausdorff / distance / loss / error
       percent: [mean_iou]        # shown x100; default: names with iou / dice / precision / recall / accuracy
+                                 # (false: as the metrics hold them, the papers that print 0.753)
+      digits: 2                  # decimals shown
       tables:
         - {rows: [threshold_method], metrics: [mean_iou, mean_dice]}      # a row per cell, a column per metric
         - {metrics: {supervised: stages.evaluate_supervised.mean_dice, mined: mean_dice}}  # headers; other stages
         - {rows: [mask_ratio], cols: mask_size, metric: mean_iou}         # a two-parameter grid
         - {rows: [arch], cols: epochs, where: {batch_size: 16}}            # 'where' picks cells
         - {rows: [pretrain_method], per_class: iou}                       # a column per class (+ mean)
+        - {rows: [labelled_fraction], variants: {supervised: stages.evaluate_supervised, continuous: ""},
+           metrics: {IoU: mean_iou_foreground, Dice: mean_dice_foreground}}  # a row per cell and variant
       plots:
         - {kind: curve, x: mask_ratio, group: mask_size}                  # metric vs parameter, seed band
         - {kind: heatmap, x: mask_size, y: mask_ratio}
         - {kind: bars, keys: [loss_name]}
       training_curves: true      # from the runs' TensorBoard logs
       overlays: {cells: 4, examples: 3}   # image / ground truth / prediction of the best cells
+
+A ``variants`` table follows papers whose rows are methods (a stage each) within a setting: a row per
+cell and variant (``label: path prefix`` of that variant's metrics, ``""`` for the report stage's own);
+a variant without a value for a cell (a stage skipped there) has no row.
 
 Every entry is mean ± standard deviation over the seeds that finished (``(n=k)`` when fewer than the
 spec's), the best of each column in bold. Without ``tables`` / ``plots`` the report has a table of
@@ -47,7 +55,7 @@ from fewlabel.errors import FewLabelError  # noqa: E402
 from fewlabel.plots import metric_value, plot_bars, plot_curves, plot_heatmap  # noqa: E402
 from fewlabel.sweep.spec import SweepSpec, load_spec  # noqa: E402
 
-__all__ = ["collect", "aggregate", "metrics_table", "grid_table", "per_class_table", "make_report"]
+__all__ = ["collect", "aggregate", "metrics_table", "grid_table", "per_class_table", "variant_table", "make_report"]
 
 logger = logging.getLogger("fewlabel")
 
@@ -106,6 +114,7 @@ class _Style:
         self.lower = set(rep.get("lower_is_better", []))
         self.higher = set(rep.get("higher_is_better", []))
         self.percent = rep.get("percent")
+        self.digits = int(rep.get("digits", 2))
 
     def scale(self, metric: str) -> float:
         if isinstance(self.percent, bool):
@@ -171,7 +180,7 @@ def _table(data: dict[str, Any], rows: Sequence[str] | None, columns: list[tuple
     for i, c in enumerate(cells):
         row = [str(c["params"].get(k, "-")) for k in keys] or [c["cell"]]
         for j, (_, metric) in enumerate(columns):
-            text = _fmt(aggs[j][i], style.scale(metric), n_seeds)
+            text = _fmt(aggs[j][i], style.scale(metric), n_seeds, style.digits)
             row.append(f"**{text}**" if i in best[j] else text)
         body.append(row)
     header = (keys or ["cell"]) + [h + (" (%)" if style.scale(m) == 100 else "") for h, m in columns]
@@ -184,6 +193,36 @@ def metrics_table(data: dict[str, Any], metrics: Sequence[str] | dict[str, str],
     paths, or ``{column header: metric path}`` (e.g. ``{"SAM": "stages.evaluate_sam.mean_dice"}``)."""
     columns = list(metrics.items()) if isinstance(metrics, dict) else [(m, m) for m in metrics]
     return _table(data, rows, columns, style or _Style(data["spec"].report))
+
+
+def variant_table(data: dict[str, Any], variants: dict[str, str], metrics: Sequence[str] | dict[str, str],
+                  rows: Sequence[str] | None = None, style: _Style | None = None, label: str = "method") -> str:
+    """A row per cell and variant, a column per metric: ``variants`` maps a row label to the path prefix of
+    its metrics (``stages.evaluate_supervised``; ``""``: the report stage's), e.g. the supervised, one-time
+    and continuous rows of each labelled share in SAM mining's Table 1. Variants with no value in a cell
+    (their stage skipped there) are left out of that cell's rows."""
+    style = style or _Style(data["spec"].report)
+    columns = list(metrics.items()) if isinstance(metrics, dict) else [(m, m) for m in metrics]
+    keys = _row_keys(data, rows)
+    n_seeds = len(data["spec"].seeds)
+    entries = []
+    for c in data["cells"]:
+        for name, prefix in variants.items():
+            paths = [f"{prefix}.{m}" if prefix else m for _, m in columns]
+            aggs = [aggregate(c, p) for p in paths]
+            if any(a is not None for a in aggs) or not c["seeds"]:
+                entries.append(([str(c["params"].get(k, "-")) for k in keys] + [name], aggs))
+    best = _bold_best([[e[1][j] for e in entries] for j in range(len(columns))],
+                      [style.lower_is_better(m) for _, m in columns])
+    body = []
+    for i, (labels, aggs) in enumerate(entries):
+        row = list(labels)
+        for j, (_, metric) in enumerate(columns):
+            text = _fmt(aggs[j], style.scale(metric), n_seeds, style.digits)
+            row.append(f"**{text}**" if i in best[j] else text)
+        body.append(row)
+    header = keys + [label] + [h + (" (%)" if style.scale(m) == 100 else "") for h, m in columns]
+    return _markdown(header, body)
 
 
 def per_class_table(data: dict[str, Any], metric: str = "iou", rows: Sequence[str] | None = None,
@@ -226,7 +265,7 @@ def grid_table(data: dict[str, Any], rows: Sequence[str], cols: str, metric: str
         row = [str(v) for v in rv]
         for cv in col_vals:
             a = aggs.get((rv, cv))
-            text = _fmt(a, scale, n_seeds)
+            text = _fmt(a, scale, n_seeds, style.digits)
             row.append(f"**{text}**" if a is not None and target is not None and a[0] == target else text)
         body.append(row)
     header = list(rows) + [f"{cols}={v}" for v in col_vals]
@@ -441,6 +480,9 @@ def make_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Pa
         if "cols" in table:
             lines.append(grid_table(data, rows or [k for k in _row_keys(data, None) if k != table["cols"]],
                                     table["cols"], table.get("metric", metric), style))
+        elif "variants" in table:
+            lines.append(variant_table(data, table["variants"], table.get("metrics") or [table.get("metric", metric)],
+                                       rows, style, table.get("label", "method")))
         elif "per_class" in table:
             lines.append(per_class_table(data, table["per_class"], rows, table.get("path", "per_class"),
                                          table.get("mean"), style))

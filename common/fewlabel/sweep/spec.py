@@ -11,7 +11,12 @@ A spec is a YAML (or JSON) file::
     grid: {mask_ratio: [0.2, 0.4], mask_size: [32, 64]}   # every combination (or a list of such grids) ...
     cells: [{mask_shape: circle}] # ... and / or an explicit list of cells
     seeds: [0, 1, 2, 3, 4]
+    reproduces: ["Figure 4"]      # the paper's tables / figures this spec makes (sweeps/paper.json lists them)
     report: {...}                 # see fewlabel.sweep.report
+
+A stage may carry ``seed: 0``: it then runs with that seed in every run (the papers pre-train once and
+fine-tune several seeds on it), so its runs are the same for every seed and are shared (see
+:mod:`fewlabel.sweep.plan`).
 
 Each (cell, seed) is one *run*: the stages in order, each an ordinary ``python -m monai.bundle run``
 of the stage's config files plus one JSON file holding the run's overrides, with outputs in
@@ -35,7 +40,7 @@ from fewlabel.arguments import ArgumentError, as_int, as_list
 from fewlabel.errors import DataError, FewLabelError
 
 __all__ = ["SpecError", "SweepStage", "SweepSpec", "Run", "load_spec", "cell_name", "check_run_overrides",
-           "RESERVED_OVERRIDES"]
+           "RESERVED_OVERRIDES", "paper_items"]
 
 # ids every run sets for itself: an override of them would be ignored (seed) or make runs share folders
 RESERVED_OVERRIDES = {
@@ -58,7 +63,8 @@ class SweepStage:
     parameters match all of ``skip_if`` (or do not match all of ``only_if``) - e.g. no pre-training
     stage for the supervised baseline ``{from_pretrained: false}``. ``exclude`` lists parameters and
     overrides this stage does not get, so its own config files' values stand (SLiPPA's fine-tuning
-    keeps its learning rate while the grid varies stage 1's).
+    keeps its learning rate while the grid varies stage 1's). ``seed``: a fixed seed for this stage in
+    every run (``None``: the run's seed); a stage that reads nothing a run varies is run once and shared.
     """
 
     name: str
@@ -67,12 +73,21 @@ class SweepStage:
     skip_if: dict[str, Any] = field(default_factory=dict)
     only_if: dict[str, Any] = field(default_factory=dict)
     exclude: tuple[str, ...] = ()
+    seed: int | None = None
 
     def applies(self, params: dict[str, Any]) -> bool:
-        """Whether this stage runs for a run with ``params`` (its overrides merged)."""
-        if self.skip_if and all(params.get(k) == v for k, v in self.skip_if.items()):
+        """Whether this stage runs for a run with ``params`` (its overrides merged). A condition's value
+        is matched by equality, or by membership when it is a list and the parameter is not
+        (``only_if: {pretrain_method: [S, O, M]}``)."""
+        if self.skip_if and all(_matches(params.get(k), v) for k, v in self.skip_if.items()):
             return False
-        return all(params.get(k) == v for k, v in self.only_if.items())
+        return all(_matches(params.get(k), v) for k, v in self.only_if.items())
+
+
+def _matches(value: Any, want: Any) -> bool:
+    if isinstance(want, (list, tuple)) and not isinstance(value, (list, tuple)):
+        return value in want
+    return value == want
 
 
 def cell_name(params: dict[str, Any]) -> str:
@@ -105,7 +120,7 @@ class Run:
         # "<stage>:<key>" goes to that stage only, over the plain key ("exclude" does not drop it)
         given.update({k.rpartition(":")[2]: v for k, v in merged.items() if k.rpartition(":")[0] == stage.name})
         return {"ckpt_dir": str(self.folder / "models"), "output_dir": str(self.folder / stage.name),
-                **given, "seed": self.seed, **stage.overrides}
+                **given, "seed": self.seed if stage.seed is None else stage.seed, **stage.overrides}
 
     def active_stages(self) -> list[SweepStage]:
         merged = {**self.overrides, **self.params}
@@ -133,6 +148,7 @@ class SweepSpec:
     report: dict[str, Any]
     source: str = ""
     name: str = "sweep"
+    reproduces: list[str] = field(default_factory=list)
 
     def cell_params(self) -> list[dict[str, Any]]:
         """Every cell's parameters: the grid's combinations, then the explicit cells (duplicates dropped)."""
@@ -158,9 +174,10 @@ class SweepSpec:
                 for p in self.cell_params() for s in self.seeds]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "bundle": self.bundle,
+        return {"name": self.name, "bundle": self.bundle, "reproduces": list(self.reproduces),
                 "stages": [{"name": s.name, "configs": list(s.configs), "overrides": s.overrides,
-                            "skip_if": s.skip_if, "only_if": s.only_if, "exclude": list(s.exclude)}
+                            "skip_if": s.skip_if, "only_if": s.only_if, "exclude": list(s.exclude),
+                            **({"seed": s.seed} if s.seed is not None else {})}
                            for s in self.stages],
                 "grid": self.grid, "cells": self.cells, "seeds": self.seeds, "overrides": self.overrides,
                 "report": self.report}
@@ -196,7 +213,8 @@ def check_run_overrides(spec: SweepSpec, overrides: dict[str, Any], own: tuple[s
     return out
 
 
-_KEYS = {"name", "bundle", "stages", "grid", "cells", "seeds", "overrides", "report"}
+_KEYS = {"name", "bundle", "stages", "grid", "cells", "seeds", "overrides", "report", "reproduces"}
+_ITEM = re.compile(r"^(Table|Figure) (\d+)( \(.+\))?$")
 
 
 def _stage(item: Any, where: str) -> SweepStage:
@@ -206,12 +224,59 @@ def _stage(item: Any, where: str) -> SweepStage:
         )
     configs = item["configs"]
     configs = (configs,) if isinstance(configs, str) else tuple(configs)
-    unknown = set(item) - {"name", "configs", "overrides", "skip_if", "only_if", "exclude"}
+    unknown = set(item) - {"name", "configs", "overrides", "skip_if", "only_if", "exclude", "seed"}
     if unknown:
         raise SpecError(f"{where}: stage '{item['name']}' has unknown fields {sorted(unknown)}")
+    seed = item.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise SpecError(f"{where}: stage '{item['name']}': 'seed' must be an integer (the seed this stage runs "
+                        f"with in every run), got {seed!r}")
     return SweepStage(str(item["name"]), configs, dict(item.get("overrides") or {}),
                       dict(item.get("skip_if") or {}), dict(item.get("only_if") or {}),
-                      tuple(item.get("exclude") or ()))
+                      tuple(item.get("exclude") or ()), seed)
+
+
+def paper_items(bundle: str) -> dict[str, Any] | None:
+    """The bundle's ``sweeps/paper.json``: its paper's file, tables and figures, and which are results.
+
+    Returns:
+        ``{"paper": "surgical_semiseg.md", "tables": ["Table 1", ...], "figures": ["Figure 1", ...],
+        "results": [...], "not_covered": {item: reason}}``, or ``None`` when the bundle has no such file.
+
+    Raises:
+        SpecError: the file is not valid JSON or lacks ``tables`` / ``figures``.
+    """
+    from fewlabel.bundle import bundle_root
+
+    path = Path(bundle_root(bundle)) / "sweeps" / "paper.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(raw, dict) or not isinstance(raw.get("tables"), list) or not isinstance(raw.get("figures"), list):
+        raise SpecError(f"{path}: needs 'tables' and 'figures', lists like [\"Table 1\", ...]")
+    return raw
+
+
+def _reproduces(raw: Any, bundle: str, where: str) -> list[str]:
+    """Check ``reproduces``: a list of ``Table N`` / ``Figure N`` (``Figure 4 (d)``) the paper has."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise SpecError(f"{where}: 'reproduces' must be a list like [\"Table 4\", \"Figure 2\"], got {raw!r}")
+    bad = [i for i in items if not _ITEM.match(i)]
+    if bad:
+        raise SpecError(f"{where}: 'reproduces' entries are 'Table N' or 'Figure N' (optionally ' (part)'), "
+                        f"got {bad}")
+    known = paper_items(bundle)
+    if known is not None:
+        have = set(known["tables"]) | set(known["figures"])
+        missing = [i for i in items if " ".join(_ITEM.match(i).group(1, 2)) not in have]
+        if missing:
+            raise SpecError(f"{where}: 'reproduces' names {missing}, which the paper ({known.get('paper')}) does "
+                            f"not have; its tables and figures are in bundles/{bundle}/sweeps/paper.json")
+    return list(items)
 
 
 def _check_report_stages(report: dict[str, Any], stages: list[str], where: str) -> None:
@@ -293,5 +358,6 @@ def load_spec(path: str | Path | dict[str, Any]) -> SweepSpec:
     if not isinstance(report, dict):
         raise SpecError(f"{where}: 'report' must be a mapping (see fewlabel.sweep.report)")
     _check_report_stages(report, names, where)
+    reproduces = _reproduces(raw.get("reproduces") or [], bundle, where)
     return SweepSpec(bundle, stages, grid, [dict(c) for c in cells], seeds, dict(raw.get("overrides") or {}),
-                     report, where, name)
+                     report, where, name, reproduces)
