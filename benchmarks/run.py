@@ -12,5 +12,6 @@ if __name__ == "__main__":
     sys.path.insert(0, str(HERE))  # the benchmarks share benchmarks/_timing.py
     names = sys.argv[1:] or sorted(p.stem for p in HERE.glob("bench_*.py"))
     for name in names:
-        print(f"== {name}")
-        runpy.run_path(str(HERE / f"{name}.py"), run_name="__main__")
+        print(f"== {name}", flush=True)
+        sys.argv = [str(HERE / f"{name}.py")]  # each benchmark parses its own (default) arguments
+        runpy.run_path(sys.argv[0], run_name="__main__")

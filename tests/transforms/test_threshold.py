@@ -14,6 +14,7 @@ from fewlabel.transforms import (
     ThresholdMask,
     ThresholdMaskd,
     adaptive_threshold,
+    batch_histogram,
     ght_threshold,
     otsu_threshold,
     threshold_masks,
@@ -54,6 +55,60 @@ def test_otsu_batched_equals_per_image():
     batched = otsu_threshold(batch)
     single = torch.stack([otsu_threshold(batch[i : i + 1])[0] for i in range(3)])
     assert torch.equal(batched, single)
+
+
+def _scatter_histogram(gray: torch.Tensor, nbins: int) -> torch.Tensor:
+    """The per-row ``scatter_add_`` histogram ``batch_histogram`` used before its ``bincount`` rewrite."""
+    lo, hi = gray.amin(dim=1), gray.amax(dim=1)
+    width = (hi - lo) / nbins
+    inv = torch.where(width > 0, 1.0 / width, torch.zeros_like(width))
+    idx = ((gray - lo[:, None]) * inv[:, None]).long().clamp_max_(nbins - 1)
+    counts = torch.zeros(gray.shape[0], nbins, dtype=torch.int64)
+    return counts.scatter_add_(1, idx, torch.ones_like(idx)).float()
+
+
+def _random_batches():
+    g = torch.Generator().manual_seed(0)
+    for scale, shift, levels in [(1.0, 0.0, 0), (255.0, 0.0, 256), (1e4, -5e3, 0), (1.0, 0.0, 2), (3.0, -1.0, 7)]:
+        x = torch.rand(5, 1, 37, 41, generator=g) * scale + shift
+        if levels:
+            x = (x * (levels - 1) / scale).round() * scale / (levels - 1)
+        x[1] = x[1, 0, 0, 0]  # a constant image inside every batch
+        yield x
+
+
+def test_bincount_histogram_equals_per_row_scatter():
+    # the batch-wide bincount must put every pixel in the same bin as the per-row scatter it replaced
+    for x in _random_batches():
+        for nbins in (256, 17):
+            counts, centers, lo = batch_histogram(x.flatten(1), nbins)
+            assert torch.equal(counts, _scatter_histogram(x.flatten(1), nbins))
+            assert torch.equal(lo, x.flatten(1).amin(1)) and centers.shape == (5, nbins)
+
+
+def test_otsu_matches_skimage_on_random_constant_and_two_valued_images():
+    for x in _random_batches():
+        ours = otsu_threshold(x)
+        for i in range(x.shape[0]):
+            img = x[i, 0].numpy()
+            bin_width = float(img.max() - img.min()) / 256
+            # float32 bin edges vs numpy's float64 ones may move a pixel lying on an edge: at most one bin
+            assert abs(ours[i].item() - sk_otsu(img)) <= bin_width * 1.001 + 1e-6 * abs(img).max()
+    # edge cases, equal to scikit-image's value (to float32 rounding)
+    constant = np.full((9, 7), 0.3, np.float32)
+    two_values = np.array([[0.2, 0.9, 0.9], [0.9, 0.2, 0.9]], np.float32)
+    two_levels = np.array([[3, 3, 7, 7, 7]], np.float32)
+    for img in (constant, two_values, two_levels):
+        assert otsu_threshold(_as_batch(img)).item() == pytest.approx(float(sk_otsu(img)), rel=1e-6)
+    # a two-valued image splits between its values: the dark value alone is at or below the threshold
+    thr = otsu_threshold(_as_batch(two_values)).item()
+    assert 0.2 <= thr < 0.9
+
+
+def test_otsu_of_a_range_too_small_for_float32_is_finite():
+    x = torch.tensor([[[[0.0, 1e-40, 1e-40, 0.0]]]])  # 1 / bin width overflows to inf
+    thr = otsu_threshold(x)
+    assert torch.isfinite(thr).all() and 0.0 <= thr.item() <= 1e-40
 
 
 def test_grayscale_uses_bt601_luma_and_rejects_other_channel_counts():

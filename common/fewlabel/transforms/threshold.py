@@ -74,10 +74,48 @@ def to_grayscale(images: torch.Tensor) -> torch.Tensor:
 def _flat_gray(images: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` -> ``(B, H*W)`` grayscale values, NaN/Inf rejected."""
     gray = to_grayscale(images).flatten(1)
-    if not torch.isfinite(gray).all():
+    _check_finite(gray, gray.amin(dim=1), gray.amax(dim=1))
+    return gray
+
+
+def _check_finite(gray: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
+    """Raise for rows of ``gray`` ``(B, N)`` holding NaN or Inf, given their minima and maxima ``(B,)``.
+
+    ``amin`` / ``amax`` propagate NaN and an infinite value is a row's minimum or maximum, so the
+    ``(B,)`` extremes decide finiteness without a pass over every pixel; only a batch that fails
+    is scanned to name its bad images.
+    """
+    if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
         bad = (~torch.isfinite(gray)).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"images {bad} of the batch contain NaN or Inf; thresholds are undefined")
-    return gray
+
+
+def _histogram(
+    gray: torch.Tensor, nbins: int, lo: torch.Tensor, hi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts and bin centres of :func:`batch_histogram` given the rows' minima and maxima ``(B,)``.
+
+    One ``torch.bincount`` over the whole batch (image ``b``'s bins offset by ``b * nbins``) rather
+    than a per-row scatter: a single pass over ``B * N`` int32 indices with no ``(B, N)`` tensor of ones.
+    The bin index of a value is computed with the same two float operations as before
+    (``(v - lo) * (1 / width)``, truncated), so every count is unchanged.
+    """
+    b = gray.shape[0]
+    width = (hi - lo) / nbins
+    inv = torch.where(width > 0, 1.0 / width, torch.zeros_like(width))
+    # values are >= lo, so truncation is floor; the maximum lands in the last bin
+    scaled = torch.sub(gray, lo[:, None])
+    scaled.mul_(inv[:, None])
+    # int32: values lie in [0, nbins]; the lower clamp only matters for a range so small (< ~1e-36) that
+    # 1 / width overflows to inf, whose NaN / inf products would otherwise give negative indices
+    idx = scaled.to(torch.int32).clamp_(0, nbins - 1)
+    del scaled
+    idx += torch.arange(0, b * nbins, nbins, device=gray.device, dtype=torch.int32)[:, None]
+    # integer counts: exact in any order
+    counts = torch.bincount(idx.flatten(), minlength=b * nbins).view(b, nbins).to(gray.dtype)
+    steps = torch.arange(nbins, device=gray.device, dtype=gray.dtype) + 0.5
+    centers = lo[:, None] + steps[None, :] * width[:, None]
+    return counts, centers
 
 
 def batch_histogram(gray: torch.Tensor, nbins: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,16 +131,7 @@ def batch_histogram(gray: torch.Tensor, nbins: int = 256) -> tuple[torch.Tensor,
         puts all its pixels in bin 0, whose centre is the constant value.
     """
     lo = gray.amin(dim=1)
-    hi = gray.amax(dim=1)
-    width = (hi - lo) / nbins
-    inv = torch.where(width > 0, 1.0 / width, torch.zeros_like(width))
-    # values are >= lo, so truncation is floor; the maximum lands in the last bin
-    idx = ((gray - lo[:, None]) * inv[:, None]).long().clamp_max_(nbins - 1)
-    counts = torch.zeros(gray.shape[0], nbins, dtype=torch.int32, device=gray.device)
-    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.int32))  # integer counts: exact in any order
-    counts = counts.to(gray.dtype)
-    steps = torch.arange(nbins, device=gray.device, dtype=gray.dtype) + 0.5
-    centers = lo[:, None] + steps[None, :] * width[:, None]
+    counts, centers = _histogram(gray, nbins, lo, gray.amax(dim=1))
     return counts, centers, lo
 
 
@@ -145,13 +174,15 @@ def otsu_threshold(images: torch.Tensor, nbins: int = 256) -> torch.Tensor:
         ``(B,)`` thresholds in the images' intensity units. A constant image's threshold is its
         value (nothing lies above it).
     """
-    gray = _flat_gray(images)
-    counts, centers, lo = batch_histogram(gray, nbins)
+    gray = to_grayscale(images).flatten(1)
+    lo, hi = gray.amin(dim=1), gray.amax(dim=1)
+    _check_finite(gray, lo, hi)
+    counts, centers = _histogram(gray, nbins, lo, hi)
     w0, w1, mu0, mu1, _, _ = _class_moments(counts, centers)
     between = w0 * w1 * (mu0 - mu1) ** 2
     idx = between.argmax(dim=1, keepdim=True)
     thr = centers.gather(1, idx).squeeze(1)
-    constant = gray.amax(dim=1) <= lo
+    constant = hi <= lo
     return torch.where(constant, lo, thr)
 
 
