@@ -123,3 +123,15 @@ def test_rank_handlers_keeps_all_on_rank_0_and_the_named_kinds_elsewhere(caplog)
     with caplog.at_level("WARNING", logger="fewlabel"):
         assert rank_handlers(handlers, ["_Validation", "LrScheduleHandler"], rank=1) == [handlers[0], handlers[2]]
     assert "LrScheduleHandler" in caplog.text and "every_rank" in caplog.text
+
+
+def test_end_distributed_destroys_the_group_after_all_ranks_arrive(tmp_path):
+    import torch.distributed as dist
+
+    from fewlabel.bundle import end_distributed
+
+    end_distributed()  # a single-process run of a multi-GPU config: nothing to end
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    end_distributed()
+    assert not dist.is_initialized()

@@ -15,8 +15,8 @@ from fewlabel.errors import DataError
 
 __all__ = [
     "INPUT_KINDS", "PROTOCOL_FILE", "REPO_BUNDLES", "Stage", "as_bool", "as_optional", "as_optional_bool",
-    "bundle_root", "config_text", "format_config", "inference_items", "input_kind", "last_batch_is_single",
-    "load_bundle_config", "load_protocol", "rank_handlers", "resolve_datalist",
+    "bundle_root", "config_text", "end_distributed", "format_config", "inference_items", "input_kind",
+    "last_batch_is_single", "load_bundle_config", "load_protocol", "rank_handlers", "resolve_datalist",
 ]
 
 logger = logging.getLogger("fewlabel")
@@ -282,6 +282,22 @@ def last_batch_is_single(num_items: int, batch_size: int, world_size: int = 1) -
                          f"{num_items}, {batch_size}, {world_size}")
     per_rank = -(-num_items // world_size)
     return per_rank % batch_size == 1
+
+
+def end_distributed() -> None:
+    """End a ``torchrun`` stage: wait until every rank has finished, then destroy the process group.
+
+    A multi-GPU config's ``finalize`` step. Destroying the group while another rank is still in its last
+    collective (the final validation, a checkpoint barrier) can abort that rank during teardown ("terminate
+    called without an active exception"); the barrier makes every rank leave together. Does nothing when
+    ``torch.distributed`` is not initialised (a single-process run of the same config).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def rank_handlers(handlers: Sequence[Any] | None, every_rank: Sequence[str] = (), rank: int | None = None) -> list[Any]:
