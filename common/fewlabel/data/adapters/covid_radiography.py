@@ -35,7 +35,6 @@ Each item also carries ``"class"`` (the class folder), for classification.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -43,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from fewlabel.data.adapters.stamped_masks import is_current, source_stamp, write_stamped_png
 from fewlabel.errors import DataError
 
 __all__ = [
@@ -183,24 +183,6 @@ def _size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def _stamp(source: Path, size: tuple[int, int]) -> str:
-    st = source.stat()
-    return json.dumps(
-        {"source": str(source.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "size": list(size)},
-        sort_keys=True,
-    )
-
-
-def _is_current(target: Path, stamp: str) -> bool:
-    if not target.is_file():
-        return False
-    try:
-        with Image.open(target) as im:
-            return im.info.get(_STAMP_KEY) == stamp
-    except (OSError, ValueError):
-        return False
-
-
 def _write_resized_mask(source: Path, target: Path, size: tuple[int, int], stamp: str) -> None:
     """Read a (0/255, grey or colour) mask, resize it to ``size`` (H, W) by nearest neighbour, write 0/1."""
     try:
@@ -209,12 +191,7 @@ def _write_resized_mask(source: Path, target: Path, size: tuple[int, int], stamp
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot read mask {source}: {e}. The file is truncated or not an image; remove it.") from e
     mask = Image.fromarray((arr > 0).astype(np.uint8)).resize((size[1], size[0]), Image.NEAREST)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    info = PngImagePlugin.PngInfo()
-    info.add_text(_STAMP_KEY, stamp)
-    tmp = target.with_name(f".{target.name}.tmp")
-    mask.save(tmp, format="PNG", pnginfo=info, compress_level=1)
-    os.replace(tmp, target)
+    write_stamped_png(mask, target, _STAMP_KEY, stamp)
 
 
 def build_covid_radiography(
@@ -305,8 +282,8 @@ def build_covid_radiography(
                         f"{image} is {image_size[0]}x{image_size[1]}; pass resize_masks=True to write it resized."
                     )
                 label = out / "masks" / name / f"{stem}.png"
-                stamp = _stamp(mask, image_size)
-                if not _is_current(label, stamp):
+                stamp = source_stamp(mask, size=list(image_size))
+                if not is_current(label, _STAMP_KEY, stamp):
                     _write_resized_mask(mask, label, image_size, stamp)
                     written += 1
                 resized += 1

@@ -29,7 +29,6 @@ stem); the labelled / unlabelled split of the training part is the bundle's job
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -37,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from fewlabel.data.adapters.stamped_masks import is_current, source_stamp, write_stamped_png
 from fewlabel.data.datalist import split_by_group
 from fewlabel.errors import DataError
 
@@ -106,34 +106,6 @@ def read_kvasir_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarra
     return (grey >= threshold).astype(np.uint8)
 
 
-def _stamp(source: Path, threshold: int) -> str:
-    st = source.stat()
-    return json.dumps(
-        {"source": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "threshold": int(threshold)},
-        sort_keys=True,
-    )
-
-
-def _is_current(target: Path, stamp: str) -> bool:
-    if not target.is_file():
-        return False
-    try:
-        with Image.open(target) as im:
-            return im.info.get(_STAMP_KEY) == stamp
-    except (OSError, ValueError):
-        return False
-
-
-def _write_mask(mask: np.ndarray, target: Path, stamp: str) -> None:
-    """Atomic write of a 0/1 PNG carrying ``stamp`` in a text chunk."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    info = PngImagePlugin.PngInfo()
-    info.add_text(_STAMP_KEY, stamp)
-    tmp = target.with_name(f".{target.name}.tmp")
-    Image.fromarray(mask).save(tmp, format="PNG", pnginfo=info, compress_level=1)
-    os.replace(tmp, target)
-
-
 def build_kvasir_seg(
     src_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -193,15 +165,15 @@ def build_kvasir_seg(
         label: Path = mask_file
         if write_masks:
             label = out / "masks" / f"{stem}.png"
-            stamp = _stamp(mask_file, threshold)
-            if force or not _is_current(label, stamp):
+            stamp = source_stamp(mask_file, threshold=int(threshold))
+            if force or not is_current(label, _STAMP_KEY, stamp):
                 mask = read_kvasir_mask(mask_file, threshold)
                 if mask.shape != size:
                     raise DataError(
                         f"Kvasir-SEG mask {mask_file} is {mask.shape[0]}x{mask.shape[1]} but its image {image} is "
                         f"{size[0]}x{size[1]}; re-export the mask at the image's size or remove the pair."
                     )
-                _write_mask(mask, label, stamp)
+                write_stamped_png(mask, label, _STAMP_KEY, stamp)
                 written += 1
         elif _image_size(mask_file) != size:
             raise DataError(
