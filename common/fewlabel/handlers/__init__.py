@@ -10,8 +10,11 @@ from .report import ReportHandler, example_arrays, save_examples
 from .segmentation_report import SegmentationReport
 from .training_state import TrainingState
 from .volume_report import VolumeReport
+from .momentum_update import MomentumUpdate, cosine_momentum
 
 __all__ = [
+    "MomentumUpdate",
+    "cosine_momentum",
     "AtomicCheckpointSaver",
     "CheckpointLoader",
     "missing_weights_message",

@@ -222,8 +222,9 @@ class TrainingState:
         evaluators = []
         for i, h in enumerate(_handlers(t)):
             self._handler_parts(h, f"trainer_handler{i}", parts)
+            # an Engine only: ignite's metrics answer any attribute name with a function (Metric.__getattr__)
             validator = getattr(h, "validator", None)
-            if validator is not None:
+            if isinstance(validator, Engine):
                 evaluators.append(validator)
         for j, ev in enumerate(evaluators):
             parts[f"evaluator{j}"] = ev

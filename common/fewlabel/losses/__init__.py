@@ -17,8 +17,10 @@ from .composite import (
 from .contrastive import NTXentLoss, PolyCLLoss, SupConLoss, contrastive_loss
 from .mining import MiningLoss, dice_bce_per_image, pack_targets, unpack_targets
 from .focal_tversky import LOSSES, FocalTverskyLoss, MaskedCrossEntropyLoss, MaskedFocalLoss, build_loss
+from .siamese import SiameseLoss
 
 __all__ = [
+    "SiameseLoss",
     "LOSSES",
     "FocalTverskyLoss",
     "MaskedCrossEntropyLoss",

@@ -19,8 +19,11 @@ from .transfer import (
     trainable_parameters,
 )
 from .unet3plus import UNet3Plus
+from .siamese import SIAMESE_METHODS, SiameseEncoder
 
 __all__ = [
+    "SiameseEncoder",
+    "SIAMESE_METHODS",
     "ContrastiveEncoder",
     "ARCHITECTURES",
     "build_network",

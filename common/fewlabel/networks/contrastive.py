@@ -11,7 +11,41 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["ContrastiveEncoder"]
+__all__ = ["ContrastiveEncoder", "network_encoder", "encoder_feature_dim", "pooled_features"]
+
+
+def network_encoder(network: nn.Module) -> nn.Module:
+    """``network.encoder``: what pre-training trains and encoder-only transfer copies (a clear error without one)."""
+    encoder = getattr(network, "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        raise ValueError(f"{type(network).__name__} has no `encoder` module to pre-train")
+    return encoder
+
+
+def encoder_feature_dim(encoder: nn.Module, feature_dim: int | None = None) -> int:
+    """Channels of the encoder's deepest feature map: ``feature_dim`` when given, else ``encoder.out_channels[-1]``."""
+    if feature_dim is None:
+        channels = getattr(encoder, "out_channels", None)
+        if not channels:
+            raise ValueError(
+                f"cannot tell the encoder's feature channels ({type(encoder).__name__} has no `out_channels`); "
+                "pass feature_dim"
+            )
+        feature_dim = int(channels[-1]) if isinstance(channels, (list, tuple)) else int(channels)
+    return int(feature_dim)
+
+
+def pooled_features(out: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...], feature_dim: int
+                    ) -> torch.Tensor:
+    """Global-average pool an encoder's output (a feature map, or a list of them with the deepest last).
+
+    Returns ``(B, feature_dim)``; a clear error when the deepest map is not ``(B, feature_dim, ...)``.
+    """
+    if isinstance(out, (list, tuple)):
+        out = out[-1]
+    if out.ndim < 3 or out.shape[1] != feature_dim:
+        raise ValueError(f"the encoder's deepest output has shape {tuple(out.shape)}; expected (B, {feature_dim}, ...)")
+    return out.flatten(2).mean(-1)
 
 
 class ContrastiveEncoder(nn.Module):
@@ -44,17 +78,8 @@ class ContrastiveEncoder(nn.Module):
         feature_dim: int | None = None,
     ) -> None:
         super().__init__()
-        encoder = getattr(network, "encoder", None)
-        if not isinstance(encoder, nn.Module):
-            raise ValueError(f"{type(network).__name__} has no `encoder` module to pre-train")
-        if feature_dim is None:
-            channels = getattr(encoder, "out_channels", None)
-            if not channels:
-                raise ValueError(
-                    f"cannot tell the encoder's feature channels ({type(encoder).__name__} has no `out_channels`); "
-                    "pass feature_dim"
-                )
-            feature_dim = int(channels[-1]) if isinstance(channels, (list, tuple)) else int(channels)
+        encoder = network_encoder(network)
+        feature_dim = encoder_feature_dim(encoder, feature_dim)
         if projection_dim < 1 or feature_dim < 1:
             raise ValueError(f"projection_dim and feature_dim must be >= 1, got {projection_dim}, {feature_dim}")
         self.encoder = encoder
@@ -69,14 +94,7 @@ class ContrastiveEncoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled deepest encoder features ``(B, feature_dim)`` (the representation SimCLR evaluates)."""
-        out = self.encoder(x)
-        if isinstance(out, (list, tuple)):
-            out = out[-1]
-        if out.ndim < 3 or out.shape[1] != self.feature_dim:
-            raise ValueError(
-                f"the encoder's deepest output has shape {tuple(out.shape)}; expected (B, {self.feature_dim}, ...)"
-            )
-        return out.flatten(2).mean(-1)
+        return pooled_features(self.encoder(x), self.feature_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(self.features(x))
