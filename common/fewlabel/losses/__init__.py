@@ -1,7 +1,8 @@
 """Losses: focal-Tversky and the pixel losses the papers ablate, all with ignored pixels; SLiPPA's composite loss;
-contrastive losses: InfoNCE with explicit positives/negatives (``contrastive_loss``), SimCLR's NT-Xent
+contrastive losses: InfoNCE with explicit positives/negatives (``contrastive_loss``), SimCLR's NT-Xent on lightly
 (``NTXentLoss``), PolyCL's anchor/positive/negative loss of its equation 4 (``PolyCLLoss``, tau = 1/M by default) and
-the supervised contrastive baseline (``SupConLoss``, Khosla et al. 2020, L_out); SAM knowledge mining's
+the supervised contrastive baseline (``SupConLoss``, Khosla et al. 2020, L_out; lightly 1.6 has none); the
+self-supervised baselines without negatives (``SiameseLoss``: BYOL, SimSiam, DINO, lightly's); SAM knowledge mining's
 labelled + pseudo-labelled loss (``MiningLoss``)."""
 
 from .composite import (

@@ -155,8 +155,11 @@ class NTXentLoss(_Loss):
 
     Args:
         temperature: ``t > 0`` (default 0.1).
+        gather_distributed: under ``torch.distributed``, take the other ranks' projections as negatives too
+            (lightly's option; default False: each rank's batch alone, as before).
 
-    Call it either as MONAI's :class:`~monai.losses.ContrastiveLoss` is called,
+    The computation is lightly's ``NTXentLoss`` (the loss of the library the baselines use; each view's
+    negatives are the other ``2N - 2`` projections of the batch, as SimCLR's paper defines it). Call it either as MONAI's :class:`~monai.losses.ContrastiveLoss` is called,
     ``loss(z1, z2)`` with ``(N, D)`` projections of the first and second views (row ``i`` of both
     from image ``i``), or as ``loss(z)`` / ``loss(z, None)`` with the ``(2N, D)`` projections of
     both views stacked (first views, then second views), which is what a
@@ -164,11 +167,14 @@ class NTXentLoss(_Loss):
     :class:`fewlabel.engines.simclr.SimCLRPairs`. Returns a float32 scalar.
     """
 
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
+        from lightly.loss import NTXentLoss as LightlyNTXent  # seconds to import (timm): only when used
+
+        self.criterion = LightlyNTXent(temperature=self.temperature, gather_distributed=bool(gather_distributed))
 
     def forward(self, input: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """``input``, ``target``: ``(N, D)`` views 1 and 2; or ``input`` ``(2N, D)`` and ``target`` None."""
@@ -181,10 +187,13 @@ class NTXentLoss(_Loss):
             z1, z2 = input.chunk(2, dim=0)
         else:
             z1, z2 = input, target
-        return 0.5 * (
-            contrastive_loss(z1, z2, temperature=self.temperature, in_batch=True)
-            + contrastive_loss(z2, z1, temperature=self.temperature, in_batch=True)
-        )
+        _check_features("first views", z1, 2)
+        _check_features("second views", z2, 2)
+        _check_batch("first views", z1)
+        _check_batch("second views", z2)
+        if z1.shape != z2.shape:
+            raise ValueError(f"the two views' projections differ in shape: {tuple(z1.shape)} vs {tuple(z2.shape)}")
+        return self.criterion(z1.float(), z2.float())
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
