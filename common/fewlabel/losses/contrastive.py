@@ -159,7 +159,9 @@ class NTXentLoss(_Loss):
             (lightly's option; default False: each rank's batch alone, as before).
 
     The computation is lightly's ``NTXentLoss`` (the loss of the library the baselines use; each view's
-    negatives are the other ``2N - 2`` projections of the batch, as SimCLR's paper defines it). Call it either as MONAI's :class:`~monai.losses.ContrastiveLoss` is called,
+    negatives are the other ``2N - 2`` projections of the batch, as SimCLR's paper defines it).
+
+    Call it either as MONAI's :class:`~monai.losses.ContrastiveLoss` is called,
     ``loss(z1, z2)`` with ``(N, D)`` projections of the first and second views (row ``i`` of both
     from image ``i``), or as ``loss(z)`` / ``loss(z, None)`` with the ``(2N, D)`` projections of
     both views stacked (first views, then second views), which is what a
