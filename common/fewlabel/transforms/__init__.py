@@ -23,6 +23,7 @@ from .io import (
     read_image_2d,
 )
 from .masking import MaskCorruption, MaskCorruptiond, mask_ratio
+from .pretext import GreyCorruption, centre_square, rotate_batch
 from .rotation import RandRotateFilld, background_index
 from .landmarks import SaveLandmarksd, landmarks_record, render_landmarks, scale_paths
 from .ct import (
