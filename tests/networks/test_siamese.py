@@ -92,3 +92,51 @@ def test_bad_settings_are_named():
         SiameseEncoder(_network(), "simsiam", **SMALL_HEADS)(torch.rand(3, 3, 32, 32))
     with pytest.raises(ValueError, match="momentum"):
         SiameseEncoder(_network(), "byol", **SMALL_HEADS).update_momentum(1.5)
+
+
+def _vit_unet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_network("vit_unet", in_channels=3, out_channels=1, img_size=32, patch_size=8, hidden_size=32,
+                         mlp_dim=64, num_heads=2, num_layers=2, base_channels=4)
+
+
+def test_dino_on_a_vit_trains_the_vit_with_its_class_token():
+    net = _vit_unet()
+    model = SiameseEncoder(net, "dino", **SMALL_HEADS)
+    assert model.encoder is net.vit and model.feature_dim == 32
+    views = _views(2)
+    torch.testing.assert_close(model.features(views), net.vit.forward_features(views)[:, 0])
+    loss = SiameseLoss("dino", output_dim=model.output_dim)(model(views))
+    loss.backward()
+    assert net.vit.patch_embed.proj.weight.grad is not None and net.inc[0].weight.grad is None
+
+
+@pytest.mark.parametrize("method", ["mae", "simmim"])
+def test_masked_image_loss_is_on_the_masked_patches_only(method):
+    from lightly.models.utils import patchify
+
+    from fewlabel.losses import MaskedImageLoss
+    from fewlabel.networks import MaskedImageModel
+
+    net = _vit_unet()
+    model = MaskedImageModel(net, method, image_size=(32, 32), decoder_dim=16, decoder_depth=1, decoder_heads=2)
+    assert model.backbone.vit is net.vit  # the segmentation network's own ViT
+    images = _views(1)
+    # 16 patches + the class token; keep the class token and patches 1-4, mask the other 12
+    idx_keep = torch.tensor([[0, 1, 2, 3, 4]] * 2)
+    idx_mask = torch.tensor([list(range(5, 17))] * 2)
+    out = model(images, idx_keep=idx_keep, idx_mask=idx_mask)
+    patches = patchify(images, 8)
+    assert out["prediction"].shape == out["target"].shape == (2, 12, 8 * 8 * 3)
+    torch.testing.assert_close(out["target"], patches[:, 4:])  # exactly the masked patches' pixels
+    loss = MaskedImageLoss(method)(out)
+    expected = ((out["prediction"] - patches[:, 4:]) ** 2).mean() if method == "mae" else \
+        (out["prediction"] - patches[:, 4:]).abs().mean()
+    torch.testing.assert_close(loss, expected)
+    # the kept patches' pixels do not enter the loss: changing them leaves the target unchanged
+    changed = images.clone()
+    changed[:, :, :8, :] = 0.5  # the first patch row: patches 0-3 (tokens 1-4), all kept
+    torch.testing.assert_close(model(changed, idx_keep=idx_keep, idx_mask=idx_mask)["target"], out["target"])
+    # drawn masks: the methods' ratios
+    drawn = model(images)
+    assert drawn["target"].shape[1] == (12 if method == "mae" else 10)

@@ -19,13 +19,14 @@ from .denoising import DenoisingPairs
 from .folder_inference import FolderEvaluator
 from .polycl import SupConPairs, TripletBatch
 from .pseudo_labels import ThresholdPseudoLabels
-from .rotation import RotationBatch
+from .rotation import ImagesOnly, RotationBatch
 from .sam_mining import MinedBatches, load_mined_datalist, mine_pseudo_labels
 from .simclr import ContrastiveEncoder, SimCLRPairs
 from .slice_inference import SliceBySliceInferer, VolumeBatch, build_volume_inferer
 from .video_landmarks import run_video
 
 __all__ = [
+    "ImagesOnly",
     "RotationBatch",
     "FolderEvaluator",
     "DenoisingPairs",

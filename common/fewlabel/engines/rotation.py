@@ -1,4 +1,4 @@
-"""Rotation prediction (Gidaris et al. 2018) through MONAI's ``SupervisedTrainer``: one of SurgicalSemiSeg's baselines.
+"""Pretext-task batches: rotation prediction (Gidaris et al. 2018, a SurgicalSemiSeg baseline) and images alone.
 
 :class:`RotationBatch` is the trainer's ``prepare_batch``: it crops each image to its centre square, turns it by a
 random multiple of 90 degrees (seeded) and returns the multiple as the class. The network is the segmentation
@@ -17,7 +17,7 @@ from monai.engines.utils import PrepareBatch
 from fewlabel.random_state import generator_state, set_generator_state
 from fewlabel.transforms.pretext import centre_square, rotate_batch
 
-__all__ = ["RotationBatch"]
+__all__ = ["RotationBatch", "ImagesOnly"]
 
 
 class RotationBatch(PrepareBatch):
@@ -52,3 +52,21 @@ class RotationBatch(PrepareBatch):
         turned = rotate_batch(centre_square(images), turns)
         return (turned.to(device=device, non_blocking=non_blocking, **kwargs),
                 turns.to(device=device, non_blocking=non_blocking))
+
+
+class ImagesOnly(PrepareBatch):
+    """``prepare_batch`` returning ``(images, None)``: for pre-training whose target the network makes itself
+    (MAE, SimMIM) on items that may have no label (MONAI's ``PrepareBatchDefault`` requires one).
+
+    Returns (from ``__call__``): ``(images, None)``, ``images`` the batch's ``image_key`` entry on ``device``.
+    """
+
+    def __init__(self, image_key: str = "image") -> None:
+        self.image_key = image_key
+
+    def __call__(
+        self, batchdata: Mapping[str, Any], device: str | torch.device | None = None,
+        non_blocking: bool = False, **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        images = torch.as_tensor(batchdata[self.image_key])
+        return images.to(device=device, non_blocking=non_blocking, **kwargs), None

@@ -19,8 +19,10 @@ from .contrastive import NTXentLoss, PolyCLLoss, SupConLoss, contrastive_loss
 from .mining import MiningLoss, dice_bce_per_image, pack_targets, unpack_targets
 from .focal_tversky import LOSSES, FocalTverskyLoss, MaskedCrossEntropyLoss, MaskedFocalLoss, build_loss
 from .siamese import SiameseLoss
+from .masked_image import MaskedImageLoss
 
 __all__ = [
+    "MaskedImageLoss",
     "SiameseLoss",
     "LOSSES",
     "FocalTverskyLoss",

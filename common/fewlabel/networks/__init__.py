@@ -20,8 +20,11 @@ from .transfer import (
 )
 from .unet3plus import UNet3Plus
 from .siamese import SIAMESE_METHODS, SiameseEncoder
+from .masked_image import MASKED_IMAGE_METHODS, MaskedImageModel
 
 __all__ = [
+    "MaskedImageModel",
+    "MASKED_IMAGE_METHODS",
     "SiameseEncoder",
     "SIAMESE_METHODS",
     "ContrastiveEncoder",

@@ -56,7 +56,9 @@ class SiameseEncoder(nn.Module):
       D = ``projection_dim`` (the prototypes, 65536 by lightly's default).
 
     Args:
-        network: the segmentation network whose ``encoder`` is pre-trained (shared with this module).
+        network: the segmentation network whose ``encoder`` is pre-trained (shared with this module); for a network
+            with a timm ViT as ``vit`` and no ``encoder`` (MedSASS's ``vit_unet``) the ViT is pre-trained and its
+            class token (after the final norm) is the representation, as in DINO's ViTs.
         method: ``"byol"``, ``"simsiam"`` or ``"dino"``.
         projection_dim, hidden_dim, prediction_hidden_dim, bottleneck_dim: head sizes; None takes lightly's
             defaults (:data:`SIAMESE_HEAD_DEFAULTS`); ``bottleneck_dim`` is DINO's only, ``prediction_hidden_dim``
@@ -85,8 +87,15 @@ class SiameseEncoder(nn.Module):
         if method not in SIAMESE_METHODS:
             raise ValueError(f"pretrain_method must be one of {SIAMESE_METHODS}, got '{method}'")
         self.method = method
-        self.encoder = network_encoder(network)
-        self.feature_dim = encoder_feature_dim(self.encoder, feature_dim)
+        vit = getattr(network, "vit", None)
+        # a ViT U-Net (MedSASS's vit_unet): the timm ViT is the backbone, its class token the representation
+        self.use_class_token = vit is not None and not hasattr(network, "encoder")
+        if self.use_class_token:
+            self.encoder = vit
+            self.feature_dim = int(feature_dim or vit.embed_dim)
+        else:
+            self.encoder = network_encoder(network)
+            self.feature_dim = encoder_feature_dim(self.encoder, feature_dim)
         sizes = dict(SIAMESE_HEAD_DEFAULTS[method])
         given = {"projection_dim": projection_dim, "hidden_dim": hidden_dim,
                  "prediction_hidden_dim": prediction_hidden_dim, "bottleneck_dim": bottleneck_dim}
@@ -127,8 +136,10 @@ class SiameseEncoder(nn.Module):
             deactivate_requires_grad(self.momentum_projection)
 
     def features(self, x: torch.Tensor, momentum: bool = False) -> torch.Tensor:
-        """Pooled deepest features ``(N, feature_dim)`` of the (momentum) encoder for images ``(N, C, H, W)``."""
+        """Pooled deepest features (a ViT: the class token) ``(N, feature_dim)`` of the (momentum) encoder."""
         encoder = self.momentum_encoder if momentum else self.encoder
+        if self.use_class_token:
+            return encoder.forward_features(x)[:, 0]
         return pooled_features(encoder(x), self.feature_dim)
 
     def forward(self, views: torch.Tensor) -> dict[str, list[torch.Tensor]]:
