@@ -77,11 +77,15 @@ def test_tables_1_2_spec_runs_the_baselines_beside_medsass(tmp_path):
         stages = [s.name for s in run.active_stages()]
         method = run.params["pretrain_method"]
         by_method.setdefault(method, set()).add(run.params["arch"])
-        pretrain = "pretrain" if method == "medsass" else "pretrain_baseline"
+        pretrain = {"medsass": "pretrain", "mae": "pretrain_masked_image", "simmim": "pretrain_masked_image"}.get(
+            method, "pretrain_siamese")
         assert stages == [pretrain, "zero_label"]
         if method != "medsass":
-            assert run.stage_overrides(run.stages[1])["pretrain_method"] == method
-            assert "pretrain_siamese.json" in run.stages[1].configs
+            stage = next(s for s in run.stages if s.name == pretrain)
+            assert run.stage_overrides(stage)["pretrain_method"] == method
+            assert stage.configs[1] == "pretrain_encoder.json"
     assert by_method["medsass"] == {"medsass_unet", "vit_unet"}
-    for method in ("byol", "simsiam", "dino"):
+    for method in ("byol", "simsiam"):
         assert by_method[method] == {"medsass_unet"}
+    assert by_method["dino"] == {"medsass_unet", "vit_unet"}
+    assert by_method["mae"] == by_method["simmim"] == {"vit_unet"}

@@ -358,3 +358,33 @@ def test_build_colour_masks_with_shipped_table(tmp_path: Path) -> None:
     (src / "masks" / "vid03_00001_mask.png").unlink()
     with pytest.raises(DataError, match=r"vid03_00001\.png has no mask"):
         build_colour_masks(src, table, mask_suffix="_mask")
+
+
+def test_semantic_drone_grey_masks_through_the_shipped_table(tmp_path: Path) -> None:
+    """MedSASS Table 10: the Semantic Drone Dataset's label_images_semantic (grey class ids 0-23) read with the
+    shipped 'semantic_drone' table; MedSASS's binary label loading then makes every class but 'unlabeled'
+    foreground."""
+    from fewlabel.transforms.io import LoadLabel2D
+
+    table = load_class_table("semantic_drone")
+    assert [c["name"] for c in table][:2] == ["unlabeled", "paved-area"] and table[-1]["name"] == "conflicting"
+    assert len(table) == 24 and all(c["rgb"] == [i, i, i] for i, c in enumerate(table))
+    src = tmp_path / "semantic_drone_dataset"
+    rng = np.random.default_rng(0)
+    expected = {}
+    for n in range(5):
+        stem = f"{n:03d}"
+        index = rng.integers(0, 24, (6, 9)).astype(np.uint8)
+        index[0, 0], index[0, 1] = 0, 23
+        _png(src / "original_images" / f"{stem}.png", rng.integers(0, 255, (6, 9, 3), dtype=np.uint8))
+        _png(src / "label_images_semantic" / f"{stem}.png", index)
+        expected[stem] = index
+    out = build_datalist("colour_masks", src, tmp_path / "dl.json", class_table="semantic_drone",
+                         images_dir="original_images", masks_dir="label_images_semantic")
+    items = [it for s in SPLITS for it in load_datalist(out, s)]
+    assert len(items) == 5
+    for item in items:
+        index = expected[Path(item["image"]).stem]
+        assert np.array_equal(_read(item["label"]), index)
+        foreground = np.asarray(LoadLabel2D(binary=True)(item["label"]))[0]
+        assert np.array_equal(foreground, (index > 0).astype(np.float32))

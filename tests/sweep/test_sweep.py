@@ -138,7 +138,9 @@ def test_every_bundle_ships_paper_specs_that_load(bundle):
     for path in specs:
         spec = load_spec(path)
         assert spec.bundle == bundle
-        assert len(spec.seeds) >= 3, f"{path.name}: the papers average several seeds"
+        trains = [s.name for s in spec.stages if "evaluate.json" not in s.configs]
+        # the papers average several seeds of what they train; scoring given predictions (SLiPPA Table 2) has one
+        assert len(spec.seeds) >= 3 or not trains, f"{path.name}: the papers average several seeds"
         assert len(spec.cell_params()) >= 2, f"{path.name}: a sweep compares at least two settings"
         report = spec.report
         assert report.get("tables"), f"{path.name}: no paper-style table"

@@ -1,6 +1,7 @@
 """Engine pieces: prepare-batch objects that make inputs and targets on the device (denoising pairs,
 threshold pseudo-labels, SAM knowledge mining, SimCLR views, PolyCL triplets), SimCLR's contrastive
-encoder, slice-by-slice volume inference and the video runner.
+encoder, slice-by-slice volume inference, the video runner and the scoring of prediction folders
+made elsewhere.
 
 Names that moved to the layer of their kind (losses, transforms, data, handlers) are imported here too,
 so ``fewlabel.engines.<name>`` keeps working for them.
@@ -18,6 +19,7 @@ from fewlabel.transforms.placeholder import PlaceholderLabeld
 from .denoising import DenoisingPairs
 from .folder_inference import FolderEvaluator
 from .polycl import SupConPairs, TripletBatch
+from .prediction_folder import PredictionFolderScorer
 from .pseudo_labels import ThresholdPseudoLabels
 from .rotation import ImagesOnly, RotationBatch
 from .sam_mining import MinedBatches, load_mined_datalist, mine_pseudo_labels
@@ -29,6 +31,7 @@ __all__ = [
     "ImagesOnly",
     "RotationBatch",
     "FolderEvaluator",
+    "PredictionFolderScorer",
     "DenoisingPairs",
     "CheckpointLoader",
     "PseudoLabelStatsHandler",

@@ -147,6 +147,20 @@ class LandmarkEvaluation:
                     image = np.moveaxis(image, 0, -1)
                 self.post.add(self._post_masks(pred.astype(np.uint8), image, gt.shape), gt_masks)
 
+    def add_prediction(self, pred: Any, gt: Any, image_id: Any = None) -> dict[str, Any]:
+        """Score one prediction made elsewhere, as it is (``raw``; no resizing, no post-processing).
+
+        Args:
+            pred: ``(K, H, W)`` bool masks (one per landmark) or an ``(H, W)`` class-index map, at the
+                ground truth's size.
+            gt: ``(H, W)`` class indices (or ``(K, H, W)`` masks) at the original resolution.
+            image_id: recorded with the image's scores.
+
+        Returns:
+            The image's record (see :meth:`fewlabel.metrics.LandmarkScores.add`).
+        """
+        return self.raw.add(pred, gt, num_classes=len(self.class_names), image_id=image_id)
+
     def results(self) -> dict[str, Any]:
         raw = self.raw.summary()
         out: dict[str, Any] = {"stage": self.stage, "d_max": self.d_max, "settings": self.raw.settings, "raw": raw}

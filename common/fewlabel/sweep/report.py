@@ -32,9 +32,10 @@ cell and variant (``label: path prefix`` of that variant's metrics, ``""`` for t
 a variant without a value for a cell (a stage skipped there) has no row.
 
 Every entry is mean ± standard deviation over the seeds that finished (``(n=k)`` when fewer than the
-spec's), the best of each column in bold. Without ``tables`` / ``plots`` the report has a table of
-every cell with the main metric and the other ``mean_*`` figures, the per-class table when the
-metrics have one, and curves / a heat map for one- and two-parameter grids.
+spec's; the value alone when the spec has one seed), the best of each column in bold. Without
+``tables`` / ``plots`` the report has a table of every cell with the main metric and the other
+``mean_*`` figures, the per-class table when the metrics have one, and curves / a heat map for one- and
+two-parameter grids.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def _fmt(agg: tuple[float, float, int] | None, scale: float, n_seeds: int, digit
     if agg is None:
         return "-"
     mean, std, n = agg
+    if n_seeds == 1:  # one seed (a deterministic table, e.g. scoring given predictions): the value alone
+        return f"{scale * mean:.{digits}f}"
     text = f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
     return text + (f" (n={n})" if n < n_seeds else "")
 
@@ -464,11 +467,13 @@ def make_report(run_dir: str | Path, output_dir: str | Path | None = None) -> Pa
     out = Path(output_dir or Path(run_dir) / "report")
     out.mkdir(parents=True, exist_ok=True)
     n_runs = len(spec.cell_params()) * len(spec.seeds)
+    spread = ("Entries are mean ± standard deviation over seeds" if len(spec.seeds) > 1
+              else "One seed: entries are single values")
     lines = [f"# {rep.get('title', spec.name)}", "",
              f"Bundle `{spec.bundle}`; stages {', '.join(s.name for s in spec.stages)}; metrics of stage "
              f"`{data['stage']}`. {len(data['cells'])} cells x {len(spec.seeds)} seeds "
              f"({', '.join(map(str, spec.seeds))}): {n_runs - len(data['missing'])} of {n_runs} runs finished. "
-             "Entries are mean ± standard deviation over seeds; the best of each column is in **bold**.", ""]
+             f"{spread}; the best of each column is in **bold**.", ""]
     if spec.overrides:
         lines += ["Overrides of every run: " + ", ".join(f"`{k}={v}`" for k, v in spec.overrides.items()), ""]
     full = data
