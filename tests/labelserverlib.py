@@ -70,9 +70,9 @@ def _ct_volume(path: Path) -> Path:
     return path
 
 
-def _expected(bundle_dir: Path, image: Path, weights: Path | None = None, **overrides) -> np.ndarray:
-    """The bundle's own pipeline on ``image`` (its inference.json + smoke.json, up to its saver): the
-    label map MONAI Label should return, as a user sees the file: 2D (H, W); 3D in the file's voxel order."""
+def _own_logits(bundle_dir: Path, image: Path, weights: Path | None = None, **overrides) -> tuple[dict, Compose]:
+    """The bundle's own pipeline (its inference.json + smoke.json) on ``image`` up to the network's
+    output: the data (``pred``: the logits) and the post-processing."""
     parser = ConfigParser()
     parser.read_config([os.fspath(bundle_dir / "configs" / "inference.json"),
                         os.fspath(bundle_dir / "configs" / "smoke.json")])
@@ -85,11 +85,17 @@ def _expected(bundle_dir: Path, image: Path, weights: Path | None = None, **over
     net.load_state_dict(torch.load(weights or bundle_dir / "models" / "model.pt", weights_only=True)["model"])
     net.eval()
     pre = parser.get_parsed_content("preprocessing", instantiate=True)
-    post = parser.get_parsed_content("postprocessing", instantiate=True)
     inferer = parser.get_parsed_content("inferer", instantiate=True)
     d = pre({"image": os.fspath(image)})
     with torch.no_grad():
         d["pred"] = inferer(d["image"][None], net)[0]
+    return d, parser.get_parsed_content("postprocessing", instantiate=True)
+
+
+def _expected(bundle_dir: Path, image: Path, weights: Path | None = None, **overrides) -> np.ndarray:
+    """The bundle's own pipeline on ``image`` (its inference.json + smoke.json, up to its saver): the
+    label map MONAI Label should return, as a user sees the file: 2D (H, W); 3D in the file's voxel order."""
+    d, post = _own_logits(bundle_dir, image, weights, **overrides)
     d = Compose(post.transforms[:-1])(d)  # all but the saver
     pred = d["pred"]
     if pred.ndim == 4:
@@ -152,23 +158,28 @@ def _read_label(content: bytes, suffix: str, tmp: Path) -> tuple[np.ndarray, np.
 
 
 def _own_entropy(bundle_dir: Path, image: Path, weights: Path | None = None, **overrides) -> float:
-    """The uncertainty score of ``image`` computed here: the bundle's own pre-processing, inferer and
-    weights (inference.json + smoke.json) up to the logits, then their mean entropy."""
+    """The uncertainty score of ``image`` computed here: the mean entropy of the bundle's own logits
+    (:func:`_own_logits`), read with its post-processing's activation."""
     from fewlabel.label_server.scores import activation_of, prediction_entropy
 
-    parser = ConfigParser()
-    parser.read_config([os.fspath(bundle_dir / "configs" / "inference.json"),
-                        os.fspath(bundle_dir / "configs" / "smoke.json")])
-    parser["bundle_root"] = os.fspath(bundle_dir)
-    parser["ckpt_dir"] = os.fspath(bundle_dir / "models")
-    parser["device"] = "cpu"
-    for k, v in overrides.items():
-        parser[k] = v
-    net = parser.get_parsed_content("network_def", instantiate=True)
-    net.load_state_dict(torch.load(weights or bundle_dir / "models" / "model.pt", weights_only=True)["model"])
-    net.eval()
-    d = parser.get_parsed_content("preprocessing", instantiate=True)({"image": os.fspath(image)})
-    with torch.no_grad():
-        logits = parser.get_parsed_content("inferer", instantiate=True)(d["image"][None], net)[0]
-    post = parser.get_parsed_content("postprocessing", instantiate=True).transforms
-    return prediction_entropy(logits, activation_of(post, int(logits.shape[0])))
+    d, post = _own_logits(bundle_dir, image, weights, **overrides)
+    return prediction_entropy(d["pred"], activation_of(post.transforms, int(d["pred"].shape[0])))
+
+
+def _stock_env(tmp: Path) -> Path:
+    """A stand-in for the MONAI Label environment: only the stock app's main.py (enough for prepare_app)."""
+    app = tmp / "env" / "monailabel" / "sample-apps" / "monaibundle"
+    app.mkdir(parents=True, exist_ok=True)
+    (app / "main.py").write_text("# stock app\n")
+    return tmp / "env"
+
+
+def _serve_demo(bundle: str, demo_dir: Path, tmp: Path):
+    """The app ``make label-server`` prepares after ``make demo`` wrote ``demo_dir``, for ``bundle`` without
+    its own models/model.pt: the demo's weights, loaded strictly into the network its settings give."""
+    from fewlabel.label_server.app import prepare_app
+
+    bundles = tmp / "bundles"
+    shutil.copytree(REPO / "bundles" / bundle / "configs", bundles / bundle / "configs")
+    return prepare_app(tmp / "app", _stock_env(tmp), [bundle], bundles_dir=bundles, demo_dir=demo_dir,
+                       log=lambda s: None)[0]

@@ -13,6 +13,7 @@ import concurrent.futures
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +30,7 @@ from labelserverlib import (
     _read_label,
     _request,
     _smoke,
+    _stock_env,
 )
 from testlib import write_png
 
@@ -83,9 +85,7 @@ def loop(tmp_path_factory):
 def test_demo_weights_serve_a_bundle_without_its_own_until_real_ones_come(tmp_path):
     """``make demo``'s record (summary.json) serves a bundle that has no models/model.pt, with the
     demo's settings; real weights replace them at the next start."""
-    stock = tmp_path / "env" / "monailabel" / "sample-apps" / "monaibundle"
-    stock.mkdir(parents=True)
-    (stock / "main.py").write_text("# stock app\n")
+    _stock_env(tmp_path)
     bundles, demo_dir = tmp_path / "bundles", tmp_path / "demo"
     _copy_bundle(FRAMES, bundles / FRAMES, seed=0)
     demo = demo_dir / FRAMES / "models" / "pretrained.pt"
@@ -122,9 +122,7 @@ def test_polycl_is_a_3d_model_for_monai_label_only(tmp_path):
     metadata, which exports and deploy read, keeps the slice-wise network's 2D input."""
     from testlib import REPO
 
-    stock = tmp_path / "env" / "monailabel" / "sample-apps" / "monaibundle"
-    stock.mkdir(parents=True)
-    (stock / "main.py").write_text("# stock app\n")
+    _stock_env(tmp_path)
     _copy_bundle(VOLUMES, tmp_path / "bundles" / VOLUMES, seed=1)
     served = prepare_app(tmp_path / "app", tmp_path / "env", bundles_dir=tmp_path / "bundles",
                          overrides={VOLUMES: _smoke(VOLUMES)}, log=lambda s: None)[0]
@@ -191,6 +189,27 @@ def test_uncertainty_gives_the_hardest_image_first_and_scores_survive_a_restart(
     ranked = sorted((r["score"], i) for i, r in before[FRAMES].items() if i != "flat")
     assert again["id"] == ranked[-1][1]
     assert _scores(url, FRAMES) == before[FRAMES], "scores of unchanged weights were computed again"
+    # MONAI Label's scoring endpoint runs the scoring in a task process, as rescore() runs in a /train
+    # task: what it writes reaches the server's datastore, and the labels saved there are kept
+    _request(f"{url}/scoring/uncertainty_{VOLUMES}", "POST", json.dumps({"force": True}).encode(),
+             {"Content-Type": "application/json"})
+    deadline, status = time.monotonic() + 300, {}
+    while time.monotonic() < deadline:
+        status = json.loads(_request(f"{url}/scoring/"))
+        if status.get("status") not in ("SUBMITTED", "RUNNING"):
+            break
+        time.sleep(1)
+    assert status.get("status") == "DONE", f"{status}\n{server.log_tail(40)}"
+    deadline, rescored = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        rescored = _scores(url, VOLUMES)
+        if all(rescored[i]["ts"] > before[VOLUMES][i]["ts"] for i in before[VOLUMES]):
+            break
+        time.sleep(0.5)
+    assert {i: r["score"] for i, r in rescored.items()} == pytest.approx(
+        {i: r["score"] for i, r in before[VOLUMES].items()}, abs=1e-6)
+    assert all(rescored[i]["ts"] > before[VOLUMES][i]["ts"] for i in before[VOLUMES]), rescored
+    assert _scores(url, FRAMES) == before[FRAMES]
 
 
 _CLIENT_LOOP = """

@@ -12,8 +12,9 @@ bundle goes there as a small folder:
 - ``configs/metadata.json`` (labels from the output's ``channel_def``) and ``logging.conf``. A
   bundle that segments volumes (``data_type`` ``nibabel`` / ``dicom``, e.g. PolyCL, whose network
   is slice-wise) gets a slice axis added to its input's ``spatial_shape`` there, so that MONAI
-  Label lists it with dimension 3 and 3D Slicer offers it for volumes; the bundle's own metadata
-  (exports, deploy) is unchanged. The description names the weights when they are demo weights;
+  Label lists it in ``/info/`` with dimension 3, a model for volumes (what 3D Slicer reads; Slicer
+  itself is not run by the tests); the bundle's own metadata (exports, deploy) is unchanged. The
+  description names the weights when they are demo weights;
 - ``models/model.pt``: a copy of the bundle's weights, so training from MONAI Label, which
   replaces it, never touches the bundle's own file. Other files in ``models/`` (pre-trained
   encoders, SAM checkpoints) are linked, not copied.
