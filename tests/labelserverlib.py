@@ -183,3 +183,17 @@ def _serve_demo(bundle: str, demo_dir: Path, tmp: Path):
     shutil.copytree(REPO / "bundles" / bundle / "configs", bundles / bundle / "configs")
     return prepare_app(tmp / "app", _stock_env(tmp), [bundle], bundles_dir=bundles, demo_dir=demo_dir,
                        log=lambda s: None)[0]
+
+
+def _wait_task(url: str, method: str = "train", timeout: float = 600) -> dict:
+    """Poll ``GET /<method>/`` (``train``, ``scoring``) until the latest task is neither SUBMITTED nor
+    RUNNING; its status record."""
+    import time
+
+    deadline, status = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        status = json.loads(_request(f"{url}/{method}/"))
+        if status.get("status") not in ("SUBMITTED", "RUNNING"):
+            break
+        time.sleep(1)
+    return status

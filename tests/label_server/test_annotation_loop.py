@@ -31,6 +31,7 @@ from labelserverlib import (
     _request,
     _smoke,
     _stock_env,
+    _wait_task,
 )
 from testlib import write_png
 
@@ -193,12 +194,7 @@ def test_uncertainty_gives_the_hardest_image_first_and_scores_survive_a_restart(
     # task: what it writes reaches the server's datastore, and the labels saved there are kept
     _request(f"{url}/scoring/uncertainty_{VOLUMES}", "POST", json.dumps({"force": True}).encode(),
              {"Content-Type": "application/json"})
-    deadline, status = time.monotonic() + 300, {}
-    while time.monotonic() < deadline:
-        status = json.loads(_request(f"{url}/scoring/"))
-        if status.get("status") not in ("SUBMITTED", "RUNNING"):
-            break
-        time.sleep(1)
+    status = _wait_task(url, "scoring", timeout=300)
     assert status.get("status") == "DONE", f"{status}\n{server.log_tail(40)}"
     deadline, rescored = time.monotonic() + 30, {}
     while time.monotonic() < deadline:
