@@ -8,6 +8,8 @@ import sys
 import pytest
 from PIL import Image
 
+from labelserverlib import _serve_demo
+
 from fewlabel import cli
 from fewlabel.bundle import bundle_root, input_kind, resolve_datalist
 from fewlabel.data import load_datalist
@@ -62,6 +64,8 @@ def test_quick_demo_writes_summary_metrics_and_overlay(tmp_path):
     assert 0.0 <= summary["zero_label_iou"] <= 1.0 and 0.0 < summary["otsu_iou"] <= 1.0
     assert (out / "zero_label" / "metrics.md").is_file() and summary["overlays"]
     assert summary["figure"] == str(out / "demo_output.png") and Image.open(summary["figure"]).format == "PNG"
+    served = _serve_demo("medsass_binary_segmentation", tmp_path, tmp_path / "serve")  # `make label-server` next
+    assert served.demo and served.weights == out / "models" / "pretrained.pt"
 
 
 def test_datalist_help_names_every_adapter():

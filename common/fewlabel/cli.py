@@ -210,12 +210,15 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
                  bundles_dir: str | None = None, cors_origins: str | list[str] | None = None,
                  allow_model_upload: bool = False, max_upload_mb: float = 1024,
                  server_names: str | list[str] | None = None, auth_enable: bool = False,
-                 auth_realm_uri: str | None = None, auth_client_id: str | None = None) -> None:
+                 auth_realm_uri: str | None = None, auth_client_id: str | None = None,
+                 demo_dir: str | None = "outputs/demo") -> None:
     """Serve the bundles from a local MONAI Label server, for annotation assistance.
 
     Builds MONAI Label 0.8.5's own environment the first time (a few minutes), puts the bundles
     and their ``models/model.pt`` into the stock ``monaibundle`` app at ``app_dir``, starts the
     server on ``host:port`` and prints how to connect 3D Slicer or a 2D client. Ctrl-C stops it.
+    A bundle without ``models/model.pt`` serves the weights ``make demo`` trained, if any (said
+    so in the output, the server log and ``/info/``).
 
     Args:
         studies: folder of the images to annotate (PNG/JPEG frames, NIfTI CT volumes); created if
@@ -248,6 +251,8 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
             ``https://keycloak.example.org/realms/monailabel``.
         auth_client_id: MONAI Label's client id in the realm (``MONAI_LABEL_AUTH_CLIENT_ID``; MONAI
             Label's default ``monailabel-app``).
+        demo_dir: where ``make demo`` wrote; its weights (``<demo_dir>/<bundle>/summary.json`` names
+            them) serve a bundle that has no ``models/model.pt``. ``none``: never serve demo weights.
     """
     from fewlabel.bundle import REPO_BUNDLES
     from fewlabel.label_server import ensure_env
@@ -273,7 +278,8 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
         if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
             raise FewLabelError(f"--overrides {overrides} must hold {{\"<bundle>\": {{\"<config id>\": value}}}}.")
     names = as_list(bundles, "bundles") if bundles is not None else None
-    names = select_bundles(names, bundles_dir or REPO_BUNDLES, extra)  # before a long environment build
+    demo_dir = None if demo_dir is None or str(demo_dir).lower() == "none" else demo_dir
+    names = select_bundles(names, bundles_dir or REPO_BUNDLES, extra, demo_dir)  # before a long environment build
     origins = [o.rstrip("/") for o in as_list(cors_origins, "cors_origins")] if cors_origins else []
     bad = [o for o in origins if not o.startswith(("http://", "https://")) or "/" in o.split("://", 1)[1]]
     if bad:
@@ -284,7 +290,7 @@ def label_server(studies: str, port: int = 8000, bundles: str | list[str] | None
     # the server for hours, does not need to hold (about 1.3 GB)
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         served = pool.submit(prepare_app, app_dir, env, names, bundles_dir=bundles_dir or REPO_BUNDLES,
-                             overrides=extra).result()
+                             overrides=extra, demo_dir=demo_dir).result()
     server = LabelServer(app_dir, studies, [b.name for b in served], env, port=port, host=host, cors_origins=origins,
                          allow_model_upload=allow_model_upload, max_upload_mb=max_upload_mb,
                          server_names=names_of_server, auth_enable=auth_enable, auth_realm_uri=auth_realm_uri,

@@ -32,6 +32,14 @@ logger = logging.getLogger("fewlabel.demo")
 FIGURE = "demo_output.png"
 
 
+def _served(out: Path, weights: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The summary's record of the weights ``fewlabel label-server`` serves for this bundle when it has no
+    ``models/model.pt`` (see :func:`fewlabel.label_server.app.demo_weights`): the file, relative to the
+    demo's folder, and the settings its inference needs."""
+    return {"weights": weights.relative_to(out).as_posix(),
+            "overrides": json.loads(json.dumps(overrides, default=str))}
+
+
 def _title(text: str, quick: bool) -> str:
     return f"{text}\n(--quick: one epoch per stage, the masks mean little)" if quick else text
 
@@ -87,6 +95,8 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
         "metrics": str(out / "zero_label" / "metrics.json"),
         "baseline": str(out / "zero_label" / "threshold_baseline.json"),
         "overlays": sorted(str(p) for p in (out / "predictions").glob("*_overlay.png")),
+        "label_server": _served(out, out / "models" / "pretrained.pt",
+                                {k: v for k, v in common.items() if k in ("encoder_name", "image_size")}),
     }
     summary["figure"] = str(overlay_figure(summary["overlays"], out / FIGURE, _title(
         "MedSASS demo: zero-label prediction on a real IHC image (no label used)", quick)))
@@ -139,6 +149,8 @@ def _surgical(out: Path, quick: bool) -> dict[str, Any]:
         "miou_underrepresented_random_init": results["random_init"].get("mean_iou_underrepresented"),
         "metrics": {k: str(out / f"evaluate_{k}" / "metrics.md") for k in results},
         "overlays": str(out / "predictions"),
+        "label_server": _served(out, out / "models" / "pretrained_finetuned.pt",
+                                {k: v for k, v in common.items() if k in ("encoder_name", "image_size")}),
     }
     summary["figure"] = str(overlay_figure((out / "predictions").glob("*_overlay.png"), out / FIGURE, _title(
         "SurgicalSemiSeg demo: test frames, predicted classes (pre-trained + fine-tuned)", quick)))
@@ -228,6 +240,8 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
         "table": str(out / "table.md"),
         "predictions": str(out / "predictions"),
         "video": str(out / "video"),
+        "label_server": _served(out, out / "models" / "model.pt", {k: common[k] for k in ("encoder_name", "image_size")}
+                                | {"thickness": common["gt_thickness"]}),
     }
     summary["figure"] = str(overlay_figure((out / "predictions").glob("*_overlay.png"), out / FIGURE, _title(
         "SLiPPA demo: test frames, predicted landmarks (fine-tuned, post-processed)", quick)))
@@ -288,7 +302,9 @@ def _sam_mining(out: Path, quick: bool) -> dict[str, Any]:
     (out / "table.md").write_text(table + "\n")
     summary = {"seconds": round(time.time() - t0, 1), "stages": rows, "table": str(out / "table.md"),
                "predictions": {m: str(out / f"predictions_{m}") for m in ("fast", "accurate")},
-               "teacher": "tiny SAM with random weights (demo only)"}
+               "teacher": "tiny SAM with random weights (demo only)",
+               "label_server": _served(out, models / "model.pt", {k: common[k] for k in ("encoder_name", "image_size")}
+                                       | sam)}
     summary["figure"] = str(overlay_figure((out / "predictions_fast").glob("*_overlay.png"), out / FIGURE, _title(
         "SAM mining demo: test frames, the student alone (fast mode)", quick)))
     print(f"\nSAM knowledge-mining demo (phantom data, {summary['seconds']:.0f} s): test frames\n\n{table}\n\n"
@@ -369,7 +385,8 @@ def _polycl(out: Path, quick: bool) -> dict[str, Any]:
     (out / "table.md").write_text(table + "\n")
     written = sorted(p.name for p in (out / "predictions").iterdir())
     summary = {"seconds": round(time.time() - t0, 1), "rows": rows, "table": str(out / "table.md"),
-               "predictions": written, "sam": "tiny SAM and SAM 2 with random weights (demo only)"}
+               "predictions": written, "sam": "tiny SAM and SAM 2 with random weights (demo only)",
+               "label_server": _served(out, models / "polycl_M.pt", {k: common[k] for k in ("image_size", "channels")})}
     first = load_datalist(resolve_datalist("", demo="ct", demo_kwargs=data), "testing")[0]
     summary["figure"] = str(ct_figure(
         first["image"], out / "predictions" / f"{ct_output_stem(first['image'])}_seg.nii.gz", first.get("label"),

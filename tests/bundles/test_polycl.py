@@ -153,6 +153,10 @@ def test_quick_demo_reports_every_row_and_writes_predictions(tmp_path):
 
     with Image.open(summary["figure"]) as picture:  # three slices side by side
         assert picture.format == "PNG" and picture.width > 2 * picture.height
+    from labelserverlib import _serve_demo
+
+    served = _serve_demo(BUNDLE, tmp_path, tmp_path / "serve")  # `make label-server` after `make demo`
+    assert served.demo and served.weights == tmp_path / BUNDLE / "models" / "polycl_M.pt"
 
 
 def test_multi_gpu_pretraining_shards_the_triplets_over_two_processes(tmp_path):

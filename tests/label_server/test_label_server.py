@@ -20,8 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -29,11 +27,23 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Compose, Resize
 from PIL import Image
 
+from labelserverlib import (
+    CT_SHAPE,
+    FRAME_HW,
+    _copy_bundle,
+    _ct_volume,
+    _expected,
+    _frame,
+    _free_port,
+    _http,
+    _multipart,
+    _read_label,
+    _request,
+    _smoke,
+)
 from testlib import BUNDLES, REPO, write_png
 from fewlabel.bundle import input_kind
 from fewlabel.data.ct import load_ct_volume
@@ -44,9 +54,7 @@ from fewlabel.label_server.server import LabelServer, _group_alive
 from fewlabel.transforms import MonaiLabelOutput, MonaiLabelOutputd
 
 TRAIN_BUNDLE = "surgical_semiseg_laparoscopy_segmentation"
-FRAME_HW = (72, 96)  # not square: a transposed label map cannot pass
 GRAY_HW = (60, 84)
-CT_SHAPE = (40, 36, 12)  # stored (X, Y, Z), in LPS voxel order so the loader reorients it
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -59,114 +67,20 @@ def _label_values(bundle: str) -> dict[str, int]:
     return {v.lower(): int(k) for k, v in _channel_def(bundle).items() if v.lower() != "background"}
 
 
-def _smoke(bundle: str) -> dict:
-    return json.loads((REPO / "bundles" / bundle / "configs" / "smoke.json").read_text())
 
 
-def _copy_bundle(name: str, dest: Path, seed: int = 0, **network_overrides) -> Path:
-    """A copy of bundle ``name`` (configs only) with seeded tiny weights in models/model.pt."""
-    shutil.copytree(REPO / "bundles" / name / "configs", dest / "configs")
-    (dest / "models").mkdir(parents=True)
-    parser = ConfigParser()
-    parser.read_config([os.fspath(dest / "configs" / "inference.json"), os.fspath(dest / "configs" / "smoke.json")])
-    for k, v in network_overrides.items():
-        parser[k] = v
-    torch.manual_seed(seed)
-    net = parser.get_parsed_content("network_def", instantiate=True)
-    state = net.state_dict()
-    for k in state:  # a random head's bias outweighs its features: sharpen it so the map is not constant
-        if k.startswith("segmentation_head") and k.endswith("weight"):
-            state[k] = state[k] * 30
-    torch.save({"model": state}, dest / "models" / "model.pt")
-    return dest
 
 
-def _frame(seed: int, hw: tuple[int, int] = FRAME_HW, gray: bool = False) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    h, w = hw
-    yy, xx = np.mgrid[:h, :w]
-    blob = ((yy - h * 0.4) ** 2 / (h * 0.3) ** 2 + (xx - w * 0.6) ** 2 / (w * 0.25) ** 2) < 1
-    img = rng.integers(20, 90, size=(h, w, 3)).astype(np.uint8)
-    img[blob] = (200, 120, 110)
-    img[:, : w // 6] //= 3  # a darker left border: the map is not symmetric
-    return img[..., 0] if gray else img
 
 
-def _ct_volume(path: Path) -> Path:
-    rng = np.random.default_rng(3)
-    x, y, z = np.mgrid[: CT_SHAPE[0], : CT_SHAPE[1], : CT_SHAPE[2]]
-    hu = rng.normal(-80, 30, CT_SHAPE)
-    hu[((x - 14) ** 2 / 100 + (y - 20) ** 2 / 64 + (z - 6) ** 2 / 16) < 1] = 60
-    affine = np.diag([-1.5, -1.2, 3.0, 1.0])
-    affine[:3, 3] = (30.0, 20.0, -10.0)
-    nib.save(nib.Nifti1Image(hu.astype(np.int16), affine), path)
-    return path
 
 
-def _expected(bundle_dir: Path, image: Path, **overrides) -> np.ndarray:
-    """The bundle's own pipeline on ``image`` (its inference.json + smoke.json, up to its saver): the
-    label map MONAI Label should return, as a user sees the file: 2D (H, W); 3D in the file's voxel order."""
-    parser = ConfigParser()
-    parser.read_config([os.fspath(bundle_dir / "configs" / "inference.json"),
-                        os.fspath(bundle_dir / "configs" / "smoke.json")])
-    parser["bundle_root"] = os.fspath(bundle_dir)
-    parser["ckpt_dir"] = os.fspath(bundle_dir / "models")
-    parser["device"] = "cpu"
-    for k, v in overrides.items():
-        parser[k] = v
-    net = parser.get_parsed_content("network_def", instantiate=True)
-    net.load_state_dict(torch.load(bundle_dir / "models" / "model.pt", weights_only=True)["model"])
-    net.eval()
-    pre = parser.get_parsed_content("preprocessing", instantiate=True)
-    post = parser.get_parsed_content("postprocessing", instantiate=True)
-    inferer = parser.get_parsed_content("inferer", instantiate=True)
-    d = pre({"image": os.fspath(image)})
-    with torch.no_grad():
-        d["pred"] = inferer(d["image"][None], net)[0]
-    d = Compose(post.transforms[:-1])(d)  # all but the saver
-    pred = d["pred"]
-    if pred.ndim == 4:
-        from fewlabel.transforms import restore_original_orientation
-
-        return np.asarray(restore_original_orientation(pred).as_tensor()[0]).astype(np.uint8)
-    hw = tuple(int(s) for s in np.asarray(Image.open(image)).shape[:2])
-    if tuple(pred.shape[-2:]) != hw:  # SLiPPA keeps the network size; MONAI Label restores the frame's
-        pred = Resize(hw, mode="nearest")(pred)
-    return np.asarray(torch.as_tensor(pred)[0]).round().astype(np.uint8)
 
 
-def _request(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None,
-             timeout: float = 300) -> bytes:
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (loopback)
-            return r.read()
-    except urllib.error.HTTPError as e:
-        raise AssertionError(f"{method} {url} -> {e.code}: {e.read().decode(errors='replace')[:3000]}") from e
 
 
-def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict]:
-    boundary = uuid.uuid4().hex
-    out = io.BytesIO()
-    for name, value in fields.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, (filename, content) in files.items():
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                  "Content-Type: application/octet-stream\r\n\r\n".encode())
-        out.write(content + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-def _http(url: str, method: str = "GET", data: bytes | None = None,
-          headers: dict | None = None) -> tuple[int, bytes, dict[str, str]]:
-    """Status, body and headers of a request, whatever the status."""
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=300) as r:  # noqa: S310 (loopback)
-            return r.status, r.read(), {k.lower(): v for k, v in r.headers.items()}
-    except urllib.error.HTTPError as e:
-        return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
 
 
 def _tree(folder: Path) -> dict[str, str]:
@@ -206,19 +120,8 @@ def _no_new_files(folder: Path, before: set[str], wait: float = 10.0) -> bool:
     return not _files(folder) - before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _read_label(content: bytes, suffix: str, tmp: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    path = tmp / f"label_{uuid.uuid4().hex}{suffix}"
-    path.write_bytes(content)
-    if suffix == ".png":
-        return np.asarray(Image.open(path)), None
-    img = nib.load(path)
-    return np.asarray(img.dataobj), img.affine
 
 
 # ----------------------------------------------------------------------------- fast checks

@@ -1,7 +1,9 @@
 """Annotation assistance: the bundles served by a local MONAI Label server (``fewlabel label-server``).
 
 - :mod:`.env`: MONAI Label's own virtual environment (built once, reused);
-- :mod:`.app`: the stock ``monaibundle`` app with this repository's bundles and their weights;
+- :mod:`.app`: the stock ``monaibundle`` app with this repository's bundles and their weights
+  (or the weights ``make demo`` trained);
+- :mod:`.activelearning` (MONAI Label env) and :mod:`.scores`: which image to label next, per bundle;
 - :mod:`.server`: start, wait for and stop the server.
 """
 

@@ -128,6 +128,9 @@ class LabelServer:
         env["VIRTUAL_ENV"] = str(self.env_dir)
         env["PYTHONPATH"] = str(src)
         env.setdefault("MONAI_LABEL_TRACKING_ENABLED", "false")
+        # no scoring task process at start and at every /activelearning request (MONAI Label's default):
+        # fewlabel's strategies score what lacks a current score when asked, and training rescores
+        env["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
         env["FEWLABEL_LABEL_HOSTS"] = json.dumps(own_hosts(self.port, self.host, self.server_names))
         env["FEWLABEL_LABEL_ORIGINS"] = json.dumps(own_origins(self.port, self.host, self.server_names)
                                                    + self.cors_origins)
@@ -315,6 +318,8 @@ def client_instructions(url: str, info: dict[str, Any]) -> str:
     for name, m in models.items():
         labels = ", ".join(m.get("labels", {})) if isinstance(m.get("labels"), dict) else m.get("labels")
         lines.append(f"  {name}: labels {labels}")
+        if str(m.get("description", "")).startswith("DEMO WEIGHTS"):
+            lines.append(f"    {str(m['description']).split(': trained', 1)[0]} (trained by `make demo`)")
     trainers = sorted(info.get("trainers", {}))
     if trainers:
         lines.append(f"  training from saved labels: {', '.join(trainers)}")
@@ -328,6 +333,8 @@ def client_instructions(url: str, info: dict[str, Any]) -> str:
         f"  POST {url}/infer/<bundle>?image=<id> returns a PNG label map (values as listed);",
         f"  PUT {url}/datastore/label?image=<id>&tag=final saves a corrected map; POST {url}/train/<bundle>",
         "  fine-tunes on the saved labels. The API is browsable at " + f"{url}/docs",
+        f"Which image next: POST {url}/activelearning/uncertainty_<bundle> gives the unlabelled image the bundle",
+        "  is least sure about (also 'random', 'first'; in 3D Slicer: the strategy beside 'Next Sample').",
         "Stop the server with Ctrl-C.",
     ]
     return "\n".join(lines)

@@ -8,6 +8,8 @@ This module imports MONAI Label 0.8.5: it runs in the server's environment, wher
   tags naming entries of the studies folder (:func:`~fewlabel.label_server.guard.name_problem`),
   files with the datastore's extensions, and paths whose real location (symbolic links followed)
   is inside the studies folder; anything else is refused with an ``HTTPException`` (4xx) that says why.
+  It also keeps the uncertainty scores (:meth:`StudiesDatastore.update_scores`) written by other
+  processes (``/train`` and ``/scoring`` tasks) without losing what the server wrote meanwhile.
 - :class:`StudiesOnlyApp`: the app's datastore is a :class:`StudiesDatastore`, and ``infer`` resolves
   an image id through it only (the stock ``infer`` takes any id that exists as a path as that path).
 """
@@ -17,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import logging
 import os
 import tempfile
 from typing import Any
 
 from fastapi import HTTPException
+from filelock import FileLock
 from monailabel.config import settings
-from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.local import LocalDatastore, LocalDatastoreModel
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from fewlabel.label_server.guard import (
@@ -33,8 +37,11 @@ from fewlabel.label_server.guard import (
     label_values_problem,
     name_problem,
 )
+from fewlabel.label_server.scores import SCORE_KEY
 
 __all__ = ["StudiesDatastore", "StudiesOnlyApp"]
+
+logger = logging.getLogger(__name__)
 
 
 _PIL_TYPES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -183,6 +190,33 @@ class StudiesDatastore(LocalDatastore):
             raise HTTPException(status_code=422, detail=f"the label for {image_id!r}: {problem}")
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
+    # ------------------------------------------------------------------ scores (active learning)
+    def reload(self) -> None:
+        """Read ``datastore_v2.json`` again if another process (a ``/train`` or ``/scoring`` task) changed it."""
+        self._init_from_datastore_file()
+
+    def update_scores(self, bundle: str, records: dict[str, dict[str, Any]]) -> None:
+        """Keep ``records`` (``{image id: record}``, see :func:`fewlabel.label_server.scores.score_record`)
+        as ``bundle``'s entry under ``info["fewlabel_uncertainty"]`` of each image, in one write.
+
+        The file is read again under its lock first: the task processes that score and the server
+        each hold their own copy, and MONAI Label's ``update_image_info`` would write back a stale
+        one (dropping a label saved meanwhile). Images removed meanwhile are skipped.
+        """
+        with FileLock(self._lock_file):
+            if os.path.exists(self._datastore_config_path):
+                with open(self._datastore_config_path) as fh:
+                    self._datastore = LocalDatastoreModel.model_validate_json(fh.read())
+                self._datastore.base_path = self._datastore_path
+            for image_id, record in records.items():
+                obj = self._datastore.objects.get(image_id)
+                if obj is None:
+                    continue
+                scores = dict(obj.image.info.get(SCORE_KEY) or {})
+                scores[bundle] = dict(record)
+                obj.image.info[SCORE_KEY] = scores
+            self._update_datastore_file(lock=False)
+
     def remove_label(self, label_id: str, label_tag: str) -> None:
         if not self.get_label_uri(label_id, label_tag):  # checks the id, the tag and where it leads
             raise HTTPException(status_code=404, detail=f"no label {label_id!r} with tag {label_tag!r}")
@@ -219,6 +253,21 @@ class StudiesOnlyApp:
                 except (ValueError, json.JSONDecodeError) as e:
                     raise RuntimeError(f"{path}: {e}") from e
         return out
+
+    def init_infers(self) -> dict[str, Any]:
+        """The stock inference tasks; the server log says which bundles serve demo weights, and which file."""
+        infers = super().init_infers()
+        from fewlabel.label_server.app import WEIGHTS_NOTE
+
+        for name in infers:
+            path = os.path.join(self.app_dir, "model", name, "configs", "metadata.json")
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                with open(path) as fh:
+                    note = json.load(fh).get(WEIGHTS_NOTE)
+                if isinstance(note, dict) and note.get("demo"):
+                    logger.warning(f"fewlabel: {name} serves DEMO WEIGHTS {note.get('file')} (trained by `make demo` "
+                                   "on phantom data; real weights in the bundle's models/model.pt replace them)")
+        return infers
 
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
         """The stock ``infer``, with ``request["image"]`` an id of the studies folder.
