@@ -317,7 +317,7 @@ def client_instructions(url: str, info: dict[str, Any]) -> str:
         lines.append(f"  {name}: labels {labels}")
     trainers = sorted(info.get("trainers", {}))
     if trainers:
-        lines.append(f"  training from saved labels: {', '.join(trainers)}")
+        lines.append(f"  training (saved labels + unlabelled images): {', '.join(trainers)}")
     lines += [
         "",
         "CT volumes (PolyCL) in 3D Slicer: install the MONAI Label extension (View > Extension Manager >",
@@ -327,7 +327,8 @@ def client_instructions(url: str, info: dict[str, Any]) -> str:
         "Endoscopy / microscopy frames (2D bundles), over HTTP (README: 'Annotating with MONAI Label'):",
         f"  POST {url}/infer/<bundle>?image=<id> returns a PNG label map (values as listed);",
         f"  PUT {url}/datastore/label?image=<id>&tag=final saves a corrected map; POST {url}/train/<bundle>",
-        "  fine-tunes on the saved labels. The API is browsable at " + f"{url}/docs",
+        "  runs the bundle's protocol on the saved labels and the unlabelled images. The API is browsable at "
+        + f"{url}/docs",
         "Stop the server with Ctrl-C.",
     ]
     return "\n".join(lines)
