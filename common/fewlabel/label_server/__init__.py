@@ -2,7 +2,8 @@
 
 - :mod:`.env`: MONAI Label's own virtual environment (built once, reused);
 - :mod:`.app`: the stock ``monaibundle`` app with this repository's bundles and their weights;
-- :mod:`.server`: start, wait for and stop the server.
+- :mod:`.server`: start, wait for and stop the server;
+- :mod:`.training`: ``/train/<bundle>`` runs the bundle's own protocol on the labelled and unlabelled images.
 """
 
 from .env import default_env_dir, ensure_env, env_requirements
