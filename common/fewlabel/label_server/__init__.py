@@ -4,7 +4,8 @@
 - :mod:`.app`: the stock ``monaibundle`` app with this repository's bundles and their weights
   (or the weights ``make demo`` trained);
 - :mod:`.activelearning` (MONAI Label env) and :mod:`.scores`: which image to label next, per bundle;
-- :mod:`.server`: start, wait for and stop the server.
+- :mod:`.server`: start, wait for and stop the server;
+- :mod:`.training`: ``/train/<bundle>`` runs the bundle's own protocol on the labelled and unlabelled images.
 """
 
 from .env import default_env_dir, ensure_env, env_requirements

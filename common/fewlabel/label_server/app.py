@@ -8,7 +8,10 @@ bundle goes there as a small folder:
   :class:`~fewlabel.transforms.MonaiLabelOutputd`, see there) and the user's overrides, merged into
   one file because MONAI Label reads only ``inference.json``;
 - ``configs/train.json``: likewise, for bundles that have a ``configs/monailabel_training.json``
-  overlay (only those get a ``/train`` endpoint);
+  overlay (MONAI Label's stock trainer);
+- ``configs/label_server.json``: the bundle's folder and the user's overrides, for bundles whose
+  ``configs/protocol.json`` has a ``label_server`` section: their ``/train`` runs that protocol on
+  the datastore (:mod:`fewlabel.label_server.training`), in place of the stock trainer;
 - ``configs/metadata.json`` (labels from the output's ``channel_def``) and ``logging.conf``. A
   bundle that segments volumes (``data_type`` ``nibabel`` / ``dicom``, e.g. PolyCL, whose network
   is slice-wise) gets a slice axis added to its input's ``spatial_shape`` there, so that MONAI
@@ -74,6 +77,15 @@ die_with_server()  # in a /train task process: killed when the server dies
 
 class FewLabelApp(ActiveLearningApp, StudiesOnlyApp, {STOCK_MAIN[:-3]}.MyApp, MONAILabelApp):
     """The stock monaibundle app (MONAI Label finds an app by MONAILabelApp among its direct bases)."""
+
+    def init_trainers(self):
+        """The stock trainers, and each bundle's own protocol where it has one (fewlabel.label_server.training)."""
+        from fewlabel.label_server.training import protocol_trainers
+
+        trainers = super().init_trainers()
+        if self.conf.get("skip_trainers", "false").lower() != "true":
+            trainers.update(protocol_trainers(self.app_dir, list(self.models)))
+        return trainers
 '''
 
 
@@ -151,6 +163,20 @@ def _place_weights(src: Path, src_models: Path, dst_models: Path, log: Callable[
         link = dst_models / f.name
         if not link.exists() and not link.is_symlink():
             link.symlink_to(f.resolve())
+
+
+def _place_protocol(src: Path, configs: Path, overrides: Mapping[str, Any]) -> bool:
+    """Write ``configs/label_server.json`` (the bundle's folder and the user's overrides) for a bundle
+    whose protocol has a ``label_server`` section; ``/train`` runs that protocol
+    (:mod:`fewlabel.label_server.training`). Returns whether it did."""
+    from fewlabel.label_server.training import PLAN_FILE, load_server_protocol
+
+    plan = configs / PLAN_FILE
+    if load_server_protocol(src) is None:
+        plan.unlink(missing_ok=True)
+        return False
+    _write_json({"source": os.fspath(src.resolve()), "overrides": dict(overrides)}, plan)
+    return True
 
 
 def check_weights(bundle: ServedBundle, weights: str | os.PathLike | None = None) -> None:
@@ -335,6 +361,7 @@ def prepare_app(app_dir: str | os.PathLike, env_dir: str | os.PathLike, bundles:
                 shutil.copy2(src / "configs" / f, configs / f)
         _write_json(_app_metadata(src, weights, demo), configs / "metadata.json")
         _place_weights(weights, src / "models", dst / "models", log)
+        trains = _place_protocol(src, configs, extra) or trains
         bundle = ServedBundle(name=name, source=src.resolve(), folder=dst, trains=trains, weights=weights, demo=demo)
         check_weights(bundle)
         served.append(bundle)

@@ -322,7 +322,7 @@ def client_instructions(url: str, info: dict[str, Any]) -> str:
             lines.append(f"    {str(m['description']).split(': trained', 1)[0]} (trained by `make demo`)")
     trainers = sorted(info.get("trainers", {}))
     if trainers:
-        lines.append(f"  training from saved labels: {', '.join(trainers)}")
+        lines.append(f"  training (saved labels + unlabelled images): {', '.join(trainers)}")
     lines += [
         "",
         "CT volumes (PolyCL) in 3D Slicer: install the MONAI Label extension (View > Extension Manager >",
@@ -332,7 +332,8 @@ def client_instructions(url: str, info: dict[str, Any]) -> str:
         "Endoscopy / microscopy frames (2D bundles), over HTTP (README: 'Annotating with MONAI Label'):",
         f"  POST {url}/infer/<bundle>?image=<id> returns a PNG label map (values as listed);",
         f"  PUT {url}/datastore/label?image=<id>&tag=final saves a corrected map; POST {url}/train/<bundle>",
-        "  fine-tunes on the saved labels. The API is browsable at " + f"{url}/docs",
+        "  runs the bundle's protocol on the saved labels and the unlabelled images. The API is browsable at "
+        + f"{url}/docs",
         f"Which image next: POST {url}/activelearning/uncertainty_<bundle> gives the unlabelled image the bundle",
         "  is least sure about (also 'random', 'first'; in 3D Slicer: the strategy beside 'Next Sample').",
         "Stop the server with Ctrl-C.",
