@@ -2,9 +2,9 @@
 
 Each benchmark writes its own ``benchmarks/results/<name>.json`` with its figures and the baseline
 they are measured against. This script then writes ``benchmarks/results/summary.json``: every ratio
-(a number under a key with the word ``ratio`` or ``share``; goals left out) of every result file this
-run wrote, by benchmark and path, with the ``baseline`` named nearest to it (in the same object or the
-closest one above), and the benchmarks that failed. Usage:
+(a number under a key with the word ``ratio``, ``share`` or ``speedup``; goals left out) of every
+result file this run wrote, by benchmark and path, with the ``baseline`` named nearest to it (in the
+same object or the closest one above), and the benchmarks that failed. Usage:
 ``python benchmarks/run.py [bench_otsu bench_data_pipeline ...]`` (``make bench`` runs them all);
 exits with 1 if one failed.
 """
@@ -32,7 +32,7 @@ def ratios(obj: Any, path: str = "", baseline: str | None = None) -> list[dict[s
             sub = f"{path}/{key}" if path else str(key)
             words = str(key).split("_")
             if isinstance(value, (int, float)) and not isinstance(value, bool) and words[0] != "goal" and (
-                    "ratio" in words or "share" in words):
+                    {"ratio", "share", "speedup"} & set(words)):
                 out.append({"path": sub, "value": value, "baseline": baseline})
             else:
                 out.extend(ratios(value, sub, baseline))
