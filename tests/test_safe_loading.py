@@ -104,6 +104,23 @@ def test_weights_files_are_written_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == ["w.pt"]
 
 
+def test_weights_file_without_checksums_loads_the_same_values(tmp_path):
+    """``checksums=False`` (the training state's per-epoch save) gives a file that loads to the same
+    tensors and values, and leaves torch's setting for every other file as it was."""
+    import torch
+    from torch.utils.serialization import config
+
+    from fewlabel.networks import read_weights_file, write_weights_file
+
+    blob = {"w": torch.randn(64, 32), "opt": {"state": {0: {"step": torch.tensor(3.0)}}, "lr": 0.1}, "n": [1, 2]}
+    fast = read_weights_file(write_weights_file(blob, tmp_path / "fast.pt", checksums=False))
+    full = read_weights_file(write_weights_file(blob, tmp_path / "full.pt"))
+    for loaded in (fast, full):
+        assert torch.equal(loaded["w"], blob["w"]) and loaded["n"] == [1, 2] and loaded["opt"]["lr"] == 0.1
+        assert torch.equal(loaded["opt"]["state"][0]["step"], torch.tensor(3.0))
+    assert config.save.compute_crc32 is True
+
+
 def test_two_processes_making_the_tiny_sam_file_at_once_read_it_whole(tmp_path):
     import subprocess
     import sys

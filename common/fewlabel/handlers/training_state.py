@@ -39,7 +39,9 @@ the run's pipeline is a :class:`CheckpointError` naming the paths (never a parti
 Run the same command again with ``--resume true`` after a crash: the state is loaded when the
 trainer starts and training continues with the epoch after the last one saved. With deterministic
 settings on the CPU the final weights equal an uninterrupted run's bit for bit. The file holds only
-tensors and plain Python values and is read with ``torch.load(..., weights_only=True)``.
+tensors and plain Python values and is read with ``torch.load(..., weights_only=True)``; it is written
+without the zip records' CRC-32 checksums, which ``torch.load`` does not check and which were most of
+the time of each save (``write_weights_file(checksums=False)``).
 """
 
 from __future__ import annotations
@@ -287,7 +289,7 @@ class TrainingState:
                 blob[name] = obj.state_dict()
         from fewlabel.networks import write_weights_file
 
-        return write_weights_file(blob, self.path)
+        return write_weights_file(blob, self.path, checksums=False)  # read back only here: no CRC-32 (speed)
 
     def load(self, engine: Engine | None = None) -> None:
         """Restore the state file (at the trainer's ``STARTED``)."""

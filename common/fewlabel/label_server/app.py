@@ -28,7 +28,8 @@ it was trained with), said as such in the log and in ``/info/``. Real weights wi
 
 The app's ``main.py`` is fewlabel's: the stock app (copied as ``monaibundle_main.py``) with
 :class:`~fewlabel.label_server.studies.StudiesOnlyApp`, which keeps every image id and label tag
-inside the studies folder.
+inside the studies folder, and :class:`~fewlabel.label_server.label_writer.PillowWriterApp`, which writes 2D
+label maps with Pillow instead of ITK (the same PNG, without ITK's slow first load).
 
 Before the server starts, every ``model.pt`` is loaded into its bundle's network strictly: MONAI
 Label itself loads with ``strict=False`` and would serve a network left partly random.
@@ -70,13 +71,15 @@ from monailabel.interfaces.app import MONAILabelApp
 
 from fewlabel.label_server.guard import die_with_server
 from fewlabel.label_server.activelearning import ActiveLearningApp
+from fewlabel.label_server.label_writer import PillowWriterApp
 from fewlabel.label_server.studies import StudiesOnlyApp
 
 die_with_server()  # in a /train task process: killed when the server dies
 
 
-class FewLabelApp(ActiveLearningApp, StudiesOnlyApp, {STOCK_MAIN[:-3]}.MyApp, MONAILabelApp):
-    """The stock monaibundle app (MONAI Label finds an app by MONAILabelApp among its direct bases)."""
+class FewLabelApp(ActiveLearningApp, StudiesOnlyApp, PillowWriterApp, {STOCK_MAIN[:-3]}.MyApp, MONAILabelApp):
+    """The stock monaibundle app (MONAI Label finds an app by MONAILabelApp among its direct bases), writing
+    2D label maps with Pillow (fewlabel.label_server.label_writer)."""
 
     def init_trainers(self):
         """The stock trainers, and each bundle's own protocol where it has one (fewlabel.label_server.training)."""

@@ -8,6 +8,7 @@ networks with an ``encoder`` attribute (all segmentation_models_pytorch models).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -92,18 +93,44 @@ def read_weights_file(path: str | os.PathLike, what: str = "weights file", hint:
         ) from e
 
 
-def write_weights_file(obj: Any, path: str | os.PathLike) -> Path:
+def write_weights_file(obj: Any, path: str | os.PathLike, checksums: bool = True) -> Path:
     """``torch.save(obj, path)`` atomically: written under a per-process temporary name, then renamed, so a
-    reader (another rank, a crash in the middle) never sees a half-written file. Parents are created."""
+    reader (another rank, a crash in the middle) never sees a half-written file. Parents are created.
+
+    ``checksums=False`` leaves out the CRC-32 of each record in the file's zip archive (computing it is
+    most of the time of saving a large state on the CPU). ``torch.load`` does not check these
+    checksums, so the file loads to the same values; tools that unzip it would find them missing. For
+    files only this package reads back (the training state), not for weights handed to others.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
+        with _crc32(checksums):
+            torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _crc32(enabled: bool) -> Iterator[None]:
+    """Within: ``torch.save`` computes the records' CRC-32 or not (``torch.utils.serialization.config``)."""
+    try:
+        from torch.utils.serialization import config
+    except ImportError:  # a torch without the setting: it always computes them
+        config = None
+    save = getattr(config, "save", None)
+    if enabled or not hasattr(save, "compute_crc32"):
+        yield
+        return
+    before = save.compute_crc32
+    save.compute_crc32 = False
+    try:
+        yield
+    finally:
+        save.compute_crc32 = before
 
 
 def load_state_file(path: str | os.PathLike, hint: str = "") -> dict[str, torch.Tensor]:
