@@ -88,7 +88,11 @@ def ensure_deploy_env(env_dir: str | os.PathLike | None = None, rebuild: bool = 
     env_dir = Path(env_dir) if env_dir is not None else default_deploy_env_dir()
     reqs = deploy_requirements()
     base = base_site_dirs()
-    stamp = {"python": f"{sys.version_info.major}.{sys.version_info.minor}", "requirements": reqs, "layered_on": base}
+    # what it is layered on, packages included: the dependencies it did not install come from there, so a
+    # rebuilt main environment (e.g. without packages the SDK needs) rebuilds it
+    packages = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions(path=base)})
+    stamp = {"python": f"{sys.version_info.major}.{sys.version_info.minor}", "requirements": reqs, "layered_on": base,
+             "layered_packages": packages}
     what = "MONAI Deploy"
     pinned = [*reqs["monai"], *reqs["deploy"]]
     steps = [
