@@ -4,8 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fewlabel-installed
 PYTEST_ARGS ?=
-# optional dependency groups of pyproject.toml to install (the deploy image installs only "deploy")
-EXTRAS ?= test,sweep,export,deploy
+# optional dependency groups of pyproject.toml to install (the deploy image installs only "deploy"). Not
+# "deploy" here: the MONAI Deploy SDK would make every `import monai` import Holoscan; `python -m
+# fewlabel.deploy` builds an environment of its own for it on first use (fewlabel.deploy.env)
+EXTRAS ?= test,sweep,export
 
 .PHONY: setup demo test test-fast lint bench clean map-context label-server
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -66,6 +70,66 @@ def test_quick_demo_writes_summary_metrics_and_overlay(tmp_path):
     assert summary["figure"] == str(out / "demo_output.png") and Image.open(summary["figure"]).format == "PNG"
     served = _serve_demo("medsass_binary_segmentation", tmp_path, tmp_path / "serve")  # `make label-server` next
     assert served.demo and served.weights == out / "models" / "pretrained.pt"
+
+
+def _fewlabel(args: list[str], cwd) -> subprocess.CompletedProcess:
+    """``python -m fewlabel.cli ARGS`` as a user runs it (not on a terminal: progress as start and end lines)."""
+    path = os.pathsep.join(filter(None, [str(REPO / "common"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.run([sys.executable, "-m", "fewlabel.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=1200)
+
+
+def _output_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    # Holoscan's warning where an old environment still has the MONAI Deploy SDK (tests/deploy checks it is gone)
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if "stack size" not in line]
+
+
+@pytest.mark.slow
+def test_quick_demo_is_quiet_and_its_summary_names_the_stage_logs(tmp_path):
+    """``fewlabel demo BUNDLE --quick``: a start and an end line per stage and the summary; full output in logs."""
+    name = "medsass_binary_segmentation"
+    proc = _fewlabel(["demo", name, "--quick", "--output_dir", str(tmp_path)], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / name
+    summary = json.loads((out / "summary.json").read_text())
+    logs = [out / "logs" / f for f in ("01_pretrain.log", "02_zero_label.log", "03_predictions.log")]
+    assert summary["logs"] == [str(p) for p in logs]
+    lines = _output_lines(proc)
+    assert len(lines) <= 2 * len(logs) + 10, "\n".join(lines)
+    for log in logs:
+        assert f"(log {log})" in proc.stderr
+    assert "Epoch: 1/1" not in proc.stdout + proc.stderr and "parsing config_file" not in proc.stdout + proc.stderr
+    assert f"logs:     {out / 'logs'} (3 stages" in proc.stdout and "zero-label IoU" in proc.stdout
+    assert "Epoch[1] Complete" in logs[0].read_text() and "> epochs: 1" in logs[0].read_text()
+    assert "metrics.json" in logs[1].read_text() or "IoU" in logs[1].read_text()
+
+
+@pytest.mark.slow
+def test_a_failing_demo_stage_shows_its_reason_and_log_and_verbose_shows_everything(tmp_path):
+    """A stage that fails (its dataset folder is missing) ends the demo with its reason, the end of its log and
+    the log's path; ``--verbose`` prints the stage's own output and writes no logs."""
+    copy = tmp_path / "bundles" / "broken_demo"
+    shutil.copytree(REPO / "bundles" / "medsass_binary_segmentation" / "configs", copy / "configs")
+    protocol = json.loads((copy / "configs" / "protocol.json").read_text())
+    protocol["stages"][0]["overrides"] = {"dataset_dir": str(tmp_path / "nowhere")}
+    (copy / "configs" / "protocol.json").write_text(json.dumps(protocol))
+    proc = _fewlabel(["demo", str(copy), "--quick", "--output_dir", str(tmp_path / "out")], tmp_path)
+    log = tmp_path / "out" / "broken_demo" / "logs" / "01_pretrain.log"
+    assert proc.returncode != 0
+    lines = _output_lines(proc)
+    assert len(lines) <= 40, "\n".join(lines)
+    # the reason (MONAI wraps it in a RuntimeError), then the end of the log and its path
+    assert re.search(r"broken_demo \[1\] pretrain failed: dataset_dir does not exist: .*nowhere.*\n"
+                     rf"--- last lines of {re.escape(str(log))} ---\n", proc.stdout), proc.stdout[-3000:]
+    assert re.search(r"fewlabel: error: stage 'pretrain' of broken_demo failed: dataset_dir does not exist: "
+                     rf".*nowhere.*\n  its log: {re.escape(str(log))}", proc.stderr), proc.stderr[-3000:]
+    assert "DataError: dataset_dir does not exist" in log.read_text()
+
+    loud = _fewlabel(["demo", str(copy), "--quick", "--verbose", "--output_dir", str(tmp_path / "loud")], tmp_path)
+    assert loud.returncode != 0 and "dataset_dir does not exist" in loud.stderr
+    assert "parsing config_file" in loud.stdout + loud.stderr  # what the quiet demo keeps in its logs
+    assert not (tmp_path / "loud" / "broken_demo" / "logs").exists()
 
 
 def test_datalist_help_names_every_adapter():

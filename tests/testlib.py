@@ -76,3 +76,22 @@ def truncate_file(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def bundle_with_weights(name: str, dest: Path) -> Path:
+    """A copy of the repository's bundle ``name`` at ``dest`` with random (seeded) weights in ``models/model.pt``."""
+    import os
+    import shutil
+
+    import torch
+    from monai.bundle import ConfigParser
+
+    shutil.copytree(REPO / "bundles" / name, dest, ignore=shutil.ignore_patterns("sweeps", "docs", "eval", "models"))
+    (dest / "models").mkdir()
+    parser = ConfigParser()
+    parser.read_config(os.fspath(dest / "configs" / "inference.json"))
+    parser["bundle_root"] = os.fspath(dest)
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def")
+    torch.save(net.state_dict(), dest / "models" / "model.pt")
+    return dest

@@ -1,6 +1,6 @@
 """The ``fewlabel`` command.
 
-    fewlabel demo [BUNDLE] [--output_dir DIR]       run a bundle's demo (all bundles if none named)
+    fewlabel demo [BUNDLE] [--output_dir DIR] [--verbose]  run a bundle's demo (all bundles if none named)
     fewlabel datalist DATASET SRC_DIR -o OUT.json   turn a published dataset layout into a datalist
     fewlabel seeds BUNDLE --seeds 0,1,2,3,4 [--key value]  a bundle's protocol per seed, mean ± std
     fewlabel sweep SPEC.yaml [--run_dir DIR] [--address RAY] [--key value]   a grid x seeds on Ray, then a report
@@ -32,18 +32,23 @@ __all__ = ["main", "demo", "datalist", "seeds", "sweep", "report", "video", "bun
 
 
 @cli_command
-def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False) -> None:
+def demo(bundle: str | None = None, output_dir: str = "outputs/demo", quick: bool = False,
+         verbose: bool = False) -> None:
     """Run the demo of ``bundle`` (or of every bundle) on demo data and print where its outputs are.
+
+    Each stage shows one progress line; its full output goes to ``<output_dir>/<bundle>/logs/``.
 
     Args:
         bundle: bundle name (see ``fewlabel bundles``) or folder; all bundles when omitted.
         output_dir: where models, metrics and pictures go (one sub-folder per bundle).
         quick: a tiny budget (0.5-2 minutes per bundle on 2 CPU cores), to check the pipeline, not the result.
+        verbose: print every stage's full output (every epoch, config parse, MONAI notice) instead of logging it.
     """
     from fewlabel.demo import demo_bundles, run_demo
 
     for name in [bundle] if bundle else demo_bundles():
-        run_demo(name, output_dir, quick=quick)  # prints its summary; saved as <output_dir>/<bundle>/summary.json
+        # prints its summary; saved as <output_dir>/<bundle>/summary.json
+        run_demo(name, output_dir, quick=quick, verbose=verbose)
 
 
 @cli_command

@@ -22,7 +22,8 @@ from fewlabel.demo_figure import ct_figure, overlay_figure
 from fewlabel.data import load_datalist
 from fewlabel.data.ct import ct_output_stem
 from fewlabel.errors import DataError
-from fewlabel.protocols import PROTOCOLS, run_protocol, run_stage
+from fewlabel.protocols import PROTOCOLS, run_protocol
+from fewlabel.stage_log import StageLog
 
 __all__ = ["DEMOS", "run_demo", "ihc_nuclear_image"]
 
@@ -65,7 +66,7 @@ def ihc_nuclear_image(path: str | Path) -> Path:
     return path
 
 
-def _medsass(out: Path, quick: bool) -> dict[str, Any]:
+def _medsass(out: Path, quick: bool, log: StageLog) -> dict[str, Any]:
     bundle = "medsass_binary_segmentation"
     # Short-budget settings: many small images, so BatchNorm statistics settle within ~120 iterations.
     demo_data = {"num_patients": 16, "images_per_patient": 8, "size": [128, 128]}
@@ -75,7 +76,7 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
                    "demo_kwargs": {"num_patients": 4, "images_per_patient": 3, "size": [64, 64]}}
     budget = {"epochs": 1 if quick else 12, "batch_size": 8, "learning_rate": 0.001, "patience": 12}
     t0 = time.time()
-    run_protocol(bundle, out, **common, **budget)  # pretrain -> zero_label evaluation
+    run_protocol(bundle, out, run=log.stage, **common, **budget)  # pretrain -> zero_label evaluation
     t_pre = time.time() - t0
     net = json.loads((out / "zero_label" / "metrics.json").read_text())
     otsu = json.loads((out / "zero_label" / "threshold_baseline.json").read_text())
@@ -83,7 +84,7 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
     # the network is fully convolutional: run the 512 px image at the scale its nuclei had in training
     infer = {k: v for k, v in common.items() if k not in ("num_workers", "demo_kwargs")}
     infer["image_size"] = [64, 64] if quick else [320, 320]
-    run_stage(bundle, ["inference.json"], dataset_dir=str(real.parent), ckpt_path=str(out / "models" / "pretrained.pt"),
+    log.stage(bundle, ["inference.json"], dataset_dir=str(real.parent), ckpt_path=str(out / "models" / "pretrained.pt"),
               output_dir=str(out / "predictions"), **infer)
     iou_net = net["per_class"]["foreground"]["iou"]
     iou_otsu = otsu["per_class"]["foreground"]["iou"]
@@ -100,7 +101,7 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
     }
     summary["figure"] = str(overlay_figure(summary["overlays"], out / FIGURE, _title(
         "MedSASS demo: zero-label prediction on a real IHC image (no label used)", quick)))
-    print(
+    log.say(
         f"\nMedSASS demo: zero-label IoU of the pre-trained network {iou_net:.3f}; Otsu's own masks {iou_otsu:.3f} "
         f"(difference {iou_net - iou_otsu:+.3f}); pre-training and evaluation took {t_pre:.0f} s.\n"
         f"  metrics:  {summary['metrics']}\n  baseline: {summary['baseline']}\n"
@@ -109,7 +110,7 @@ def _medsass(out: Path, quick: bool) -> dict[str, Any]:
     return summary
 
 
-def _surgical(out: Path, quick: bool) -> dict[str, Any]:
+def _surgical(out: Path, quick: bool, log: StageLog) -> dict[str, Any]:
     bundle = "surgical_semiseg_laparoscopy_segmentation"
     # few labelled and many unlabelled videos of the laparoscopic phantom; a small encoder and
     # small frames so the demo fits a few CPU minutes (the paper: ResNet-101, 480x854)
@@ -122,17 +123,17 @@ def _surgical(out: Path, quick: bool) -> dict[str, Any]:
         budget = {"pretrain": 1, "finetune": 1}
     datalist = resolve_datalist("", demo="laparoscopy", demo_kwargs=common["demo_kwargs"])
     t0 = time.time()
-    run_stage(bundle, ["train.json", "pretrain.json"], ckpt_dir=str(out / "models"), output_dir=str(out / "pretrain"),
+    log.stage(bundle, ["train.json", "pretrain.json"], ckpt_dir=str(out / "models"), output_dir=str(out / "pretrain"),
               epochs=budget["pretrain"], **common)
     results = {}
     for init, extra in (("pretrained", {"from_pretrained": True}), ("random_init", {"from_pretrained": False})):
         ckpt = out / "models" / f"{init}_finetuned.pt"
-        run_stage(bundle, ["train.json"], ckpt_dir=str(out / "models"), ckpt_name=ckpt.name,
+        log.stage(bundle, ["train.json"], ckpt_dir=str(out / "models"), ckpt_name=ckpt.name,
                   output_dir=str(out / f"finetune_{init}"), epochs=budget["finetune"], **common, **extra)
-        run_stage(bundle, ["train.json", "evaluate.json"], ckpt_dir=str(out / "models"), ckpt_name=ckpt.name,
+        log.stage(bundle, ["train.json", "evaluate.json"], ckpt_dir=str(out / "models"), ckpt_name=ckpt.name,
                   output_dir=str(out / f"evaluate_{init}"), **common)
         results[init] = json.loads((out / f"evaluate_{init}" / "metrics.json").read_text())
-    run_stage(
+    log.stage(
         bundle,
         ["inference.json"],
         ckpt_path=str(out / "models" / "pretrained_finetuned.pt"),
@@ -154,7 +155,7 @@ def _surgical(out: Path, quick: bool) -> dict[str, Any]:
     }
     summary["figure"] = str(overlay_figure((out / "predictions").glob("*_overlay.png"), out / FIGURE, _title(
         "SurgicalSemiSeg demo: test frames, predicted classes (pre-trained + fine-tuned)", quick)))
-    print(
+    log.say(
         f"\nSurgicalSemiSeg demo: mIoU after masked-denoising pre-training + fine-tuning "
         f"{summary['miou_pretrained']:.3f}; "
         f"random initialisation, same labels and budget {summary['miou_random_init']:.3f} "
@@ -182,7 +183,7 @@ def write_demo_video(frames: list[str | Path], path: str | Path, fps: float = 10
     return path
 
 
-def _slippa(out: Path, quick: bool) -> dict[str, Any]:
+def _slippa(out: Path, quick: bool, log: StageLog) -> dict[str, Any]:
     bundle = "slippa_liver_landmark_segmentation"
     # phantom frames at 270x480 (a quarter of P2ILF's 1080p, contours drawn 3 px wide, d_max scaled to 2.5 px);
     # a ResNet-18 U-Net at 160x288 so both stages fit a few CPU minutes (the paper: ResNet-34 at 320x416)
@@ -199,12 +200,12 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
         budget = {"stage1": 1, "finetune": 1}
     t0 = time.time()
     models = str(out / "models")
-    run_stage(bundle, ["train.json"], ckpt_dir=models, output_dir=str(out / "stage1"), epochs=budget["stage1"],
+    log.stage(bundle, ["train.json"], ckpt_dir=models, output_dir=str(out / "stage1"), epochs=budget["stage1"],
               learning_rate=0.002, **common)
-    run_stage(bundle, ["train.json", "finetune.json"], ckpt_dir=models, output_dir=str(out / "finetune"),
+    log.stage(bundle, ["train.json", "finetune.json"], ckpt_dir=models, output_dir=str(out / "finetune"),
               epochs=budget["finetune"], learning_rate=0.001, **common)
     for name, extra in (("evaluate_stage1", {"ckpt_name": "stage1.pt", "eval_stage": "init"}), ("evaluate", {})):
-        run_stage(bundle, ["train.json", "finetune.json", "evaluate.json"], ckpt_dir=models, output_dir=str(out / name),
+        log.stage(bundle, ["train.json", "finetune.json", "evaluate.json"], ckpt_dir=models, output_dir=str(out / name),
                   **common, **extra)
     t_train = time.time() - t0
     from fewlabel.handlers.landmark_evaluation import stage_table
@@ -214,7 +215,7 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
     (out / "table.md").write_text(table + "\n")
     infer = {k: common[k] for k in ("encoder_name", "image_size")} | {"demo_kwargs": stage2,
                                                                      "thickness": common["gt_thickness"]}
-    run_stage(
+    log.stage(
         bundle,
         ["inference.json"],
         ckpt_path=str(out / "models" / "model.pt"),
@@ -224,7 +225,7 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
     frames = [it["image"] for it in load_datalist(resolve_datalist("", demo="liver_landmarks", demo_kwargs=stage2),
                                                   "testing")]
     video = write_demo_video(frames, out / "video" / "demo_frames.avi", fps=5.0)
-    run_stage(bundle, ["inference.json", "video.json"], ckpt_path=str(out / "models" / "model.pt"),
+    log.stage(bundle, ["inference.json", "video.json"], ckpt_path=str(out / "models" / "model.pt"),
               output_dir=str(out / "video"), video_path=str(video), **infer)
     tuned = json.loads((out / "evaluate" / "metrics.json").read_text())
     init = json.loads((out / "evaluate_stage1" / "metrics.json").read_text())
@@ -245,7 +246,7 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
     }
     summary["figure"] = str(overlay_figure((out / "predictions").glob("*_overlay.png"), out / FIGURE, _title(
         "SLiPPA demo: test frames, predicted landmarks (fine-tuned, post-processed)", quick)))
-    print(
+    log.say(
         f"\nSLiPPA demo (phantom data, {summary['seconds']:.0f} s): mean over the three landmarks, "
         f"test frames\n\n{table}\n"
         f"  (P precision, D Dice, G symmetric distance, lower is better; init = stage 1, tune = fine-tuned,\n"
@@ -257,7 +258,7 @@ def _slippa(out: Path, quick: bool) -> dict[str, Any]:
     return summary
 
 
-def _sam_mining(out: Path, quick: bool) -> dict[str, Any]:
+def _sam_mining(out: Path, quick: bool, log: StageLog) -> dict[str, Any]:
     bundle = "sam_mining_polyp_segmentation"
     # colonoscopy phantoms, 75 % of the training frames labelled; a ResNet-18 U-Net++ at 96x96 and a tiny
     # SAM with random weights (saved to a file and loaded like a real checkpoint) so it fits a few CPU minutes
@@ -282,16 +283,16 @@ def _sam_mining(out: Path, quick: bool) -> dict[str, Any]:
         ("continuous", ["train.json", "mine.json"], {"epochs": epochs["mining"], "learning_rate": 1e-3, **sam}),
     ):
         t = time.time()
-        run_stage(bundle, configs, ckpt_dir=str(models), output_dir=str(out / name), **common, **extra)
+        log.stage(bundle, configs, ckpt_dir=str(models), output_dir=str(out / name), **common, **extra)
         ckpt = extra.get("ckpt_name", "supervised.pt" if name == "supervised" else "model.pt")
-        run_stage(bundle, ["train.json", "evaluate.json"], ckpt_dir=str(models), ckpt_name=ckpt,
+        log.stage(bundle, ["train.json", "evaluate.json"], ckpt_dir=str(models), ckpt_name=ckpt,
                   output_dir=str(out / f"evaluate_{name}"), **common)
         scores = json.loads((out / f"evaluate_{name}" / "metrics.json").read_text())
         rows[name] = {"iou": scores["per_class"]["polyp"]["iou"], "dice": scores["per_class"]["polyp"]["dice"],
                       "seconds": round(time.time() - t, 1)}
     infer = {k: common[k] for k in ("encoder_name", "image_size", "demo_kwargs")}
     for mode in ("fast", "accurate"):
-        run_stage(bundle, ["inference.json"], ckpt_path=str(models / "model.pt"), inference_mode=mode,
+        log.stage(bundle, ["inference.json"], ckpt_path=str(models / "model.pt"), inference_mode=mode,
                   output_dir=str(out / f"predictions_{mode}"), **infer, **sam)
     labels = {"supervised": "Supervised training on labelled data (75 %)",
               "one_time": "One-time pseudo-label generation", "continuous": "Continuous pseudo-label generation"}
@@ -307,7 +308,7 @@ def _sam_mining(out: Path, quick: bool) -> dict[str, Any]:
                                        | sam)}
     summary["figure"] = str(overlay_figure((out / "predictions_fast").glob("*_overlay.png"), out / FIGURE, _title(
         "SAM mining demo: test frames, the student alone (fast mode)", quick)))
-    print(f"\nSAM knowledge-mining demo (phantom data, {summary['seconds']:.0f} s): test frames\n\n{table}\n\n"
+    log.say(f"\nSAM knowledge-mining demo (phantom data, {summary['seconds']:.0f} s): test frames\n\n{table}\n\n"
           "  The teacher here is a TINY SAM WITH RANDOM WEIGHTS (no checkpoint can be downloaded): its pseudo-labels\n"
           "  mean nothing, so this run shows the pipeline (supervised -> one-time -> continuous mining -> both\n"
           "  inference modes), not the method's gain. Pass --sam_checkpoint with SAM / MedSAM weights for real runs.\n"
@@ -316,7 +317,7 @@ def _sam_mining(out: Path, quick: bool) -> dict[str, Any]:
     return summary
 
 
-def _polycl(out: Path, quick: bool) -> dict[str, Any]:
+def _polycl(out: Path, quick: bool, log: StageLog) -> dict[str, Any]:
     bundle = "polycl_liver_ct_segmentation"
     # abdominal CT phantoms (HU, liver in part of each scan; testing scans as DICOM series), a narrow PolyCL
     # U-Net at 64x64, 30 % of the training slices labelled; tiny SAM and SAM 2 with random weights, saved to
@@ -340,20 +341,20 @@ def _polycl(out: Path, quick: bool) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
 
     def evaluate(name: str, ckpt: str, **extra: Any) -> None:
-        run_stage(bundle, ["train.json", "evaluate.json"], ckpt_dir=str(models), ckpt_name=ckpt,
+        log.stage(bundle, ["train.json", "evaluate.json"], ckpt_dir=str(models), ckpt_name=ckpt,
                   output_dir=str(out / f"evaluate_{name}"), **common, **sam, **extra)
         scores = json.loads((out / f"evaluate_{name}" / "metrics.json").read_text())
         rows[name] = {"dice": scores["mean_dice"], "hausdorff": scores["mean_hausdorff"],
                       "volumes": scores["num_volumes"]}
 
     t = time.time()
-    run_stage(bundle, ["train.json"], ckpt_dir=str(models), output_dir=str(out / "supervised"), **common,
+    log.stage(bundle, ["train.json"], ckpt_dir=str(models), output_dir=str(out / "supervised"), **common,
               **finetune, from_pretrained=False, ckpt_name="supervised.pt")
     evaluate("supervised", "supervised.pt")
     rows["supervised"]["seconds"] = round(time.time() - t, 1)
     for method in ("S", "O", "M"):
         t = time.time()
-        run_stage(
+        log.stage(
             bundle,
             ["train.json", "pretrain.json"],
             ckpt_dir=str(models),
@@ -363,14 +364,14 @@ def _polycl(out: Path, quick: bool) -> dict[str, Any]:
             epochs=epochs["pretrain"],
             pretrain_learning_rate=1e-3,
         )
-        run_stage(bundle, ["train.json"], ckpt_dir=str(models), output_dir=str(out / f"finetune_{method}"), **common,
+        log.stage(bundle, ["train.json"], ckpt_dir=str(models), output_dir=str(out / f"finetune_{method}"), **common,
                   **finetune, pretrain_method=method, from_pretrained=True, ckpt_name=f"polycl_{method}.pt")
         evaluate(f"polycl_{method}", f"polycl_{method}.pt")
         rows[f"polycl_{method}"]["seconds"] = round(time.time() - t, 1)
     evaluate("polycl_M_sam", "polycl_M.pt", refine="sam")
     evaluate("polycl_M_sam2", "polycl_M.pt", propagate="sam2")
     infer = {k: common[k] for k in ("image_size", "channels", "demo_kwargs")}
-    run_stage(bundle, ["inference.json"], ckpt_path=str(models / "polycl_M.pt"), output_dir=str(out / "predictions"),
+    log.stage(bundle, ["inference.json"], ckpt_path=str(models / "polycl_M.pt"), output_dir=str(out / "predictions"),
               **infer)
     labels = {"supervised": "Supervised (random init)", "polycl_S": "PolyCL-S", "polycl_O": "PolyCL-O",
               "polycl_M": "PolyCL-M", "polycl_M_sam": "PolyCL-M + SAM (tiny, random)",
@@ -391,7 +392,7 @@ def _polycl(out: Path, quick: bool) -> dict[str, Any]:
     summary["figure"] = str(ct_figure(
         first["image"], out / "predictions" / f"{ct_output_stem(first['image'])}_seg.nii.gz", first.get("label"),
         out / FIGURE, _title("PolyCL demo: a testing CT volume, predicted liver (red), reference (green)", quick)))
-    print(f"\nPolyCL demo (CT phantoms, {summary['seconds']:.0f} s): testing volumes, middle 30 % of the slices\n\n"
+    log.say(f"\nPolyCL demo (CT phantoms, {summary['seconds']:.0f} s): testing volumes, middle 30 % of the slices\n\n"
           f"{table}\n\n"
           "  SAM and SAM 2 here are TINY MODELS WITH RANDOM WEIGHTS (no checkpoint can be downloaded): their masks\n"
           "  mean nothing, so those rows show the pipeline runs, not the method's gain. Pass --sam_checkpoint /\n"
@@ -400,7 +401,9 @@ def _polycl(out: Path, quick: bool) -> dict[str, Any]:
     return summary
 
 
-DEMOS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
+#: hand-made demos: ``demo(out, quick, log)`` runs its stages through ``log``, prints its summary with
+#: ``log.say`` and returns it
+DEMOS: dict[str, Callable[[Path, bool, StageLog], dict[str, Any]]] = {
     "medsass_binary_segmentation": _medsass,
     "surgical_semiseg_laparoscopy_segmentation": _surgical,
     "slippa_liver_landmark_segmentation": _slippa,
@@ -409,19 +412,19 @@ DEMOS: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
 }
 
 
-def _protocol_demo(bundle: str, out: Path, quick: bool) -> dict[str, Any]:
+def _protocol_demo(bundle: str, out: Path, quick: bool, log: StageLog) -> dict[str, Any]:
     """A bundle without a hand-made demo: its protocol on its own demo data (``quick``: ``smoke.json`` sizes)."""
     root = Path(bundle_root(bundle))
     smoke = root / "configs" / "smoke.json"
     overrides = json.loads(smoke.read_text()) if quick and smoke.is_file() else {}
     t0 = time.time()
-    last = run_protocol(bundle, out, **overrides)
+    last = run_protocol(bundle, out, run=log.stage, **overrides)
     metrics_file = last / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     summary = {"bundle": root.name, "stages": [s.name for s in load_protocol(bundle)], "seconds": time.time() - t0,
                "metrics_file": str(metrics_file) if metrics else None,
                **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-    print(f"\n{root.name} demo ({summary['seconds']:.0f} s): stages {', '.join(summary['stages'])}; "
+    log.say(f"\n{root.name} demo ({summary['seconds']:.0f} s): stages {', '.join(summary['stages'])}; "
           f"metrics of the last stage: {metrics_file if metrics else 'none written'}\n")
     return summary
 
@@ -431,11 +434,16 @@ def demo_bundles() -> list[str]:
     return list(DEMOS) + [b for b in PROTOCOLS if b not in DEMOS]
 
 
-def run_demo(bundle: str, output_dir: str | Path = "outputs/demo", quick: bool = False) -> dict[str, Any]:
+def run_demo(bundle: str, output_dir: str | Path = "outputs/demo", quick: bool = False,
+             verbose: bool = False) -> dict[str, Any]:
     """Run one bundle's demo; outputs go to ``output_dir/<bundle>``; returns its summary (also saved as JSON).
 
     The five bundles of this repository have hand-made demos (summaries, pictures); any other bundle
     (a name or folder, see :func:`fewlabel.bundle.bundle_root`) runs its ``configs/protocol.json``.
+    Each stage's output goes to ``output_dir/<bundle>/logs/<NN>_<stage>.log`` and the terminal shows
+    one progress line per stage and the summary, which names the logs (:class:`~fewlabel.stage_log.StageLog`;
+    a failing stage shows the end of its log and raises :class:`~fewlabel.stage_log.StageError`);
+    ``verbose`` prints all output instead and writes no logs.
     """
     if bundle in DEMOS:
         name, run = bundle, DEMOS[bundle]
@@ -446,10 +454,15 @@ def run_demo(bundle: str, output_dir: str | Path = "outputs/demo", quick: bool =
         except (FileNotFoundError, DataError) as e:
             raise ValueError(f"no demo for '{bundle}': {e}; hand-made demos exist for {sorted(DEMOS)}") from e
 
-        def run(out: Path, quick: bool) -> dict[str, Any]:
-            return _protocol_demo(bundle, out, quick)
+        def run(out: Path, quick: bool, log: StageLog) -> dict[str, Any]:
+            return _protocol_demo(bundle, out, quick, log)
     out = Path(output_dir).resolve() / name
     out.mkdir(parents=True, exist_ok=True)
-    summary = run(out, quick)
+    with StageLog(out / "logs", title=name, verbose=verbose) as log:
+        summary = run(out, quick, log)
+        if not verbose:
+            summary["logs"] = [str(p) for p in log.logs]
+            log.say(f"  logs:     {out / 'logs'} ({len(log.logs)} stages, <NN>_<stage>.log; other output: "
+                    f"{log.other_log.name})\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -11,7 +11,7 @@ reports mean and standard deviation of the final stage's metrics (the papers rep
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +65,18 @@ def run_stage(bundle: str, configs: tuple[str, ...] | list[str], **overrides: An
         logging_file=str(root / "configs" / "logging.conf"), bundle_root=str(root), **overrides)
 
 
-def run_protocol(bundle: str, out: str | Path, **overrides: Any) -> Path:
+def run_protocol(bundle: str, out: str | Path, run: Callable[..., None] | None = None, **overrides: Any) -> Path:
     """Run every stage of ``bundle``'s protocol (``configs/protocol.json``) into ``out/<stage>``.
 
-    Weights go to ``out/models``. Returns the output folder of the last stage (where its
-    ``metrics.json`` is).
+    Weights go to ``out/models``. ``run`` runs each stage like :func:`run_stage` (default that one;
+    :meth:`fewlabel.stage_log.StageLog.stage` runs it quietly). Returns the output folder of the last
+    stage (where its ``metrics.json`` is).
     """
     out = Path(out)
+    run = run or run_stage
     stages = load_protocol(bundle)
     for stage in stages:
-        run_stage(bundle, stage.configs, **{"ckpt_dir": str(out / "models"), "output_dir": str(out / stage.name),
+        run(bundle, stage.configs, **{"ckpt_dir": str(out / "models"), "output_dir": str(out / stage.name),
                                            **overrides, **stage.overrides})
     return out / stages[-1].name
 

@@ -20,16 +20,18 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from monai.bundle import ConfigParser, ckpt_export
+from monai.bundle import ckpt_export
 from monai.data import MetaTensor
 
-pytest.importorskip("monai.deploy.core", reason="needs the deploy extra (pip install fewlabel[deploy])")
+pytest.importorskip("monai.deploy.core", reason="needs the MONAI Deploy SDK: tests/deploy/test_deploy_env.py runs "
+                    "this file in the deploy environment (fewlabel.deploy.env)")
 
 from monai.deploy.core import Fragment  # noqa: E402
 from monai.deploy.operators.dicom_data_loader_operator import DICOMDataLoaderOperator  # noqa: E402
 from monai.deploy.operators.monai_bundle_inference_operator import MonaiBundleInferenceOperator  # noqa: E402
 
 from testlib import BUNDLES, REPO, truncate_file, write_png  # noqa: E402
+from testlib import bundle_with_weights as _bundle_with_weights  # noqa: E402
 from fewlabel.bundle import resolve_datalist  # noqa: E402
 from fewlabel.data import load_datalist  # noqa: E402
 from fewlabel.data.ct import as_ct_volume, load_ct_volume, write_ct_phantom_dicom  # noqa: E402
@@ -51,20 +53,6 @@ SHAPE = (12, 32, 40)  # phantom (slices, rows, columns)
 
 
 # ----------------------------------------------------------------------------- helpers
-def _bundle_with_weights(name: str, dest: Path) -> Path:
-    """A copy of bundle ``name`` with random (seeded) weights in models/model.pt."""
-    src = REPO / "bundles" / name
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("sweeps", "docs", "eval", "models"))
-    (dest / "models").mkdir()
-    parser = ConfigParser()
-    parser.read_config(os.fspath(dest / "configs" / "inference.json"))
-    parser["bundle_root"] = os.fspath(dest)
-    torch.manual_seed(0)
-    net = parser.get_parsed_content("network_def")
-    torch.save(net.state_dict(), dest / "models" / "model.pt")
-    return dest
-
-
 def _export(bundle: Path, path: Path) -> Path:
     """The bundle's TorchScript with metadata and inference config embedded (``ckpt_export``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
