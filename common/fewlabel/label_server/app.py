@@ -172,7 +172,7 @@ def _place_protocol(src: Path, configs: Path, overrides: Mapping[str, Any]) -> b
     """Write ``configs/label_server.json`` (the bundle's folder and the user's overrides) for a bundle
     whose protocol has a ``label_server`` section; ``/train`` runs that protocol
     (:mod:`fewlabel.label_server.training`). Returns whether it did."""
-    from fewlabel.label_server.training import PLAN_FILE, load_server_protocol
+    from fewlabel.label_server.server_protocol import PLAN_FILE, load_server_protocol
 
     plan = configs / PLAN_FILE
     if load_server_protocol(src) is None:

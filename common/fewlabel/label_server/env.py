@@ -19,19 +19,18 @@ records the requirements and is written last, so an interrupted build is redone.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from fewlabel.envs import env_python, locked, pip_install
 from fewlabel.errors import FewLabelError
 
 __all__ = ["MONAILABEL_REQUIREMENTS", "default_env_dir", "env_requirements", "ensure_env", "env_python"]
@@ -41,6 +40,8 @@ MONAILABEL_VERSION = "0.8.5"
 MONAILABEL_REQUIREMENTS = [f"monailabel=={MONAILABEL_VERSION}", "pydicom<3", "dicomweb-client==0.59.3"]
 # fewlabel requirements left to MONAI Label's own pins (pydicom 3 for highdicom; jsonschema, pyyaml)
 _LEFT_TO_MONAILABEL = {"pydicom", "highdicom", "jsonschema", "pyyaml"}
+# requirements of stages the server never runs (the self-supervised baselines' library)
+_NOT_SERVED = {"lightly"}
 _FIRST = ("torch", "torchvision")  # installed before anything else, pinned as in the main environment
 _STAMP = ".fewlabel-env.json"
 
@@ -73,14 +74,9 @@ def env_requirements() -> dict[str, list[str]]:
             continue
         if name in _FIRST:
             first.append(f"{r.name}{r.specifier}")
-        elif name not in _LEFT_TO_MONAILABEL:
+        elif name not in _LEFT_TO_MONAILABEL | _NOT_SERVED:
             rest.append(f"{r.name}{r.specifier}")
     return {"first": first, "sam2": sam2, "monailabel": list(MONAILABEL_REQUIREMENTS), "rest": rest}
-
-
-def env_python(env_dir: str | os.PathLike) -> Path:
-    """The environment's Python interpreter."""
-    return Path(env_dir) / "bin" / "python"
 
 
 def _stamp(reqs: dict[str, list[str]], python: str) -> dict[str, object]:
@@ -99,26 +95,8 @@ def _is_ready(env_dir: Path, stamp: dict[str, object]) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _locked(env_dir: Path) -> Iterator[None]:
-    """One build at a time per environment folder (two test runs, or a test and a user)."""
-    env_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(env_dir.parent / f".{env_dir.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _pip(env_dir: Path, args: list[str], env: dict[str, str] | None = None) -> None:
-    cmd = [str(env_python(env_dir)), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
-    result = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
-        raise FewLabelError(f"building the MONAI Label environment at {env_dir} failed at `pip install "
-                            f"{' '.join(args)}`:\n{tail}\nFix the cause (network to the package index, disk "
-                            "space) and run again; the half-built environment is rebuilt.")
+    pip_install(env_dir, args, "MONAI Label", env)
 
 
 def ensure_env(env_dir: str | os.PathLike | None = None, python: str | None = None, rebuild: bool = False,
@@ -141,7 +119,7 @@ def ensure_env(env_dir: str | os.PathLike | None = None, python: str | None = No
     python = python or sys.executable
     reqs = env_requirements()
     stamp = _stamp(reqs, python)
-    with _locked(env_dir):
+    with locked(env_dir):
         if not rebuild and _is_ready(env_dir, stamp):
             return env_dir
         log(f"building the MONAI Label {MONAILABEL_VERSION} environment at {env_dir} (once; a few minutes)")

@@ -48,12 +48,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fewlabel.bundle import PROTOCOL_FILE, input_kind, load_protocol
+from fewlabel.bundle import PROTOCOL_FILE
 from fewlabel.errors import DataError, FewLabelError
+from fewlabel.label_server.server_protocol import (
+    PLAN_FILE,
+    SECTION,
+    ServerProtocol,
+    ServerStage,
+    load_server_protocol,
+)
 
 try:  # the server's environment
     from monailabel.interfaces.tasks.train import TrainTask
@@ -67,92 +73,8 @@ except ImportError:  # fewlabel's main environment: everything but serving
 __all__ = ["SECTION", "PLAN_FILE", "ServerStage", "ServerProtocol", "load_server_protocol", "image_fingerprint",
            "write_datalists", "ProtocolTraining", "ProtocolTrainTask", "protocol_trainers"]
 
-SECTION = "label_server"  # the section of configs/protocol.json
-PLAN_FILE = "label_server.json"  # written by prepare_app into <app>/model/<bundle>/configs/
-_USES = ("images", "labels")
 _VOLUME_TYPES = (".nii", ".nii.gz")
 _FRAME_TYPES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-@dataclass(frozen=True)
-class ServerStage:
-    """One stage the server runs: a ``monai.bundle run`` of ``configs`` with ``overrides``.
-
-    ``uses``: ``"images"`` (no labels; reused while the image set is unchanged) or ``"labels"``;
-    ``min_labels``: left out below this many saved labels; ``weights``: the file (relative to the run
-    folder) it leaves as the served weights; ``writes``: files it writes (never linked from the app).
-    """
-
-    name: str
-    configs: tuple[str, ...]
-    uses: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    min_labels: int = 0
-    weights: str | None = None
-    writes: tuple[str, ...] = ()
-    unlabelled: bool = False
-
-
-@dataclass(frozen=True)
-class ServerProtocol:
-    """A bundle's ``label_server`` section, its protocol stages resolved."""
-
-    bundle: str
-    stages: tuple[ServerStage, ...]
-    min_labels: int
-    overrides: dict[str, Any]
-    paths: dict[str, str]
-    kind: str  # "frame" / "volume": which datastore images the bundle takes
-    description: str = ""
-
-    def planned(self, labels: int) -> list[ServerStage]:
-        """The stages run with ``labels`` saved labels."""
-        return [s for s in self.stages if labels >= s.min_labels]
-
-
-def load_server_protocol(bundle: str | os.PathLike) -> ServerProtocol | None:
-    """The ``label_server`` section of ``bundle``'s ``configs/protocol.json``, or ``None`` without one.
-
-    Raises:
-        DataError: a section that is not valid (the file and the stage named): an unknown protocol
-            stage, ``uses`` not ``images`` / ``labels``, no stage naming the served ``weights``.
-    """
-    root = Path(bundle)
-    path = root / "configs" / PROTOCOL_FILE
-    if not path.is_file():
-        return None
-    raw = json.loads(path.read_text()).get(SECTION)
-    if raw is None:
-        return None
-    where = f"{path}: '{SECTION}'"
-    known = {s.name: s for s in load_protocol(root)}
-    stages = []
-    for i, item in enumerate(raw.get("stages") or []):
-        at = f"{where} stage {i}"
-        if "stage" in item:
-            if item["stage"] not in known:
-                raise DataError(f"{at}: no stage {item['stage']!r} in the protocol ({', '.join(known)})")
-            base = known[item["stage"]]
-            name, configs, writes = base.name, base.configs, base.writes
-            overrides = {**base.overrides, **(item.get("overrides") or {})}
-        elif {"name", "configs"} <= set(item):
-            name, configs = str(item["name"]), tuple(item["configs"])
-            writes, overrides = tuple(item.get("writes") or ()), dict(item.get("overrides") or {})
-            missing = [c for c in configs if not (root / "configs" / c).is_file()]
-            if missing:
-                raise DataError(f"{at}: config files {missing} are not in {root / 'configs'}")
-        else:
-            raise DataError(f"{at}: give 'stage' (a stage of the protocol) or 'name' and 'configs'")
-        if item.get("uses") not in _USES:
-            raise DataError(f"{at} ({name}): 'uses' must be one of {list(_USES)}, not {item.get('uses')!r}")
-        stages.append(ServerStage(name, configs, item["uses"], overrides, int(item.get("min_labels", 0)),
-                                  item.get("weights"), tuple(writes), bool(item.get("unlabelled", False))))
-    if not stages:
-        raise DataError(f"{where}: 'stages' must list the stages the server runs")
-    if not any(s.weights for s in stages):
-        raise DataError(f"{where}: no stage names the served 'weights' (e.g. \"weights\": \"models/model.pt\")")
-    return ServerProtocol(root.name, tuple(stages), int(raw.get("min_labels", 0)), dict(raw.get("overrides") or {}),
-                          dict(raw.get("paths") or {}), input_kind(root), str(raw.get("description", "")))
 
 
 def _takes(path: str, kind: str) -> bool:
@@ -381,7 +303,7 @@ class ProtocolTraining:
 
     def _run_stage(self, stage: ServerStage, folder: Path, datalist: Path, extra: Mapping[str, Any],
                    head: str) -> None:
-        from fewlabel.sweep.execute import _die_with_parent, _tail
+        from fewlabel.sweep.execute import die_with_parent, log_tail
         from fewlabel.sweep.spec import Run, SweepStage
 
         runner = Run(str(self.source), "label_server", {}, 0, folder, (), {})
@@ -393,7 +315,7 @@ class ProtocolTraining:
         self._save_status()
         t0 = time.time()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        die = _die_with_parent if sys.platform.startswith("linux") else None  # no stage outlives its task
+        die = die_with_parent if sys.platform.startswith("linux") else None  # no stage outlives its task
         with open(log_path, "w") as log:
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                     cwd=folder, preexec_fn=die)
@@ -405,7 +327,7 @@ class ProtocolTraining:
         if rc != 0:
             self.status["stages"][stage.name] = "failed"
             raise FewLabelError(f"{self.protocol.bundle}: stage '{stage.name}' failed (exit status {rc}); the served "
-                                f"weights are unchanged. Log: {log_path}. Last lines:\n{_tail(log_path, 15)}")
+                                f"weights are unchanged. Log: {log_path}. Last lines:\n{log_tail(log_path, 15)}")
         (folder / stage.name).mkdir(parents=True, exist_ok=True)
         _write_json(folder / stage.name / ".done", {"duration": time.time() - t0})
         self.status["stages"][stage.name] = "done"

@@ -41,7 +41,7 @@ from fewlabel.errors import FewLabelError
 from fewlabel.sweep.plan import StageJob, SweepPlan, plan_sweep
 from fewlabel.sweep.spec import Run, SweepSpec, check_run_overrides, load_spec
 
-__all__ = ["RunFailed", "execute_run", "run_sweep", "select_runs"]
+__all__ = ["RunFailed", "execute_run", "run_sweep", "select_runs", "die_with_parent", "log_tail"]
 
 logger = logging.getLogger("fewlabel")
 
@@ -64,7 +64,7 @@ def _append_attempt(run: Run, event: str, **extra: Any) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: the stage's process is killed when the Ray worker that started it dies (no orphans)."""
     try:
         import ctypes
@@ -74,7 +74,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def _tail(path: Path, n: int = _LOG_TAIL) -> str:
+def log_tail(path: Path, n: int = _LOG_TAIL) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
@@ -177,13 +177,13 @@ def execute_run(run: Run, cwd: str | None = None, threads: int | None = None,
             log.write(f"$ {shlex.join(run.command(stage, root))}\n")
             log.flush()
             rc = subprocess.call(run.command(stage, root), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                 cwd=workdir, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                 cwd=workdir, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         if rc != 0:
             _append_attempt(run, "failed", stage=stage.name, returncode=rc)
             _write_json(run.folder / "status.json", {"state": "failed", "stage": stage.name, "returncode": rc,
                                                      "log": str(log_path)})
             raise RunFailed(f"run {run.key}: stage '{stage.name}' exited with status {rc}; see {log_path}. "
-                            f"Last lines:\n{_tail(log_path)}")
+                            f"Last lines:\n{log_tail(log_path)}")
         marker.parent.mkdir(parents=True, exist_ok=True)
         _write_json(marker, {"duration": time.time() - t0})
         done_stages.append(stage.name)
