@@ -32,6 +32,11 @@ Adapters (name: dataset, options):
   path or shipped name, e.g. ``surgical_semiseg_inhouse``), split by group; ``class_table``,
   ``images_dir``, ``masks_dir``, ``mask_suffix``, ``fractions``, ``group_regex``, ``seed``,
   ``tolerance``, ``name``.
+- ``unlabelled_videos``: a folder of videos (e.g. Cholec80) → frames at ``fps`` (default 2, the
+  SurgicalSemiSeg paper's Cholec80 rate) under ``out_dir`` and an ``unlabelled`` list grouped by
+  video; ``out_dir``, ``fps``, ``exclude_videos``, ``labelled_datalist``, ``max_frames``, ``resize``.
+- ``unlabelled_frames``: a folder of frames → an ``unlabelled`` list grouped by video;
+  ``exclude_videos``, ``labelled_datalist``, ``group_regex``, ``recursive``.
 - ``p2ilf``: P2ILF 2D liver-landmark contours (XML) drawn into masks, split by patient
   (validation: patients 1 and 2); ``thickness``, ``val_patients``, ``test_dir``, ``force``.
 - ``l3d``: L3D liver landmarks (LabelMe contours or label PNGs), the release's train/val/test
@@ -76,6 +81,7 @@ from fewlabel.data.adapters.tiles import build_tiles
 from fewlabel.data.adapters.tissuenet import build_tissuenet
 from fewlabel.data.adapters.totalsegmentator import build_totalsegmentator
 from fewlabel.data.datalist import save_datalist
+from fewlabel.data.video import build_unlabelled_from_folder, build_unlabelled_from_videos
 
 __all__ = [
     "ADAPTERS",
@@ -113,6 +119,8 @@ ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
     "msd_liver": build_msd_liver,
     "msd_task03": build_msd_liver,
     "totalsegmentator": build_totalsegmentator,
+    "unlabelled_videos": build_unlabelled_from_videos,
+    "unlabelled_frames": build_unlabelled_from_folder,
 }
 
 
