@@ -26,8 +26,9 @@ Adapters (name: dataset, options):
   ``mask_suffix``, ``channel``, ``name``, ``foreground``.
 - ``cholecseg8k``: CholecSeg8k watershed masks merged to 8 classes, split by video;
   ``test_videos``, ``val_videos``, ``fractions``, ``seed``, ``stray_label``, ``max_stray_fraction``.
-- ``m2caiseg``: m2caiSeg colour masks (19 classes), the release's train/trainval/test split;
-  ``class_table``, ``tolerance``, ``max_off_palette``, ``trainval``.
+- ``m2caiseg``: m2caiSeg colour masks (19 classes), the release's train/trainval/test split, frames
+  grouped by video when a mapping is given (else per frame, with a warning); ``class_table``,
+  ``tolerance``, ``max_off_palette``, ``trainval``, ``video_map``, ``video_regex``, ``on_leakage``.
 - ``colour_masks``: any ``images/`` + colour-coded ``masks/`` folder given a class table (JSON
   path or shipped name, e.g. ``surgical_semiseg_inhouse``), split by group; ``class_table``,
   ``images_dir``, ``masks_dir``, ``mask_suffix``, ``fractions``, ``group_regex``, ``seed``,
