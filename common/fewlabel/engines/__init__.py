@@ -1,6 +1,7 @@
 """Engine pieces: prepare-batch objects that make inputs and targets on the device (denoising pairs,
 threshold pseudo-labels, SAM knowledge mining, SimCLR views, PolyCL triplets), SimCLR's contrastive
-encoder, slice-by-slice volume inference and the video runner.
+encoder, slice-by-slice volume inference, inference at any frame size (pad to the network's stride,
+crop back) and the video runner.
 
 Names that moved to the layer of their kind (losses, transforms, data, handlers) are imported here too,
 so ``fewlabel.engines.<name>`` keeps working for them.
@@ -17,6 +18,7 @@ from fewlabel.transforms.placeholder import PlaceholderLabeld
 
 from .denoising import DenoisingPairs
 from .folder_inference import FolderEvaluator
+from .padded_inference import DivisiblePadInferer, network_stride
 from .polycl import SupConPairs, TripletBatch
 from .pseudo_labels import ThresholdPseudoLabels
 from .sam_mining import MinedBatches, load_mined_datalist, mine_pseudo_labels
@@ -26,6 +28,8 @@ from .video_landmarks import run_video
 
 __all__ = [
     "FolderEvaluator",
+    "DivisiblePadInferer",
+    "network_stride",
     "DenoisingPairs",
     "CheckpointLoader",
     "PseudoLabelStatsHandler",
