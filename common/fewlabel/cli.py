@@ -58,7 +58,9 @@ def datalist(dataset: str, src_dir: str, o: str = "datalist.json", **options) ->
     Args:
         dataset: adapter name. 2D: isic2017, tissuenet, covid_radiography (alias covid19_radiography),
             covid_qu_ex, kvasir_seg, tiles (MedSASS, SAM mining); cholecseg8k, m2caiseg, colour_masks
-            (SurgicalSemiSeg); p2ilf, l3d (SLiPPA). CT volumes (PolyCL): lits, msd_liver (alias msd_task03),
+            (SurgicalSemiSeg); unlabelled_videos (frames of a folder of videos, ``--fps``, default 2 as the
+            SurgicalSemiSeg paper's Cholec80), unlabelled_frames (pre-training sets); p2ilf, l3d (SLiPPA).
+            CT volumes (PolyCL): lits, msd_liver (alias msd_task03),
             totalsegmentator. ``fewlabel.data.adapters.ADAPTERS`` holds them.
         src_dir: the dataset's folder as published.
         o: output JSON path.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,43 @@ def test_m2caiseg_colours_pixel_by_pixel_and_official_split(tmp_path: Path, gt_s
             assert Path(item["label"]).is_relative_to(tmp_path / "fewlabel_masks")
     merged = build_m2caiseg(root, trainval="training", out_dir=tmp_path / "out")
     assert len(merged["training"]) == 4 and not merged["validation"]
+
+
+def test_m2caiseg_groups_frames_by_a_given_video_map_and_finds_leaks(tmp_path: Path, caplog) -> None:
+    from fewlabel.data.checks import check_group_leakage, groups_in_several_splits
+
+    root, _ = _m2cai_root(tmp_path)
+    # no public frame -> video table: per-frame groups, and a warning that the leakage check cannot work
+    with caplog.at_level(logging.WARNING, logger="fewlabel.data"):
+        per_frame = build_m2caiseg(root, out_dir=tmp_path / "a")
+    assert per_frame["grouping"] == "frame" and "leakage check" in caplog.text and "video_map" in caplog.text
+    assert groups_in_several_splits(per_frame) == {}  # per frame, a leak cannot show
+    # a CSV mapping: videos as groups; disjoint splits pass the check
+    good = tmp_path / "videos.csv"
+    good.write_text("frame,video\n0,v1\n1125,v1\n25025,v2\n2200.jpg,v3\n15975,v4\n26000,v4\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fewlabel.data"):
+        grouped = build_m2caiseg(root, out_dir=tmp_path / "b", video_map=good)
+    assert "leakage check" not in caplog.text and grouped["grouping"] == "video"
+    assert [it["patient"] for it in grouped["training"]] == ["v1", "v1", "v2"]
+    assert [it["video"] for it in grouped["validation"] + grouped["testing"]] == ["v3", "v4", "v4"]
+    check_group_leakage(grouped)
+    # a video in training and testing is found, named, and stops the adapter unless told to warn
+    leaky = tmp_path / "leaky.csv"
+    leaky.write_text("0,v1\n1125,v1\n25025,v2\n2200,v3\n15975,v1\n26000,v4\n")
+    with pytest.raises(DataError, match=r"v1 \(training, testing\)"):
+        build_m2caiseg(root, out_dir=tmp_path / "c", video_map=leaky)
+    kept = build_m2caiseg(root, out_dir=tmp_path / "c", video_map=leaky, on_leakage="warn")
+    assert groups_in_several_splits(kept) == {"v1": ["training", "testing"]}
+    with pytest.raises(DataError, match=r"v1 \(training, testing\)"):
+        check_group_leakage(kept)
+    # a filename regex instead of a table; frames the mapping misses are named
+    regex = build_m2caiseg(root, out_dir=tmp_path / "d", video_regex=r"^(\d)", on_leakage="warn")
+    assert [it["patient"] for it in regex["testing"]] == ["1", "2"]
+    assert set(groups_in_several_splits(regex)) == {"1", "2"}
+    leaky.write_text("0,v1\n")
+    with pytest.raises(DataError, match=r"1125\.jpg is not in the video_map"):
+        build_m2caiseg(root, out_dir=tmp_path / "e", video_map=leaky)
 
 
 def test_m2caiseg_off_palette_colours(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from fewlabel.data.video import (
     build_unlabelled_from_videos,
     extract_frames,
     labelled_groups,
+    pretraining_items,
 )
 from fewlabel.errors import DataError
 
@@ -129,3 +130,53 @@ def test_unlabelled_from_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="No image files"):
         build_unlabelled_from_folder(tmp_path / "empty")
+
+
+def test_default_rate_is_the_papers_two_frames_per_second(tmp_path: Path) -> None:
+    video = _video(tmp_path / "video09.avi")  # 30 frames at 10 fps = 3 s
+    frames = extract_frames(video, tmp_path / "frames")
+    assert [int(f.stem.rsplit("_", 1)[1]) for f in frames] == [0, 5, 10, 15, 20, 25]
+    # the command-line adapter: frames of a folder of videos at 2 fps into out_dir, grouped by video
+    from fewlabel.data.adapters import build_datalist
+
+    out = build_datalist("unlabelled-videos", tmp_path, tmp_path / "pre.json", out_dir=str(tmp_path / "f2"))
+    items = load_datalist(out, "unlabelled")
+    assert len(items) == 6 and {it["patient"] for it in items} == {"video09"}
+    assert all(Path(it["image"]).parent == tmp_path / "f2" / "video09" for it in items)
+
+
+def _frames(root: Path, names: list[str]) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / name)
+
+
+def test_pretraining_reads_its_own_folder_or_datalist_and_defaults_to_the_finetuning_images(tmp_path: Path) -> None:
+    fine = tmp_path / "fine"
+    _frames(fine, ["a.png", "b.png", "c.png", "u.png"])
+    labelled = save_datalist({
+        "training": [{"image": str(fine / "a.png"), "label": str(fine / "a.png"), "patient": "video01"},
+                     {"image": str(fine / "b.png"), "label": str(fine / "b.png"), "patient": "video01"}],
+        "testing": [{"image": str(fine / "c.png"), "label": str(fine / "c.png"), "patient": "video02"}],
+        "unlabelled": [{"image": str(fine / "u.png"), "patient": "video03"}]}, fine / "datalist.json")
+    # default: the fine-tuning datalist's training and unlabelled images, labels dropped
+    default = pretraining_items(labelled)
+    assert sorted(Path(it["image"]).name for it in default) == ["a.png", "b.png", "u.png"]
+    assert all("label" not in it for it in default)
+    # a separate folder of frames (Cholec80 at 2 fps): its frames, never a video of the labelled datalist
+    cholec = tmp_path / "cholec80"
+    _frames(cholec, ["video02/video02_000000.png", "video40/video40_000000.png", "video40/video40_000012.png"])
+    items = pretraining_items(labelled, pretrain_dataset_dir=cholec)
+    assert sorted(Path(it["image"]).name for it in items) == ["video40_000000.png", "video40_000012.png"]
+    # a datalist of unlabelled images, relative to the folder
+    save_datalist({"unlabelled": items[:1]}, cholec / "frames.json")
+    only = pretraining_items(labelled, pretrain_dataset_dir=cholec, pretrain_datalist="frames.json")
+    assert [it["image"] for it in only] == [items[0]["image"]]
+    # missing or empty: one error naming the folder and the fix
+    with pytest.raises(DataError, match=r"pretrain_dataset_dir does not exist: .*nowhere.*unlabelled_videos"):
+        pretraining_items(labelled, pretrain_dataset_dir=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"pretrain_dataset_dir .*empty.*No image files.*leave pretrain_dataset_dir"):
+        pretraining_items(labelled, pretrain_dataset_dir=tmp_path / "empty")
+    with pytest.raises(DataError, match=r"pretrain_datalist not found: .*missing\.json"):
+        pretraining_items(labelled, pretrain_dataset_dir=cholec, pretrain_datalist="missing.json")

@@ -44,12 +44,20 @@ def _counts(path: Path, tmp_path: Path) -> dict[str, tuple[int, int]]:
 def test_figure4_pretrains_once_per_mask_setting_and_finetunes_every_seed(tmp_path):
     spec = load_spec(SURGICAL / "figure4_mask_grid.yaml")
     settings, seeds = len(spec.cell_params()), len(spec.seeds)
+    # the paper's 34 pre-trained models (Section 3.2), each fine-tuned with five seeds (Figure 4's bands)
+    assert (settings, seeds) == (34, 5)
+    assert len({(p["mask_ratio"], p["mask_size"], p["mask_shape"], p["mask_fill"]) for p in spec.cell_params()}) == 34
     counts = plan_sweep(spec, tmp_path).counts()
-    assert counts["pretrain"] == (settings, settings * seeds)
-    assert counts["finetune"] == (settings * seeds, settings * seeds)
-    assert counts["evaluate"] == (settings * seeds, settings * seeds)
-    variants = load_spec(SURGICAL / "figure4_mask_variants.yaml")
-    assert _counts(SURGICAL / "figure4_mask_variants.yaml", tmp_path)["pretrain"][0] == len(variants.cell_params())
+    assert counts["pretrain"] == (34, 170)
+    assert counts["finetune"] == (170, 170)
+    assert counts["evaluate"] == (170, 170)
+    # (a) ratio 0-90 % at N = 64, (b) N 8-256 at 40 %, (d) shape / fill at 40 % / 64, black squares elsewhere
+    black_squares = [p for p in spec.cell_params() if (p["mask_shape"], p["mask_fill"]) == ("square", "black")]
+    assert sorted(p["mask_ratio"] for p in black_squares if p["mask_size"] == 64) == [
+        0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert sorted(p["mask_size"] for p in black_squares if p["mask_ratio"] == 0.4) == [8, 16, 32, 64, 128, 256]
+    assert {(p["mask_shape"], p["mask_fill"]) for p in spec.cell_params()} == {
+        ("square", "black"), ("circle", "black"), ("square", "pixel"), ("circle", "pixel")}
 
 
 def test_polycl_pretrains_once_per_strategy_and_backbone_for_every_label_fraction(tmp_path):
@@ -127,12 +135,13 @@ def test_dry_run_of_figure4_lists_one_pretraining_per_mask_setting(tmp_path, cap
     assert f"pretrain {n} (shared; {n * len(spec.seeds)} without sharing)" in text
     assert f"finetune {n * len(spec.seeds)}," in text
     assert text.count("pretrain: shared, from") == n * len(spec.seeds)
-    assert "reproduces: Figure 4 (a-c)" in text
+    assert "reproduces: Figure 4, Figure 6" in text
+    assert "pretrain 34 (shared; 170 without sharing)" in text and "finetune 170," in text
 
 
 # --------------------------------------------------------------------------------------------- using a shared stage
 def test_a_run_takes_a_shared_stage_from_its_folder_and_never_reruns_it(tmp_path):
-    spec = load_spec(SURGICAL / "figure4_mask_variants.yaml")
+    spec = load_spec(SURGICAL / "figure4_mask_grid.yaml")
     plan = plan_sweep(spec, tmp_path)
     run = spec.runs(tmp_path)[0]
     (job,) = plan.shared_jobs(run.key)

@@ -6,6 +6,7 @@ selection (``select_examples``) with its triplet sampler and dataset (``TripletS
 ``TripletDataset``). The MONAI transforms in :mod:`fewlabel.transforms` wrap these readers and writers."""
 
 from fewlabel.data.cache import cache_dir
+from fewlabel.data.collate import IGNORE_LABEL, PadCollate
 from fewlabel.data.checks import check_datalist, check_datalist_files, read_file_shape
 from fewlabel.data.datalist import (
     check_training_data,
@@ -48,6 +49,8 @@ from fewlabel.data.inputs import FAILED_KEY, InputsDataset, collate_inputs
 from fewlabel.data.phantoms import PHANTOMS, make_phantom, phantom_info, register_phantom, write_demo_dataset
 
 __all__ = [
+    "IGNORE_LABEL",
+    "PadCollate",
     "FAILED_KEY",
     "InputsDataset",
     "collate_inputs",

@@ -29,10 +29,12 @@ from typing import Any
 
 from fewlabel.errors import DataError
 
-__all__ = ["check_datalist", "check_datalist_files", "read_file_shape", "MAX_LISTED", "TRAINING_SPLITS"]
+__all__ = ["check_datalist", "check_datalist_files", "read_file_shape", "MAX_LISTED", "TRAINING_SPLITS",
+           "groups_in_several_splits", "check_group_leakage", "EVALUATION_SPLITS"]
 
 MAX_LISTED = 20  # problems listed in full; the rest are counted
 TRAINING_SPLITS = ("training", "validation", "unlabelled")  # the splits a training run reads
+EVALUATION_SPLITS = ("training", "validation", "testing")  # a group (video, patient) must be in one of them
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 _JPEG_TAIL = 1024  # bytes searched for the end-of-image marker (some writers append padding after it)
 
@@ -210,3 +212,58 @@ def check_datalist(
         if split in present:
             items += load_datalist(path, split, check_files=False)
     check_datalist_files(items, keys, read_shape, max_listed)
+
+
+def groups_in_several_splits(
+    datalist: Mapping[str, Any], splits: Sequence[str] = EVALUATION_SPLITS, group_key: str = "patient",
+) -> dict[str, list[str]]:
+    """The groups (videos, patients) that have items in more than one of ``splits``: data leakage.
+
+    Args:
+        datalist: a datalist dict (as an adapter returns it or as read from JSON).
+        splits: the lists compared (default training, validation and testing; ``unlabelled`` frames of a
+            labelled video are the few-label setting, not a leak).
+        group_key: the item key naming the group.
+
+    Returns:
+        ``{group: [split, ...]}`` for every group in two or more splits (empty: no leakage). Items
+        without ``group_key`` are their own group, so a datalist grouped per frame never shows one.
+    """
+    where: dict[str, list[str]] = {}
+    for split in splits:
+        for item in datalist.get(split) or []:
+            group = item.get(group_key) if isinstance(item, Mapping) else None
+            if group is not None and split not in where.setdefault(str(group), []):
+                where[str(group)].append(split)
+    return {g: s for g, s in sorted(where.items()) if len(s) > 1}
+
+
+def check_group_leakage(
+    datalist: Mapping[str, Any] | str | os.PathLike, splits: Sequence[str] = EVALUATION_SPLITS,
+    group_key: str = "patient", max_listed: int = MAX_LISTED,
+) -> None:
+    """Raise when a group (video, patient) has items in two splits (see :func:`groups_in_several_splits`).
+
+    Args:
+        datalist: a datalist dict or its JSON file.
+        splits, group_key: see :func:`groups_in_several_splits`.
+        max_listed: groups named in the message.
+
+    Raises:
+        DataError: names each leaking group and its splits, and the fix.
+    """
+    where = str(datalist) if isinstance(datalist, (str, os.PathLike)) else "the datalist"
+    if isinstance(datalist, (str, os.PathLike)):
+        try:
+            datalist = json.loads(Path(datalist).read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"Cannot read datalist {where}: {e}") from e
+    leaks = groups_in_several_splits(datalist, splits, group_key)
+    if leaks:
+        listed = [f"{g} ({', '.join(s)})" for g, s in list(leaks.items())[:max_listed]]
+        more = f" and {len(leaks) - max_listed} more" if len(leaks) > max_listed else ""
+        raise DataError(
+            f"{len(leaks)} {group_key} group(s) of {where} are in more than one split: {'; '.join(listed)}{more}. "
+            "Frames of one video in training and testing inflate the test score: split by video "
+            "(`fewlabel datalist ... --group_regex`), or check the frame -> video mapping you gave."
+        )

@@ -10,7 +10,14 @@ test video leaks into pre-training. This module does that:
   frames + a datalist with an ``"unlabelled"`` list of ``{"image", "patient": <video stem>}``,
   skipping videos listed in ``exclude_videos`` or named by the ``"patient"`` / ``"video"`` fields
   of a labelled datalist;
-- :func:`build_unlabelled_from_folder`: the same datalist from a folder of frame images.
+- :func:`build_unlabelled_from_folder`: the same datalist from a folder of frame images;
+- :func:`pretraining_items`: the images a pre-training stage reads (SurgicalSemiSeg's
+  ``pretrain.json``): a separate unlabelled set (``pretrain_dataset_dir`` / ``pretrain_datalist``,
+  e.g. Cholec80 frames) or, when none is given, the fine-tuning datalist's training images.
+
+``fewlabel datalist unlabelled_videos VIDEO_DIR -o OUT.json`` and ``fewlabel datalist unlabelled_frames
+FRAME_DIR -o OUT.json`` run the two builders from the command line. The default rate is the paper's
+2 frames per second (its Cholec80 set); its in-house set used 4 (``--fps 4``).
 """
 
 from __future__ import annotations
@@ -33,11 +40,16 @@ __all__ = [
     "build_unlabelled_from_videos",
     "build_unlabelled_from_folder",
     "labelled_groups",
+    "pretraining_items",
+    "DEFAULT_FPS",
 ]
 
 logger = logging.getLogger("fewlabel.data")
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+#: Frames kept per second of video by default: SurgicalSemiSeg's Cholec80 pre-training set (2 fps).
+DEFAULT_FPS = 2.0
 
 
 def _cv2():
@@ -49,7 +61,7 @@ def _cv2():
 def extract_frames(
     video_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    fps: float = 1.0,
+    fps: float = DEFAULT_FPS,
     max_frames: int | None = None,
     resize: tuple[int, int] | None = None,
 ) -> list[Path]:
@@ -63,7 +75,7 @@ def extract_frames(
         video_path: the video file (anything OpenCV's FFmpeg backend reads).
         out_dir: output folder (created); files are ``<video stem>_<frame index:06d>.png`` with
             the index of the frame in the video.
-        fps: frames to keep per second of video (> 0).
+        fps: frames to keep per second of video (> 0); default 2, the paper's Cholec80 rate.
         max_frames: stop after this many frames (``None``: all).
         resize: ``(H, W)`` of the written frames (``None``: as in the video).
 
@@ -162,8 +174,8 @@ def _excluded(exclude: Iterable[str], labelled_datalist: str | os.PathLike | Non
 
 def build_unlabelled_from_videos(
     video_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    fps: float = 1.0,
+    out_dir: str | os.PathLike | None = None,
+    fps: float = DEFAULT_FPS,
     exclude_videos: Iterable[str] = (),
     labelled_datalist: str | os.PathLike | None = None,
     max_frames: int | None = None,
@@ -173,8 +185,10 @@ def build_unlabelled_from_videos(
 
     Args:
         video_dir: folder with the videos (``.mp4 .avi .mov .mkv``, not searched recursively).
-        out_dir: frames go to ``out_dir/<video stem>/<video stem>_<index>.png``.
-        fps: frames per second of video to keep (Cholec80 in the paper: 2).
+        out_dir: frames go to ``out_dir/<video stem>/<video stem>_<index>.png``; default
+            ``<video_dir>/fewlabel_frames``.
+        fps: frames per second of video to keep; default 2 (the paper's Cholec80 set; its in-house
+            set: 4).
         exclude_videos: video stems to leave out (e.g. the CholecSeg8k / m2caiSeg videos).
         labelled_datalist: a labelled datalist JSON: videos whose stem is one of its
             ``"patient"`` or ``"video"`` values (any split) are left out too, so that no
@@ -201,7 +215,7 @@ def build_unlabelled_from_videos(
     kept = [v for v in videos if v.stem not in excluded]
     if not kept:
         raise DataError(f"Every video in {folder} is excluded ({', '.join(skipped)}); nothing is left to use.")
-    out = Path(out_dir).expanduser()
+    out = Path(out_dir).expanduser() if out_dir is not None else folder / "fewlabel_frames"
     items: list[dict[str, Any]] = []
     for video in kept:
         frames = extract_frames(video, out / video.stem, fps=fps, max_frames=max_frames, resize=resize)
@@ -268,3 +282,70 @@ def build_unlabelled_from_folder(
         raise DataError(f"Every frame in {root} belongs to an excluded video ({', '.join(sorted(skipped))}).")
     return {"name": f"unlabelled frames of {root.name}", "unlabelled": items, "excluded_videos": sorted(skipped)}
 
+
+
+_PRETRAIN_FIX = (
+    "Point pretrain_dataset_dir at a folder of unlabelled frames (e.g. Cholec80 frames at 2 fps: "
+    "`fewlabel datalist unlabelled_videos /data/Cholec80/videos -o /data/Cholec80/frames.json "
+    "--out_dir /data/Cholec80/frames`), or leave pretrain_dataset_dir and pretrain_datalist empty to "
+    "pre-train on the fine-tuning dataset's training images."
+)
+
+
+def pretraining_items(
+    datalist: str | os.PathLike,
+    pretrain_dataset_dir: str | os.PathLike | None = "",
+    pretrain_datalist: str | os.PathLike | None = "",
+    splits: tuple[str, ...] = ("training", "unlabelled"),
+    group_regex: str | None = None,
+) -> list[dict[str, Any]]:
+    """The image-only items a self-supervised pre-training reads.
+
+    - ``pretrain_datalist`` given: the ``splits`` of that datalist JSON (a path relative to
+      ``pretrain_dataset_dir`` when that is given, else to the fine-tuning datalist's folder), e.g.
+      the file ``fewlabel datalist unlabelled_videos`` writes;
+    - else ``pretrain_dataset_dir`` given: every frame image under that folder
+      (:func:`build_unlabelled_from_folder`: grouped by sub-folder or name), leaving out the videos
+      that the fine-tuning ``datalist`` names (any split), so no labelled test video is pre-trained on;
+    - neither: the fine-tuning ``datalist``'s ``splits`` (its training and unlabelled images), the
+      default when the paper's separate set is not at hand.
+
+    Args:
+        datalist: the fine-tuning datalist JSON (the bundle's ``datalist_file``).
+        pretrain_dataset_dir: a folder of unlabelled frames, or empty.
+        pretrain_datalist: a datalist JSON of unlabelled images, or empty.
+        splits: the lists read from a datalist.
+        group_regex: see :func:`build_unlabelled_from_folder`.
+
+    Returns:
+        ``[{"image": path, ...}]`` without labels.
+
+    Raises:
+        DataError: the folder or datalist is missing or holds no image; the message names it and the fix.
+    """
+    from fewlabel.data.datalist import load_images
+
+    folder = Path(pretrain_dataset_dir).expanduser() if pretrain_dataset_dir else None
+    if folder is not None and not folder.is_dir():
+        raise DataError(f"pretrain_dataset_dir does not exist: {folder}. {_PRETRAIN_FIX}")
+    if pretrain_datalist:
+        path = Path(pretrain_datalist).expanduser()
+        if not path.is_absolute():
+            path = (folder if folder is not None else Path(datalist).parent) / path
+        if not path.is_file():
+            raise DataError(f"pretrain_datalist not found: {path}. Make it with `fewlabel datalist unlabelled_videos` "
+                            f"or `unlabelled_frames`, or pass its absolute path. {_PRETRAIN_FIX}")
+        items = load_images(path, splits)
+        source = str(path)
+    elif folder is not None:
+        try:
+            found = build_unlabelled_from_folder(folder, labelled_datalist=datalist, group_regex=group_regex)
+        except DataError as e:
+            raise DataError(f"pretrain_dataset_dir {folder}: {e} {_PRETRAIN_FIX}") from e
+        items, source = found["unlabelled"], str(folder)
+    else:
+        return load_images(datalist, splits)
+    if not items:
+        raise DataError(f"No images to pre-train on in {source}. {_PRETRAIN_FIX}")
+    logger.info("Pre-training on %d unlabelled images from %s (not the fine-tuning datalist)", len(items), source)
+    return items

@@ -1,7 +1,7 @@
 """Engine pieces: prepare-batch objects that make inputs and targets on the device (denoising pairs,
 threshold pseudo-labels, SAM knowledge mining, SimCLR views, PolyCL triplets), SimCLR's contrastive
-encoder, slice-by-slice volume inference, the video runner and the scoring of prediction folders
-made elsewhere.
+encoder, slice-by-slice volume inference, inference at any frame size (pad to the network's stride,
+crop back), the video runner and the scoring of prediction folders made elsewhere.
 
 Names that moved to the layer of their kind (losses, transforms, data, handlers) are imported here too,
 so ``fewlabel.engines.<name>`` keeps working for them.
@@ -18,6 +18,7 @@ from fewlabel.transforms.placeholder import PlaceholderLabeld
 
 from .denoising import DenoisingPairs
 from .folder_inference import FolderEvaluator
+from .padded_inference import DivisiblePadInferer, network_stride
 from .polycl import SupConPairs, TripletBatch
 from .prediction_folder import PredictionFolderScorer
 from .pseudo_labels import ThresholdPseudoLabels
@@ -32,6 +33,8 @@ __all__ = [
     "RotationBatch",
     "FolderEvaluator",
     "PredictionFolderScorer",
+    "DivisiblePadInferer",
+    "network_stride",
     "DenoisingPairs",
     "CheckpointLoader",
     "PseudoLabelStatsHandler",

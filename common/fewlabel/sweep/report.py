@@ -17,6 +17,7 @@ The layout comes from the spec's ``report`` section (saved in ``RUN_DIR/sweep.ya
         - {metrics: {supervised: stages.evaluate_supervised.mean_dice, mined: mean_dice}}  # headers; other stages
         - {rows: [mask_ratio], cols: mask_size, metric: mean_iou}         # a two-parameter grid
         - {rows: [arch], cols: epochs, where: {batch_size: 16}}            # 'where' picks cells
+        - {rows: [mask_ratio], cols: mask_size, where: {mask_size: [16, 32]}}  # a list: any of its values
         - {rows: [pretrain_method], per_class: iou}                       # a column per class (+ mean)
         - {rows: [labelled_fraction], variants: {supervised: stages.evaluate_supervised, continuous: ""},
            metrics: {IoU: mean_iou_foreground, Dice: mean_dice_foreground}}  # a row per cell and variant
@@ -54,7 +55,7 @@ import numpy as np  # noqa: E402
 
 from fewlabel.errors import FewLabelError  # noqa: E402
 from fewlabel.plots import metric_value, plot_bars, plot_curves, plot_heatmap  # noqa: E402
-from fewlabel.sweep.spec import SweepSpec, load_spec  # noqa: E402
+from fewlabel.sweep.spec import SweepSpec, _matches, load_spec  # noqa: E402
 
 __all__ = ["collect", "aggregate", "metrics_table", "grid_table", "per_class_table", "variant_table", "make_report"]
 
@@ -277,10 +278,11 @@ def grid_table(data: dict[str, Any], rows: Sequence[str], cols: str, metric: str
 
 
 def _where(data: dict[str, Any], where: dict[str, Any] | None) -> dict[str, Any]:
-    """``data`` with only the cells whose parameters match ``where``."""
+    """``data`` with only the cells whose parameters match ``where`` (a list value: any of its values)."""
     if not where:
         return data
-    return {**data, "cells": [c for c in data["cells"] if all(c["params"].get(k) == v for k, v in where.items())]}
+    keep = [c for c in data["cells"] if all(_matches(c["params"].get(k), v) for k, v in where.items())]
+    return {**data, "cells": keep}
 
 
 def _plot(data: dict[str, Any], plot: dict[str, Any], metric: str, style: _Style, path: Path) -> Path | None:

@@ -26,12 +26,18 @@ Adapters (name: dataset, options):
   ``mask_suffix``, ``channel``, ``name``, ``foreground``.
 - ``cholecseg8k``: CholecSeg8k watershed masks merged to 8 classes, split by video;
   ``test_videos``, ``val_videos``, ``fractions``, ``seed``, ``stray_label``, ``max_stray_fraction``.
-- ``m2caiseg``: m2caiSeg colour masks (19 classes), the release's train/trainval/test split;
-  ``class_table``, ``tolerance``, ``max_off_palette``, ``trainval``.
+- ``m2caiseg``: m2caiSeg colour masks (19 classes), the release's train/trainval/test split, frames
+  grouped by video when a mapping is given (else per frame, with a warning); ``class_table``,
+  ``tolerance``, ``max_off_palette``, ``trainval``, ``video_map``, ``video_regex``, ``on_leakage``.
 - ``colour_masks``: any ``images/`` + colour-coded ``masks/`` folder given a class table (JSON
   path or shipped name, e.g. ``surgical_semiseg_inhouse``), split by group; ``class_table``,
   ``images_dir``, ``masks_dir``, ``mask_suffix``, ``fractions``, ``group_regex``, ``seed``,
   ``tolerance``, ``name``.
+- ``unlabelled_videos``: a folder of videos (e.g. Cholec80) → frames at ``fps`` (default 2, the
+  SurgicalSemiSeg paper's Cholec80 rate) under ``out_dir`` and an ``unlabelled`` list grouped by
+  video; ``out_dir``, ``fps``, ``exclude_videos``, ``labelled_datalist``, ``max_frames``, ``resize``.
+- ``unlabelled_frames``: a folder of frames → an ``unlabelled`` list grouped by video;
+  ``exclude_videos``, ``labelled_datalist``, ``group_regex``, ``recursive``.
 - ``p2ilf``: P2ILF 2D liver-landmark contours (XML) drawn into masks, split by patient
   (validation: patients 1 and 2); ``thickness``, ``val_patients``, ``test_dir``, ``force``.
 - ``l3d``: L3D liver landmarks (LabelMe contours or label PNGs), the release's train/val/test
@@ -76,6 +82,7 @@ from fewlabel.data.adapters.tiles import build_tiles
 from fewlabel.data.adapters.tissuenet import build_tissuenet
 from fewlabel.data.adapters.totalsegmentator import build_totalsegmentator
 from fewlabel.data.datalist import save_datalist
+from fewlabel.data.video import build_unlabelled_from_folder, build_unlabelled_from_videos
 
 __all__ = [
     "ADAPTERS",
@@ -113,6 +120,8 @@ ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
     "msd_liver": build_msd_liver,
     "msd_task03": build_msd_liver,
     "totalsegmentator": build_totalsegmentator,
+    "unlabelled_videos": build_unlabelled_from_videos,
+    "unlabelled_frames": build_unlabelled_from_folder,
 }
 
 

@@ -49,17 +49,29 @@ colour, as the authors did), with a guard: a mask in which more than ``max_off_p
 pixels are not exactly a class colour is rejected, since that means a wrong class table or a
 wrong file. Pass ``tolerance=0`` for exact colours only, or your own ``class_table`` (JSON) if
 your copy of the data uses other colours.
+
+Videos: the release names its frames by number only and publishes no frame -> video table, so by
+default each frame is its own group (``patient`` = the frame's stem): the split is the release's,
+and the leakage check (:func:`fewlabel.data.checks.check_group_leakage`: no video in two splits)
+cannot work; a warning says so. Give the mapping if you have it: ``video_map`` (a CSV file of
+``frame,video`` rows, ``frame`` the image's stem or file name, header optional) or ``video_regex``
+(its first group, or the whole match, searched in the stem is the video). Then ``patient`` and
+``video`` are the video, and a video with frames in two splits stops the adapter
+(``on_leakage="warn"`` keeps the release's split and logs the videos instead).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from fewlabel.data.checks import groups_in_several_splits
 from fewlabel.data.adapters.colour_masks import (
     ClassTableLike,
     colour_mask_to_index,
@@ -122,6 +134,43 @@ def _mask_for(image: Path, gt_dir: Path) -> Path:
     raise DataError(f"m2caiSeg image {image} has no mask: expected {gt_dir / (image.stem + '_gt.png')}. {_LAYOUT}")
 
 
+def _read_video_map(path: str | os.PathLike) -> dict[str, str]:
+    """``frame -> video`` from a CSV file of ``frame,video`` rows (a header row is skipped)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"m2caiSeg video_map not found: {path}. Give a CSV file of frame,video rows, or leave "
+                        "video_map out (each frame is then its own group).")
+    out: dict[str, str] = {}
+    with path.open(newline="") as f:
+        for n, row in enumerate(csv.reader(f), 1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            if len(cells) < 2 or not cells[0] or not cells[1]:
+                raise DataError(f"{path}, line {n}: expected 'frame,video', got {','.join(row)!r}.")
+            if n == 1 and [c.lower() for c in cells[:2]] == ["frame", "video"]:
+                continue
+            out[cells[0]] = cells[1]
+    if not out:
+        raise DataError(f"m2caiSeg video_map {path} has no frame,video rows.")
+    return out
+
+
+def _video_of(image: Path, video_map: dict[str, str] | None, pattern: re.Pattern | None, source: str) -> str:
+    if video_map is not None:
+        video = video_map.get(image.stem, video_map.get(image.name))
+        if video is None:
+            raise DataError(f"m2caiSeg frame {image} is not in the video_map {source}: add a row "
+                            f"'{image.stem},<video>'.")
+        return video
+    if pattern is not None:
+        match = pattern.search(image.stem)
+        if match is None:
+            raise DataError(f"video_regex {source!r} does not match the name of m2caiSeg frame {image}.")
+        return match.group(1) if pattern.groups else match.group(0)
+    return image.stem
+
+
 def build_m2caiseg(
     src_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
@@ -129,6 +178,9 @@ def build_m2caiseg(
     tolerance: int | None = None,
     max_off_palette: float = 0.25,
     trainval: str = "validation",
+    video_map: str | os.PathLike | None = None,
+    video_regex: str | None = None,
+    on_leakage: str = "error",
 ) -> dict[str, Any]:
     """Build the m2caiSeg datalist, keeping the release's train / (trainval) / test folders.
 
@@ -142,17 +194,31 @@ def build_m2caiseg(
             ``None`` (default) snaps to the nearest class colour, as the authors did.
         max_off_palette: largest share of a mask's pixels that may be off the class colours.
         trainval: where the ``trainval`` folder goes: ``"validation"`` or ``"training"``.
+        video_map: CSV file of ``frame,video`` rows (frame: the image's stem or file name).
+        video_regex: regular expression giving the video from a frame's stem (instead of ``video_map``).
+        on_leakage: a video with frames in two splits (only detectable with a mapping): ``"error"``
+            (default) or ``"warn"`` (keep the release's split, log the videos).
 
     Returns:
-        A datalist dict; items ``{"image", "label", "patient"}`` with patient = the frame's stem
-        (the release does not name the videos, and its own split is kept).
+        A datalist dict; items ``{"image", "label", "patient"}`` with patient = the frame's video
+        (and ``"video"``) when a mapping is given, else the frame's stem (the release does not name
+        the videos); ``"grouping"``: ``"video"`` or ``"frame"``. The release's split is kept.
 
     Raises:
         DataError: missing folders or masks, unreadable files, size mismatches, unknown colours
-            (with ``tolerance`` set) or masks too far off the palette.
+            (with ``tolerance`` set), masks too far off the palette, a frame the mapping does not
+            cover, or (``on_leakage="error"``) a video in two splits.
     """
     if trainval not in ("validation", "training"):
         raise ValueError(f"trainval must be 'validation' or 'training', got {trainval!r}")
+    if on_leakage not in ("error", "warn"):
+        raise ValueError(f"on_leakage must be 'error' or 'warn', got {on_leakage!r}")
+    if video_map is not None and video_regex is not None:
+        raise ValueError("give video_map or video_regex, not both")
+    frame_videos = _read_video_map(video_map) if video_map is not None else None
+    pattern = re.compile(video_regex) if video_regex else None
+    source = str(video_map) if video_map is not None else str(video_regex)
+    by_video = frame_videos is not None or pattern is not None
     src = Path(src_dir).expanduser()
     if not src.is_dir():
         raise DataError(f"m2caiSeg folder not found: {src}. {_LAYOUT}")
@@ -162,6 +228,7 @@ def build_m2caiseg(
     datalist: dict[str, Any] = {
         "name": "m2caiSeg",
         "labels": {str(i): c["name"] for i, c in enumerate(table)},
+        "grouping": "video" if by_video else "frame",
         "training": [],
         "validation": [],
         "testing": [],
@@ -193,9 +260,27 @@ def build_m2caiseg(
             target = out / folder / f"{image.stem}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(index).save(target, compress_level=1)
-            datalist[split].append(
-                {"image": str(image.resolve()), "label": str(target.resolve()), "patient": image.stem}
-            )
+            item = {"image": str(image.resolve()), "label": str(target.resolve()), "patient": image.stem}
+            if by_video:
+                item["patient"] = item["video"] = _video_of(image, frame_videos, pattern, source)
+            datalist[split].append(item)
+    if not by_video:
+        logger.warning(
+            "m2caiSeg: no frame -> video mapping given, so each frame is its own group and the leakage check "
+            "(no video in two splits) cannot work. Pass video_map (CSV frame,video) or video_regex to group "
+            "the frames by video."
+        )
+    else:
+        leaks = groups_in_several_splits(datalist)
+        if leaks:
+            text = "; ".join(f"{v} ({', '.join(s)})" for v, s in leaks.items())
+            if on_leakage == "error":
+                raise DataError(
+                    f"m2caiSeg videos with frames in two splits (by {source}): {text}. The test score would "
+                    "include frames of training videos: check the mapping, or pass on_leakage='warn' to keep "
+                    "the release's split as it is."
+                )
+            logger.warning("m2caiSeg: videos with frames in two splits of the release (by %s): %s", source, text)
     logger.info(
         "m2caiSeg datalist from %s: %d training, %d validation, %d testing items",
         root, len(datalist["training"]), len(datalist["validation"]), len(datalist["testing"]),
