@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 
 from fewlabel.errors import FewLabelError  # noqa: E402
 from fewlabel.plots import metric_value, plot_bars, plot_curves, plot_heatmap  # noqa: E402
-from fewlabel.sweep.spec import SweepSpec, _matches, load_spec  # noqa: E402
+from fewlabel.sweep.spec import SweepSpec, param_matches, load_spec  # noqa: E402
 
 __all__ = ["collect", "aggregate", "metrics_table", "grid_table", "per_class_table", "variant_table", "make_report"]
 
@@ -281,7 +281,7 @@ def _where(data: dict[str, Any], where: dict[str, Any] | None) -> dict[str, Any]
     """``data`` with only the cells whose parameters match ``where`` (a list value: any of its values)."""
     if not where:
         return data
-    keep = [c for c in data["cells"] if all(_matches(c["params"].get(k), v) for k, v in where.items())]
+    keep = [c for c in data["cells"] if all(param_matches(c["params"].get(k), v) for k, v in where.items())]
     return {**data, "cells": keep}
 
 

@@ -39,7 +39,8 @@ import yaml
 from fewlabel.arguments import ArgumentError, as_int, as_list
 from fewlabel.errors import DataError, FewLabelError
 
-__all__ = ["SpecError", "SweepStage", "SweepSpec", "Run", "load_spec", "cell_name", "check_run_overrides",
+__all__ = [
+    "param_matches", "SpecError", "SweepStage", "SweepSpec", "Run", "load_spec", "cell_name", "check_run_overrides",
            "RESERVED_OVERRIDES", "paper_items"]
 
 # ids every run sets for itself: an override of them would be ignored (seed) or make runs share folders
@@ -79,12 +80,12 @@ class SweepStage:
         """Whether this stage runs for a run with ``params`` (its overrides merged). A condition's value
         is matched by equality, or by membership when it is a list and the parameter is not
         (``only_if: {pretrain_method: [S, O, M]}``)."""
-        if self.skip_if and all(_matches(params.get(k), v) for k, v in self.skip_if.items()):
+        if self.skip_if and all(param_matches(params.get(k), v) for k, v in self.skip_if.items()):
             return False
-        return all(_matches(params.get(k), v) for k, v in self.only_if.items())
+        return all(param_matches(params.get(k), v) for k, v in self.only_if.items())
 
 
-def _matches(value: Any, want: Any) -> bool:
+def param_matches(value: Any, want: Any) -> bool:
     if isinstance(want, (list, tuple)) and not isinstance(value, (list, tuple)):
         return value in want
     return value == want
